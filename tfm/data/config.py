@@ -1,0 +1,241 @@
+"""Data configuration: one frozen, validated dataclass passed down whole.
+
+Every knob of the data layer (which data set, which tokenizer, sequence lengths, batching) lives
+in :class:`DataConfig`. Its dataclass defaults ARE the project's defaults: ``configs/default.py``
+is built from them, so the default run (``python train.py``) trains on the embedded synthetic
+English-to-German number-words task with a small shared SentencePiece vocabulary.
+
+Validation runs on construction and every error names the offending field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+
+class Dataset(str, enum.Enum):
+    """Where the examples come from (see :mod:`tfm.data.sources`)."""
+
+    NUMBERS = "numbers"  # embedded: English number words -> German number words (translation)
+    TINY_SHAKESPEARE = "tiny_shakespeare"  # TFDS; one long string per split (character LM)
+    WMT14_ENDE = "wmt14_ende"  # TFDS wmt14_translate/de-en, English -> German (the paper)
+    LM1B = "lm1b"  # TFDS; one billion word benchmark sentences (subword LM)
+    SST2 = "sst2"  # TFDS glue/sst2; sentence sentiment (encoder-only classification)
+    TEXT_FILE = "text_file"  # a local UTF-8 text file (language modelling on anything)
+
+
+class Task(str, enum.Enum):
+    """What a data set is used for; decides the batch format (see :mod:`tfm.data.pipeline`)."""
+
+    TRANSLATION = "translation"  # -> Arch.ENCODER_DECODER
+    LM = "lm"  # -> Arch.DECODER_LM
+    CLASSIFICATION = "classification"  # -> Arch.ENCODER_CLASSIFIER
+
+
+class TokenizerKind(str, enum.Enum):
+    CHAR = "char"  # one id per Unicode character seen in the training text
+    SENTENCEPIECE = "sentencepiece"  # unigram SentencePiece trained on the training split
+
+
+class Overlong(str, enum.Enum):
+    """What to do with an example longer than its maximum length (counted in the logs)."""
+
+    TRUNCATE = "truncate"  # keep the first max_len tokens (a truncated sequence loses its eos)
+    DROP = "drop"  # leave the example out
+
+
+TASK_OF_DATASET: dict[Dataset, Task] = {
+    Dataset.NUMBERS: Task.TRANSLATION,
+    Dataset.WMT14_ENDE: Task.TRANSLATION,
+    Dataset.TINY_SHAKESPEARE: Task.LM,
+    Dataset.LM1B: Task.LM,
+    Dataset.TEXT_FILE: Task.LM,
+    Dataset.SST2: Task.CLASSIFICATION,
+}
+
+# The model architecture (tfm.config.Arch value) each task trains.
+ARCH_OF_TASK: dict[Task, str] = {
+    Task.TRANSLATION: "encoder_decoder",
+    Task.LM: "decoder_lm",
+    Task.CLASSIFICATION: "encoder_classifier",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Everything that defines the data a model is trained and evaluated on.
+
+    Attributes:
+      dataset: which data set (see :class:`Dataset`). Its task (translation, language
+        modelling, classification) decides the model architecture: see :meth:`task` and
+        :meth:`arch`.
+      text_file: path of the UTF-8 text for ``dataset="text_file"`` (required there, unused
+        elsewhere). The first ``1 - valid_fraction`` of its characters train, the rest evaluate.
+      valid_fraction: held-out tail fraction of ``text_file`` (validation and test are the same
+        text there).
+      tokenizer: character level or SentencePiece (one vocabulary shared by source and target,
+        as in the paper). Either is built from the training split only and saved in
+        ``WORKDIR/tokenizer/``, from where resume and generation reload it.
+      vocab_size: SentencePiece vocabulary size, including pad/bos/eos/unk. A soft limit: on a
+        small corpus the trained vocabulary may come out smaller (the model's vocab_size must
+        be taken from ``tokenizer.vocab_size``, never from here). Unused for ``char``.
+      spm_max_sentences: at most this many training sentences (sampled) train SentencePiece.
+      max_len: maximum length in tokens of the source / classifier input / language-model
+        context (inputs of an LM batch are exactly max_len long).
+      max_target_len: maximum target length in tokens for translation (including eos).
+      overlong: truncate or drop training examples longer than the maximum lengths (always
+        truncated in evaluation, where every example must be scored). Counted in the logs and
+        in ``pipeline.stats``.
+      batch_size: GLOBAL number of examples (rows) per training step, summed over all hosts
+        and devices. Must be divisible by the number of hosts (processes).
+      tokens_per_batch: translation only: when > 0, token-count batching replaces
+        ``batch_size``: examples are bucketed by length and each batch holds about this many
+        tokens (rows = tokens_per_batch // bucket length, rounded down to a multiple of the
+        device count). 0 = fixed batch_size rows.
+      pack: pack several variable-length examples into each row (segment ids and positions
+        keep packed examples from attending to each other). Translation and sentence LMs
+        (lm1b); streamed LMs (tiny_shakespeare, text_file) are contiguous windows anyway and
+        classification cannot be packed.
+      shuffle_seed: seed of the training order (and of LM window positions). The training
+        stream is a pure function of this seed and the step, which is what makes it resumable.
+      eval_batch_size: GLOBAL rows per evaluation batch (the last batch is padded with rows of
+        weight 0).
+      max_eval_examples: evaluate on at most this many examples (LM: windows) per split;
+        0 = all.
+      tfds_data_dir: TFDS data directory; "" = the TFDS default (``~/tensorflow_datasets`` or
+        ``$TFDS_DATA_DIR``).
+      tfds_manual_dir: a directory holding already-downloaded source files under the names
+        TFDS expects (e.g. ``input.txt`` for tiny_shakespeare): preparation then needs no
+        network. "" = none.
+      numbers_max: the numbers task covers the integers 0..numbers_max (at most 999,999).
+      numbers_valid_size: numbers held out for validation.
+      numbers_test_size: numbers held out for test (disjoint from validation and training).
+      numbers_split_seed: seed of the fixed permutation that splits the numbers (deliberately
+        separate from ``shuffle_seed``, so the test set never moves).
+    """
+
+    dataset: Dataset = Dataset.NUMBERS
+    text_file: str = ""
+    valid_fraction: float = 0.1
+    tokenizer: TokenizerKind = TokenizerKind.SENTENCEPIECE
+    vocab_size: int = 256
+    spm_max_sentences: int = 300_000
+    max_len: int = 32
+    max_target_len: int = 32
+    overlong: Overlong = Overlong.TRUNCATE
+    batch_size: int = 64
+    tokens_per_batch: int = 0
+    pack: bool = False
+    shuffle_seed: int = 0
+    eval_batch_size: int = 128
+    max_eval_examples: int = 0
+    tfds_data_dir: str = ""
+    tfds_manual_dir: str = ""
+    numbers_max: int = 999_999
+    numbers_valid_size: int = 2000
+    numbers_test_size: int = 2000
+    numbers_split_seed: int = 0
+
+    def __post_init__(self):
+        # Accept plain strings for the enums (config files, JSON) and store the enum.
+        for field, enum_cls in _ENUM_FIELDS.items():
+            value = getattr(self, field)
+            if not isinstance(value, enum_cls):
+                try:
+                    object.__setattr__(self, field, enum_cls(value))
+                except ValueError:
+                    valid = ", ".join(repr(m.value) for m in enum_cls)
+                    raise ValueError(
+                        f"DataConfig.{field}: unknown value {value!r}; expected one of {valid}"
+                    ) from None
+        self.validate()
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def task(self) -> Task:
+        """The task of the data set: translation, lm or classification."""
+        return TASK_OF_DATASET[self.dataset]
+
+    @property
+    def arch(self) -> str:
+        """The ``tfm.config.Arch`` value that trains on this data ("encoder_decoder", ...)."""
+        return ARCH_OF_TASK[self.task]
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raises ValueError naming the first offending field."""
+
+        def fail(field: str, msg: str):
+            raise ValueError(f"DataConfig.{field}={getattr(self, field)!r}: {msg}")
+
+        def is_int(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        for field in ("max_len", "max_target_len", "batch_size", "eval_batch_size",
+                      "spm_max_sentences", "numbers_valid_size", "numbers_test_size"):
+            value = getattr(self, field)
+            if not is_int(value) or value <= 0:
+                fail(field, "must be a positive integer")
+        for field in ("tokens_per_batch", "max_eval_examples", "shuffle_seed",
+                      "numbers_split_seed"):
+            value = getattr(self, field)
+            if not is_int(value) or value < 0:
+                fail(field, "must be a non-negative integer")
+        if not isinstance(self.pack, bool):
+            fail("pack", "must be a bool")
+        if self.max_len < 2:
+            fail("max_len", "must be at least 2 (a token and eos)")
+        if self.max_target_len < 2:
+            fail("max_target_len", "must be at least 2 (a token and eos)")
+        if not is_int(self.vocab_size) or self.vocab_size < 8:
+            fail("vocab_size", "must be an integer >= 8 (4 ids are reserved: pad, bos, eos, unk)")
+        if not isinstance(self.valid_fraction, (int, float)) or not 0.0 < self.valid_fraction < 1.0:
+            fail("valid_fraction", "must be in (0, 1)")
+        if self.dataset is Dataset.TEXT_FILE and not self.text_file:
+            fail("text_file", "dataset='text_file' needs --config.data.text_file=PATH")
+        if self.dataset is not Dataset.TEXT_FILE and self.text_file:
+            fail("text_file", f"is only used with dataset='text_file', not {self.dataset.value!r}")
+        if not is_int(self.numbers_max) or not 0 < self.numbers_max <= 999_999:
+            fail("numbers_max", "must be in 1..999999 (the number words stop below a million)")
+        if self.dataset is Dataset.NUMBERS:
+            held_out = self.numbers_valid_size + self.numbers_test_size
+            if held_out >= self.numbers_max + 1:
+                fail("numbers_valid_size",
+                     f"validation + test ({held_out}) leave no training numbers out of "
+                     f"0..{self.numbers_max}")
+        if self.tokens_per_batch:
+            if self.task is not Task.TRANSLATION:
+                fail("tokens_per_batch", "token-count batching is for translation data sets only")
+            if self.tokens_per_batch < max(self.max_len, self.max_target_len):
+                fail("tokens_per_batch", "must hold at least one example of the maximum length")
+        if self.pack and self.task is Task.CLASSIFICATION:
+            fail("pack", "classification examples cannot be packed (one label per row)")
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (enums as their string values)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.value if isinstance(value, enum.Enum) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DataConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"DataConfig: unknown field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "DataConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_ENUM_FIELDS = {
+    "dataset": Dataset,
+    "tokenizer": TokenizerKind,
+    "overlong": Overlong,
+}
