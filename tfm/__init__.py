@@ -1,0 +1,51 @@
+"""tfm: the Transformer (Vaswani et al. 2017) in JAX/Flax.
+
+The public API, bottom to top:
+
+* configuration: :class:`ModelConfig` and its enums, :func:`get_preset`;
+* pure functions: :func:`scaled_dot_product_attention`, masks, positional encodings;
+* Flax modules: :class:`MultiHeadAttention`, blocks, and the three models
+  (:class:`EncoderDecoder`, :class:`DecoderLM`, :class:`EncoderClassifier`) via :func:`build_model`.
+
+Training, data and decoding live in ``tfm.training``, ``tfm.data`` and ``tfm.decoding``.
+"""
+
+from tfm.attention import (
+    MultiHeadAttention,
+    attention_weights,
+    causal_mask,
+    combine_masks,
+    padding_mask,
+    scaled_dot_product_attention,
+    segment_mask,
+)
+from tfm.config import Activation, Arch, ModelConfig, NormPosition, Pooling, PositionalKind, Remat, get_preset
+from tfm.layers import Block, DecoderBlock, Embedder, EncoderBlock, FeedForward, Stack
+from tfm.models import (
+    Decoder,
+    DecoderLM,
+    Encoder,
+    EncoderClassifier,
+    EncoderDecoder,
+    build_model,
+    dummy_inputs,
+    param_count,
+)
+from tfm.positional import (
+    LearnedPositions,
+    RotaryPositions,
+    SinusoidalPositions,
+    apply_rope,
+    sinusoidal_encoding,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation", "Arch", "Block", "Decoder", "DecoderBlock", "DecoderLM", "Embedder", "Encoder",
+    "EncoderBlock", "EncoderClassifier", "EncoderDecoder", "FeedForward", "LearnedPositions",
+    "ModelConfig", "MultiHeadAttention", "NormPosition", "Pooling", "PositionalKind", "Remat",
+    "RotaryPositions", "SinusoidalPositions", "Stack", "apply_rope", "attention_weights",
+    "build_model", "causal_mask", "combine_masks", "dummy_inputs", "get_preset", "padding_mask",
+    "param_count", "scaled_dot_product_attention", "segment_mask", "sinusoidal_encoding",
+]

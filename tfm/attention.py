@@ -1,0 +1,281 @@
+"""Scaled dot-product attention (Vaswani et al. 2017, section 3.2), masks, and multi-head attention.
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V                      (eq. 1)
+    MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,
+        head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
+
+Axis names (einsum alphabet): B batch, T query length, S key length, N heads, H head dim,
+D model dim. Masks are boolean, True where a query may attend to a key, and broadcast to
+(B, N, T, S). Pure functions come first; the Flax module at the bottom only owns projections and
+the decoding cache.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from tfm.positional import apply_rope
+
+Implementation = Literal["auto", "xla", "cudnn"]
+
+
+# ---------------------------------------------------------------------- masks (pure)
+def causal_mask(q_len: int, k_len: int | None = None, offset: int | jax.Array = 0) -> jax.Array:
+    """(1, 1, T, S) mask letting query t (at absolute position offset + t) see keys s <= it."""
+    k_len = q_len if k_len is None else k_len
+    q_pos = offset + jnp.arange(q_len)[:, None]
+    return (jnp.arange(k_len)[None, :] <= q_pos)[None, None]
+
+
+def padding_mask(k_tokens: jax.Array, pad_id: int = 0) -> jax.Array:
+    """(B, 1, 1, S) mask hiding padding keys, from key token ids (B, S)."""
+    return (k_tokens != pad_id)[:, None, None, :]
+
+
+def segment_mask(q_segment_ids: jax.Array, k_segment_ids: jax.Array) -> jax.Array:
+    """(B, 1, T, S) mask for packed sequences: a query sees only keys of its own segment."""
+    return (q_segment_ids[:, :, None] == k_segment_ids[:, None, :])[:, None]
+
+
+def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
+    """Logical AND of the masks that are not None (broadcast); None if all are None."""
+    masks = [m for m in masks if m is not None]
+    if not masks:
+        return None
+    out = masks[0]
+    for m in masks[1:]:
+        out = jnp.logical_and(out, m)
+    return out
+
+
+# ---------------------------------------------------------------------- attention (pure)
+def attention_weights(
+    q: jax.Array, k: jax.Array, mask: jax.Array | None = None, bias: jax.Array | None = None
+) -> jax.Array:
+    """softmax(q k^T / sqrt(H) + bias) over keys, in float32.
+
+    Args:
+      q: (B, T, N, H) queries. k: (B, S, N, H) keys.
+      mask: boolean, broadcastable to (B, N, T, S); masked keys get exactly zero weight and a
+        row with every key masked gets all-zero weights (not NaN).
+      bias: additive float logits bias, broadcastable to (B, N, T, S).
+    Returns:
+      (B, N, T, S) float32 weights.
+    """
+    logits = jnp.einsum("BTNH,BSNH->BNTS", q, k, preferred_element_type=jnp.float32)
+    logits = logits * jnp.float32(q.shape[-1] ** -0.5)
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1)
+    if mask is not None:
+        # exp(min - max) already underflows to 0 wherever a row has a valid key; this also zeroes
+        # rows with no valid key at all, which would otherwise be uniform.
+        weights = jnp.where(mask, weights, 0.0)
+    return weights
+
+
+def attend(weights: jax.Array, v: jax.Array) -> jax.Array:
+    """Weighted sum of values: (B, N, T, S) x (B, S, N, H) -> (B, T, N, H) in v's dtype."""
+    return jnp.einsum("BNTS,BSNH->BTNH", weights.astype(v.dtype), v)
+
+
+def _use_cudnn(q: jax.Array, dropout_active: bool, implementation: Implementation) -> bool:
+    if implementation == "cudnn":
+        return True
+    if implementation == "xla":
+        return False
+    return (
+        jax.default_backend() == "gpu"
+        and q.dtype in (jnp.bfloat16, jnp.float16)
+        and not dropout_active
+        and q.shape[-1] % 8 == 0
+        and q.shape[-1] <= 128
+    )
+
+
+def scaled_dot_product_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array | None = None,
+    bias: jax.Array | None = None,
+    *,
+    dropout_rate: float = 0.0,
+    dropout_rng: jax.Array | None = None,
+    deterministic: bool = True,
+    implementation: Implementation = "auto",
+) -> jax.Array:
+    """softmax(Q K^T / sqrt(d_k)) V per head (eq. 1), with optional attention dropout.
+
+    Args:
+      q: (B, T, N, H); k, v: (B, S, N, H).
+      mask: boolean, broadcastable to (B, N, T, S), True = attend.
+      bias: additive logits bias, broadcastable to (B, N, T, S).
+      dropout_rate: dropout on the attention weights (needs dropout_rng when not deterministic).
+      implementation: "xla" is the reference path (softmax in float32 whatever the input dtype);
+        "cudnn" calls jax.nn.dot_product_attention's cuDNN flash attention; "auto" picks cuDNN on
+        GPU for bfloat16/float16 inputs without dropout, else the reference path.
+    Returns:
+      (B, T, N, H) in q's dtype.
+    """
+    dropout_active = dropout_rate > 0.0 and not deterministic
+    if _use_cudnn(q, dropout_active, implementation):
+        if mask is not None:
+            mask = jnp.broadcast_to(mask, (q.shape[0], 1, q.shape[1], k.shape[1]))
+        out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation="cudnn")
+        if mask is not None:  # cuDNN leaves rows with no valid key undefined: zero them as the reference does
+            out = jnp.where(mask.any(-1).transpose(0, 2, 1)[..., None], out, 0)
+        return out.astype(q.dtype)
+    weights = attention_weights(q, k, mask, bias)
+    if dropout_active:
+        if dropout_rng is None:
+            raise ValueError("scaled_dot_product_attention: dropout_rng is required for dropout")
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+        weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    return attend(weights, v).astype(q.dtype)
+
+
+# ---------------------------------------------------------------------- module
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with W^Q, W^K, W^V (D -> N x H) and W^O (N x H -> D).
+
+    Self-attention when called with one input, cross-attention with two. In ``decode`` mode it
+    keeps a key/value cache in the 'cache' collection:
+      * self-attention (``cross=False``): keys/values of the new tokens are written at
+        ``cache_index`` into a (B, L, N, H) cache that ``init`` sized from its input's length L;
+        queries attend over the whole cache under the mask given by the caller.
+      * cross-attention (``cross=True``): the encoder's keys/values are projected on the first
+        decode call only and reused afterwards.
+    Attention weights are sown into 'intermediates' / 'attention_weights' (reference path only)
+    when that collection is mutable, for visualisation; return values never change.
+    """
+
+    num_heads: int
+    head_dim: int
+    dropout_rate: float = 0.0
+    use_bias: bool = True
+    rope_base: float | None = None  # rotary embeddings on q and k when set
+    cross: bool = False
+    decode: bool = False
+    deterministic: bool = True
+    implementation: Implementation = "auto"
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    def _proj(self, name: str) -> nn.DenseGeneral:
+        return nn.DenseGeneral(
+            features=(self.num_heads, self.head_dim),
+            use_bias=self.use_bias,
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.xavier_uniform(), ("embed", "heads", "kv")
+            ),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name=name,
+        )
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        kv_input: jax.Array | None = None,
+        *,
+        mask: jax.Array | None = None,
+        positions: jax.Array | None = None,
+        kv_positions: jax.Array | None = None,
+        cache_index: jax.Array | None = None,
+    ) -> jax.Array:
+        """
+        Args:
+          x: (B, T, D) query inputs (and key/value inputs for self-attention).
+          kv_input: (B, S, D) key/value inputs for cross-attention.
+          mask: boolean, broadcastable to (B, N, T, S) (in decode mode S is the cache length).
+          positions, kv_positions: (B, T) / (B, S) integer positions for rotary embeddings.
+          cache_index: scalar int: where the new tokens go in the self-attention cache (decode).
+        Returns:
+          (B, T, D) in the compute dtype.
+        """
+        if self.cross != (kv_input is not None):
+            raise ValueError("MultiHeadAttention: pass kv_input exactly when cross=True")
+        q = self._proj("query")(x)  # (B, T, N, H)
+        if self.rope_base is not None and not self.cross:
+            q = apply_rope(q, positions, self.rope_base)
+
+        if self.cross:
+            k, v = self._cross_kv(kv_input)
+        else:
+            k = self._proj("key")(x)  # (B, T, N, H)
+            v = self._proj("value")(x)
+            if self.rope_base is not None:
+                k = apply_rope(k, positions, self.rope_base)
+            if self.decode:
+                k, v = self._update_cache(k, v, cache_index)  # (B, L, N, H)
+
+        dropout_rng = None
+        if self.dropout_rate > 0.0 and not self.deterministic:
+            dropout_rng = self.make_rng("dropout")
+        if self.is_mutable_collection("intermediates") and self.implementation != "cudnn":
+            weights = attention_weights(q, k, mask)
+            self.sow("intermediates", "attention_weights", weights)
+        out = scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            mask,
+            dropout_rate=self.dropout_rate,
+            dropout_rng=dropout_rng,
+            deterministic=self.deterministic,
+            implementation=self.implementation,
+        )  # (B, T, N, H)
+        return nn.DenseGeneral(
+            features=x.shape[-1],
+            axis=(-2, -1),
+            use_bias=self.use_bias,
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.xavier_uniform(), ("heads", "kv", "embed")
+            ),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="out",
+        )(out)  # (B, T, D)
+
+    def _cross_kv(self, kv_input: jax.Array) -> tuple[jax.Array, jax.Array]:
+        key_proj, value_proj = self._proj("key"), self._proj("value")
+        if not self.decode:
+            return key_proj(kv_input), value_proj(kv_input)
+        shape = (*kv_input.shape[:2], self.num_heads, self.head_dim)
+        ready = self.variable("cache", "cross_ready", lambda: jnp.zeros((), jnp.bool_))
+        ck = self.variable("cache", "cross_key", jnp.zeros, shape, self.dtype)
+        cv = self.variable("cache", "cross_value", jnp.zeros, shape, self.dtype)
+        if self.is_initializing():  # create the params; the cache stays empty
+            return key_proj(kv_input), value_proj(kv_input)
+        k, v = nn.cond(
+            ready.value,
+            lambda mdl, _: (ck.value, cv.value),
+            lambda mdl, x: (key_proj(x).astype(self.dtype), value_proj(x).astype(self.dtype)),
+            self,
+            kv_input,
+        )
+        ck.value, cv.value, ready.value = k, v, jnp.ones((), jnp.bool_)
+        return k, v
+
+    def _update_cache(self, k: jax.Array, v: jax.Array, cache_index) -> tuple[jax.Array, jax.Array]:
+        # init is called with the full decode length: that sizes the cache (B, L, N, H).
+        ck = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+        cv = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+        if self.is_initializing():
+            return k, v
+        if cache_index is None:
+            raise ValueError("MultiHeadAttention: decode=True needs cache_index")
+        start = (0, cache_index, 0, 0)
+        ck.value = jax.lax.dynamic_update_slice(ck.value, k.astype(ck.value.dtype), start)
+        cv.value = jax.lax.dynamic_update_slice(cv.value, v.astype(cv.value.dtype), start)
+        return ck.value, cv.value

@@ -1,0 +1,277 @@
+"""Model configuration: one frozen, validated dataclass passed down whole, plus named presets.
+
+Every knob of the network lives in :class:`ModelConfig`. It is validated on construction, before
+anything is compiled, and every error names the offending field. Presets reproduce published
+models: the paper's Table 3 (``transformer_base``, ``transformer_big``), GPT-2 small, and tiny
+models for tests and notebooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+
+class Arch(str, enum.Enum):
+    """Which of the three architectures the blocks are assembled into."""
+
+    ENCODER_DECODER = "encoder_decoder"  # translation (the paper)
+    DECODER_LM = "decoder_lm"  # GPT-style language model
+    ENCODER_CLASSIFIER = "encoder_classifier"  # BERT-style sequence classification
+
+
+class PositionalKind(str, enum.Enum):
+    SINUSOIDAL = "sinusoidal"  # the paper, section 3.5: fixed, added to the embeddings
+    LEARNED = "learned"  # GPT-2: a trained (max_len, D) table added to the embeddings
+    ROPE = "rope"  # rotary (Su et al. 2021): rotates q and k inside every attention layer
+    NONE = "none"  # no positional information (the encoder is then permutation-equivariant)
+
+
+class Activation(str, enum.Enum):
+    RELU = "relu"  # the paper, eq. (2)
+    GELU = "gelu"  # GPT-2 (tanh approximation)
+
+
+class NormPosition(str, enum.Enum):
+    POST = "post"  # the paper: LayerNorm(x + Sublayer(x))
+    PRE = "pre"  # GPT-2 / flax wmt: x + Sublayer(LayerNorm(x)), and a final LayerNorm
+
+
+class Remat(str, enum.Enum):
+    NONE = "none"  # keep all activations
+    FULL = "full"  # recompute each block in the backward pass
+    DOTS = "dots"  # save matmul outputs (no batch dims), recompute the cheap elementwise ops
+
+
+class Pooling(str, enum.Enum):
+    MEAN = "mean"  # mean over non-padding tokens
+    FIRST = "first"  # the first token (a [CLS]-style token put there by the data)
+
+
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines the network. Sizes use the paper's names.
+
+    Attributes:
+      arch: which architecture to build (see :class:`Arch`).
+      vocab_size: size of the (shared) token vocabulary V. ``0`` means "not known yet": the
+        training loop fills it in from the tokenizer; building a model with 0 is an error.
+      d_model: model width D (the paper's d_model).
+      num_heads: attention heads N; the head width is H = d_model / num_heads.
+      num_layers: encoder layers (or decoder layers of a decoder-only model).
+      num_decoder_layers: decoder layers of an encoder-decoder; ``None`` means num_layers.
+      d_ff: inner width F of the position-wise feed-forward network.
+      max_len: longest sequence the positional encoding supports.
+      dropout_rate: the paper's P_drop: on each sub-layer output before the residual add and on
+        the sums of embeddings and positional encodings.
+      attention_dropout_rate: dropout on the attention weights (0 in the paper).
+      activation: feed-forward nonlinearity.
+      norm: post-LN (the paper) or pre-LN.
+      positional: how positions enter the model.
+      share_embeddings: one embedding table for source and target tokens (encoder-decoder).
+      tie_output: the output projection is the transpose of the (target) embedding table
+        (the paper, section 3.4). Otherwise a separate Dense layer with bias.
+      scale_embeddings: multiply embeddings by sqrt(d_model) (the paper, section 3.4).
+      num_classes: classes of the encoder classifier head.
+      pooling: how the encoder classifier pools token states.
+      use_bias: biases in the attention and feed-forward projections.
+      layer_norm_eps: LayerNorm epsilon.
+      dtype: compute dtype ("bfloat16" for mixed precision); softmax, LayerNorm statistics and
+        logits stay in float32.
+      param_dtype: dtype of the parameters.
+      scan_layers: build each stack with nn.scan over stacked layer params (faster compile).
+      remat: rematerialisation policy for each block.
+      attention_impl: "auto" (cuDNN flash attention on GPU for bf16/fp16 when possible, else
+        XLA), "xla", or "cudnn".
+      rope_base: the base (theta) of rotary embeddings.
+    """
+
+    arch: Arch = Arch.ENCODER_DECODER
+    vocab_size: int = 0
+    d_model: int = 512
+    num_heads: int = 8
+    num_layers: int = 6
+    num_decoder_layers: int | None = None
+    d_ff: int = 2048
+    max_len: int = 512
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.0
+    activation: Activation = Activation.RELU
+    norm: NormPosition = NormPosition.POST
+    positional: PositionalKind = PositionalKind.SINUSOIDAL
+    share_embeddings: bool = True
+    tie_output: bool = True
+    scale_embeddings: bool = True
+    num_classes: int = 2
+    pooling: Pooling = Pooling.MEAN
+    use_bias: bool = True
+    layer_norm_eps: float = 1e-6
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    scan_layers: bool = False
+    remat: Remat = Remat.NONE
+    attention_impl: str = "auto"
+    rope_base: float = 10000.0
+
+    def __post_init__(self):
+        # Accept plain strings for the enums (config files, JSON) and store the enum.
+        for field, enum_cls in _ENUM_FIELDS.items():
+            value = getattr(self, field)
+            if not isinstance(value, enum_cls):
+                try:
+                    object.__setattr__(self, field, enum_cls(value))
+                except ValueError:
+                    valid = ", ".join(repr(m.value) for m in enum_cls)
+                    raise ValueError(
+                        f"ModelConfig.{field}: unknown value {value!r}; expected one of {valid}"
+                    ) from None
+        self.validate()
+
+    # ------------------------------------------------------------------ derived sizes
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.num_layers if self.num_decoder_layers is None else self.num_decoder_layers
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raises ValueError naming the first offending field."""
+
+        def fail(field: str, msg: str):
+            raise ValueError(f"ModelConfig.{field}={getattr(self, field)!r}: {msg}")
+
+        for field in ("d_model", "num_heads", "num_layers", "d_ff", "max_len", "num_classes"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                fail(field, "must be a positive integer")
+        if not isinstance(self.vocab_size, int) or self.vocab_size < 0:
+            fail("vocab_size", "must be a positive integer (or 0 to take it from the tokenizer)")
+        if self.num_decoder_layers is not None and (
+            not isinstance(self.num_decoder_layers, int) or self.num_decoder_layers <= 0
+        ):
+            fail("num_decoder_layers", "must be a positive integer or None (= num_layers)")
+        if self.d_model % self.num_heads:
+            fail("d_model", f"must be divisible by num_heads={self.num_heads}")
+        if self.positional is PositionalKind.ROPE and self.head_dim % 2:
+            fail("num_heads", f"rotary embeddings need an even head_dim, got {self.head_dim}")
+        for field in ("dropout_rate", "attention_dropout_rate"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                fail(field, "must be in [0, 1)")
+        if not self.layer_norm_eps > 0:
+            fail("layer_norm_eps", "must be > 0")
+        if not self.rope_base > 1:
+            fail("rope_base", "must be > 1")
+        for field in ("dtype", "param_dtype"):
+            if getattr(self, field) not in _DTYPES:
+                fail(field, f"must be one of {_DTYPES}")
+        if self.attention_impl not in ("auto", "xla", "cudnn"):
+            fail("attention_impl", "must be 'auto', 'xla' or 'cudnn'")
+
+    def require_vocab(self) -> None:
+        """Called when a model is built: the vocabulary must be known by then."""
+        if self.vocab_size <= 0:
+            raise ValueError(
+                "ModelConfig.vocab_size=0: the vocabulary size is unknown; set it, or let the "
+                "training loop take it from the tokenizer"
+            )
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (enums as their string values)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.value if isinstance(value, enum.Enum) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_ENUM_FIELDS = {
+    "arch": Arch,
+    "activation": Activation,
+    "norm": NormPosition,
+    "positional": PositionalKind,
+    "remat": Remat,
+    "pooling": Pooling,
+}
+
+
+# ---------------------------------------------------------------------- presets
+def _transformer_base() -> ModelConfig:
+    """The paper's base model (Table 3): N=6, d_model=512, d_ff=2048, h=8, P_drop=0.1,
+    shared source/target/output embeddings (section 3.4), sinusoidal positions, post-LN."""
+    return ModelConfig(arch=Arch.ENCODER_DECODER, vocab_size=37000, max_len=1024)
+
+
+def _transformer_big() -> ModelConfig:
+    """The paper's big model (Table 3): d_model=1024, d_ff=4096, h=16, P_drop=0.3."""
+    return _transformer_base().replace(d_model=1024, d_ff=4096, num_heads=16, dropout_rate=0.3)
+
+
+def _gpt2_small() -> ModelConfig:
+    """GPT-2 small (Radford et al. 2019): 124,439,808 parameters."""
+    return ModelConfig(
+        arch=Arch.DECODER_LM,
+        vocab_size=50257,
+        d_model=768,
+        num_heads=12,
+        num_layers=12,
+        d_ff=3072,
+        max_len=1024,
+        dropout_rate=0.1,
+        activation=Activation.GELU,
+        norm=NormPosition.PRE,
+        positional=PositionalKind.LEARNED,
+        tie_output=True,
+        scale_embeddings=False,
+        layer_norm_eps=1e-5,
+    )
+
+
+def _tiny(arch: Arch) -> ModelConfig:
+    return ModelConfig(
+        arch=arch,
+        vocab_size=67,
+        d_model=32,
+        num_heads=4,
+        num_layers=2,
+        d_ff=64,
+        max_len=128,
+        dropout_rate=0.0,
+    )
+
+
+PRESETS = {
+    "transformer_base": _transformer_base,
+    "transformer_big": _transformer_big,
+    "gpt2_small": _gpt2_small,
+    "tiny_encdec": lambda: _tiny(Arch.ENCODER_DECODER),
+    "tiny_lm": lambda: _tiny(Arch.DECODER_LM).replace(norm=NormPosition.PRE),
+    "tiny_classifier": lambda: _tiny(Arch.ENCODER_CLASSIFIER),
+}
+
+
+def get_preset(name: str, **overrides) -> ModelConfig:
+    """A named preset, optionally with fields replaced: ``get_preset("tiny_lm", d_model=64)``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; known presets: {sorted(PRESETS)}")
+    cfg = PRESETS[name]()
+    return cfg.replace(**overrides) if overrides else cfg

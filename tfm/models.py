@@ -1,0 +1,290 @@
+"""The three architectures, assembled from one set of blocks (tfm.layers).
+
+* :class:`EncoderDecoder`: the paper's translation model (Vaswani et al. 2017, figure 1).
+* :class:`DecoderLM`: a decoder-only language model (GPT): the decoder without cross-attention.
+* :class:`EncoderClassifier`: the encoder with a pooled classification head.
+
+Token id 0 is padding everywhere: padding keys are masked out of attention. Packed sequences
+carry segment ids (1, 2, ... per example; 0 for padding) and per-example positions, and
+examples in one row never attend to each other.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from tfm.attention import causal_mask, combine_masks, padding_mask, segment_mask
+from tfm.config import Arch, ModelConfig, Pooling, PositionalKind
+from tfm.layers import Context, DecoderBlock, Embedder, EncoderBlock, Stack, dtypes
+from tfm.positional import LearnedPositions, SinusoidalPositions
+
+PAD_ID = 0
+
+
+def _default_positions(tokens: jax.Array, offset: jax.Array | int = 0) -> jax.Array:
+    return jnp.broadcast_to(offset + jnp.arange(tokens.shape[1]), tokens.shape)
+
+
+def _check_length(cfg: ModelConfig, length: int, what: str) -> None:
+    if length > cfg.max_len:
+        raise ValueError(f"{what} has length {length} > ModelConfig.max_len={cfg.max_len}")
+
+
+class _Tower(nn.Module):
+    """Embed tokens, add positions, dropout, run a stack: shared by encoder and decoder."""
+
+    cfg: ModelConfig
+    embedder: Embedder
+
+    def embed(self, tokens: jax.Array, positions: jax.Array, deterministic: bool) -> jax.Array:
+        cfg = self.cfg
+        x = self.embedder(tokens)  # (B, T, D)
+        if cfg.positional is PositionalKind.SINUSOIDAL:
+            x = x + SinusoidalPositions(cfg.d_model, dtype=x.dtype)(positions)
+        elif cfg.positional is PositionalKind.LEARNED:
+            x = x + LearnedPositions(cfg.max_len, cfg.d_model, name="position_embedding", **dtypes(cfg))(positions)
+        # ROPE acts inside attention; NONE adds nothing.
+        return nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x)
+
+
+class Encoder(_Tower):
+    """tokens (B, S) -> encoded (B, S, D)."""
+
+    @nn.compact
+    def __call__(self, tokens, *, segment_ids=None, positions=None, deterministic: bool = True):
+        cfg = self.cfg
+        _check_length(cfg, tokens.shape[1], "encoder input")
+        positions = _default_positions(tokens) if positions is None else positions
+        x = self.embed(tokens, positions, deterministic)
+        mask = combine_masks(
+            padding_mask(tokens, PAD_ID),
+            None if segment_ids is None else segment_mask(segment_ids, segment_ids),
+        )  # (B, 1, S, S)
+        stack = Stack(cfg, cfg.num_layers, EncoderBlock, deterministic=deterministic, name="stack")
+        return stack(x, Context(mask=mask, positions=positions))
+
+
+class Decoder(_Tower):
+    """tokens (B, T) [+ encoded (B, S, D)] -> logits (B, T, V) in float32.
+
+    In ``decode`` mode it keeps a cache ('cache' collection): the write index and which cached
+    positions hold real tokens. ``init`` with decode=True and a (B, L) input sizes it for L tokens.
+    Each call appends its T tokens (T = the prompt length at prefill, then 1) and attends causally
+    over everything cached so far; positions default to the cache index onwards.
+    """
+
+    cross: bool = False
+    num_layers: int = 0
+
+    @nn.compact
+    def __call__(
+        self,
+        tokens,
+        encoded=None,
+        encoder_tokens=None,
+        *,
+        segment_ids=None,
+        positions=None,
+        encoder_segment_ids=None,
+        deterministic: bool = True,
+        decode: bool = False,
+    ):
+        cfg = self.cfg
+        length = tokens.shape[1]
+        cache_index = None
+        if decode:
+            index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+            valid = self.variable("cache", "valid", lambda: jnp.zeros(tokens.shape, jnp.bool_))
+            cache_len = valid.value.shape[1]
+            _check_length(cfg, cache_len, "decode cache")
+            cache_index = index.value
+            if positions is None:
+                positions = _default_positions(tokens, cache_index)
+            if not self.is_initializing():
+                valid.value = jax.lax.dynamic_update_slice(valid.value, tokens != PAD_ID, (0, cache_index))
+                index.value = cache_index + length
+            mask = combine_masks(
+                causal_mask(length, cache_len, offset=cache_index), valid.value[:, None, None, :]
+            )  # (B, 1, T, L)
+        else:
+            _check_length(cfg, length, "decoder input")
+            positions = _default_positions(tokens) if positions is None else positions
+            mask = combine_masks(
+                causal_mask(length),
+                padding_mask(tokens, PAD_ID),
+                None if segment_ids is None else segment_mask(segment_ids, segment_ids),
+            )  # (B, 1, T, T)
+        cross_mask = None
+        if self.cross:
+            cross_mask = combine_masks(
+                padding_mask(encoder_tokens, PAD_ID),
+                None
+                if segment_ids is None or encoder_segment_ids is None
+                else segment_mask(segment_ids, encoder_segment_ids),
+            )  # (B, 1, T|1, S)
+        x = self.embed(tokens, positions, deterministic)
+        ctx = Context(mask=mask, positions=positions, encoded=encoded, cross_mask=cross_mask, cache_index=cache_index)
+        stack = Stack(
+            cfg, self.num_layers, DecoderBlock, cross=self.cross, decode=decode, deterministic=deterministic, name="stack"
+        )
+        x = stack(x, ctx)  # (B, T, D)
+        if cfg.tie_output:
+            logits = self.embedder.attend(x)
+        else:
+            logits = nn.Dense(
+                cfg.vocab_size,
+                kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", "vocab")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
+                name="logits",
+                **dtypes(cfg),
+            )(x)
+        return logits.astype(jnp.float32)  # (B, T, V)
+
+
+class EncoderDecoder(nn.Module):
+    """The paper's model: ``(inputs (B, S), decoder_inputs (B, T)) -> logits (B, T, V)``.
+
+    ``decoder_inputs`` is the target shifted right with a BOS token (the data pipeline builds it).
+    """
+
+    cfg: ModelConfig
+
+    def setup(self):
+        cfg = self.cfg
+        cfg.require_vocab()
+        self.source_embedder = Embedder(cfg)
+        self.target_embedder = self.source_embedder if cfg.share_embeddings else Embedder(cfg)
+        self.encoder = Encoder(cfg, self.source_embedder)
+        self.decoder = Decoder(cfg, self.target_embedder, cross=True, num_layers=cfg.decoder_layers)
+
+    def encode(self, inputs, *, segment_ids=None, positions=None, deterministic: bool = True):
+        """inputs (B, S) -> encoded (B, S, D)."""
+        return self.encoder(inputs, segment_ids=segment_ids, positions=positions, deterministic=deterministic)
+
+    def decode(
+        self,
+        encoded,
+        inputs,
+        decoder_inputs,
+        *,
+        inputs_segment_ids=None,
+        decoder_segment_ids=None,
+        decoder_positions=None,
+        deterministic: bool = True,
+        decode: bool = False,
+    ):
+        """encoded (B, S, D), source tokens (B, S) (for the padding mask), decoder_inputs (B, T)
+        -> logits (B, T, V)."""
+        return self.decoder(
+            decoder_inputs,
+            encoded,
+            inputs,
+            segment_ids=decoder_segment_ids,
+            positions=decoder_positions,
+            encoder_segment_ids=inputs_segment_ids,
+            deterministic=deterministic,
+            decode=decode,
+        )
+
+    def __call__(
+        self,
+        inputs,
+        decoder_inputs,
+        *,
+        inputs_segment_ids=None,
+        inputs_positions=None,
+        decoder_segment_ids=None,
+        decoder_positions=None,
+        deterministic: bool = True,
+    ):
+        encoded = self.encode(
+            inputs, segment_ids=inputs_segment_ids, positions=inputs_positions, deterministic=deterministic
+        )
+        return self.decode(
+            encoded,
+            inputs,
+            decoder_inputs,
+            inputs_segment_ids=inputs_segment_ids,
+            decoder_segment_ids=decoder_segment_ids,
+            decoder_positions=decoder_positions,
+            deterministic=deterministic,
+        )
+
+
+class DecoderLM(nn.Module):
+    """GPT-style language model: ``inputs (B, T) -> next-token logits (B, T, V)``."""
+
+    cfg: ModelConfig
+
+    def setup(self):
+        self.cfg.require_vocab()
+        self.embedder = Embedder(self.cfg)
+        self.decoder = Decoder(self.cfg, self.embedder, cross=False, num_layers=self.cfg.num_layers)
+
+    def __call__(self, inputs, *, segment_ids=None, positions=None, deterministic: bool = True, decode: bool = False):
+        return self.decoder(
+            inputs, segment_ids=segment_ids, positions=positions, deterministic=deterministic, decode=decode
+        )
+
+
+class EncoderClassifier(nn.Module):
+    """Encoder-only classifier: ``inputs (B, S) -> class logits (B, num_classes)``."""
+
+    cfg: ModelConfig
+
+    def setup(self):
+        cfg = self.cfg
+        cfg.require_vocab()
+        self.embedder = Embedder(cfg)
+        self.encoder = Encoder(cfg, self.embedder)
+        self.head = nn.Dense(
+            cfg.num_classes,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", "classes")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("classes",)),
+            **dtypes(cfg),
+        )
+
+    def __call__(self, inputs, *, segment_ids=None, positions=None, deterministic: bool = True):
+        x = self.encoder(inputs, segment_ids=segment_ids, positions=positions, deterministic=deterministic)
+        if self.cfg.pooling is Pooling.FIRST:
+            pooled = x[:, 0]
+        else:
+            valid = (inputs != PAD_ID)[..., None].astype(x.dtype)  # (B, S, 1)
+            pooled = (x * valid).sum(1) / jnp.maximum(valid.sum(1), 1).astype(x.dtype)  # (B, D)
+        return self.head(pooled).astype(jnp.float32)  # (B, num_classes)
+
+
+_MODELS = {
+    Arch.ENCODER_DECODER: EncoderDecoder,
+    Arch.DECODER_LM: DecoderLM,
+    Arch.ENCODER_CLASSIFIER: EncoderClassifier,
+}
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The model class for ``cfg.arch``, configured by ``cfg``."""
+    cfg.require_vocab()
+    return _MODELS[cfg.arch](cfg)
+
+
+def dummy_inputs(cfg: ModelConfig, batch_size: int = 1, length: int | None = None) -> tuple[jax.Array, ...]:
+    """Positional arguments for ``model.init``: non-padding int32 tokens of shape (B, length)."""
+    length = min(cfg.max_len, 8) if length is None else length
+    tokens = jnp.ones((batch_size, length), jnp.int32)
+    return (tokens, tokens) if cfg.arch is Arch.ENCODER_DECODER else (tokens,)
+
+
+def param_shapes(cfg: ModelConfig):
+    """Parameter shapes/dtypes (unboxed) without allocating memory (``jax.eval_shape``)."""
+    model = build_model(cfg)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), *dummy_inputs(cfg)))
+    return nn.meta.unbox(variables["params"])
+
+
+def param_count(cfg: ModelConfig) -> int:
+    """Number of parameters of the model ``cfg`` describes (computed without memory)."""
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(param_shapes(cfg)))

@@ -1,0 +1,101 @@
+"""Positional information: the paper's sinusoidal encoding, rotary embeddings, and modules.
+
+Pure functions first (arrays in, arrays out, no Flax), then the Flax modules that wrap them.
+
+Sinusoidal (Vaswani et al. 2017, section 3.5):
+    PE(pos, 2i)   = sin(pos / 10000^(2i / d_model))
+    PE(pos, 2i+1) = cos(pos / 10000^(2i / d_model))
+
+Rotary (Su et al. 2021, "RoFormer", eq. 34): each pair (x[2i], x[2i+1]) of a query or key vector is
+rotated by the angle pos * base^(-2i / d); then q_m . k_n depends on m and n only through m - n.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+# ---------------------------------------------------------------------- pure functions
+def sinusoidal_encoding(positions: jax.Array, d_model: int, base: float = 10000.0) -> jax.Array:
+    """The paper's encoding at integer ``positions``.
+
+    Args:
+      positions: integer array of any shape P.
+      d_model: encoding width (even or odd; the last odd column is a sine).
+    Returns:
+      float32 array of shape P + (d_model,), sines in even columns, cosines in odd ones.
+    """
+    i2 = jnp.arange(0, d_model, 2, dtype=jnp.float32)  # the "2i" of the formula
+    inv_freq = jnp.power(jnp.float32(base), -i2 / d_model)  # (ceil(D/2),)
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # P + (ceil(D/2),)
+    pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # P + (ceil(D/2), 2)
+    return pe.reshape(*positions.shape, -1)[..., :d_model]  # interleave sin, cos
+
+
+def rope_angles(positions: jax.Array, head_dim: int, base: float = 10000.0) -> jax.Array:
+    """Rotation angles pos * base^(-2i/head_dim): shape positions.shape + (head_dim // 2,)."""
+    inv_freq = jnp.power(jnp.float32(base), -jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+    return positions.astype(jnp.float32)[..., None] * inv_freq
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
+    """Rotates consecutive pairs of features of ``x`` by their position's angles.
+
+    Args:
+      x: (B, T, N, H) queries or keys, H even.
+      positions: (B, T) integer positions.
+    Returns:
+      (B, T, N, H) in x's dtype; norms are preserved (it is a rotation), computed in float32.
+    """
+    head_dim = x.shape[-1]
+    angles = rope_angles(positions, head_dim, base)[:, :, None, :]  # (B, T, 1, H/2)
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    xf = x.astype(jnp.float32).reshape(*x.shape[:-1], head_dim // 2, 2)  # (B, T, N, H/2, 2)
+    x_even, x_odd = xf[..., 0], xf[..., 1]
+    rotated = jnp.stack([x_even * cos - x_odd * sin, x_even * sin + x_odd * cos], axis=-1)
+    return rotated.reshape(x.shape).astype(x.dtype)
+
+
+# ---------------------------------------------------------------------- modules
+class SinusoidalPositions(nn.Module):
+    """Adds nothing learnable: returns the paper's encoding for ``positions`` (B, T) -> (B, T, D)."""
+
+    d_model: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, positions: jax.Array) -> jax.Array:
+        return sinusoidal_encoding(positions, self.d_model).astype(self.dtype)
+
+
+class LearnedPositions(nn.Module):
+    """A trained position table (GPT-2's ``wpe``): positions (B, T) -> (B, T, D)."""
+
+    max_len: int
+    d_model: int
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, positions: jax.Array) -> jax.Array:
+        table = self.param(
+            "embedding",
+            nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), (None, "embed")),
+            (self.max_len, self.d_model),
+            self.param_dtype,
+        )
+        return jnp.take(table, positions, axis=0).astype(self.dtype)
+
+
+class RotaryPositions(nn.Module):
+    """Rotary embeddings as a module, for symmetry with the others: (x, positions) -> rotated x.
+
+    It owns no parameters; attention layers call it on their queries and keys.
+    """
+
+    base: float = 10000.0
+
+    def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+        return apply_rope(x, positions, self.base)
