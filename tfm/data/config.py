@@ -81,7 +81,14 @@ class DataConfig:
       vocab_size: SentencePiece vocabulary size, including pad/bos/eos/unk. A soft limit: on a
         small corpus the trained vocabulary may come out smaller (the model's vocab_size must
         be taken from ``tokenizer.vocab_size``, never from here). Unused for ``char``.
-      spm_max_sentences: at most this many training sentences (sampled) train SentencePiece.
+      tokenizer_max_examples: at most this many training examples (the first ones of a large
+        TFDS split, else a fixed-seed sample) build the tokenizer; a streamed LM text is split
+        into lines for SentencePiece and used whole for the character vocabulary.
+      chunk_size: the training order is built chunk by chunk: a data set that fits in memory
+        (or is generated, like numbers) is permuted whole each epoch and tokenized
+        ``chunk_size`` examples at a time; a large TFDS split is read in blocks of
+        ``chunk_size`` consecutive examples, visited in a shuffled order and shuffled inside.
+        Batches (padded, packed or bucketed) are planned inside a chunk.
       max_len: maximum length in tokens of the source / classifier input / language-model
         context (inputs of an LM batch are exactly max_len long).
       max_target_len: maximum target length in tokens for translation (including eos).
@@ -121,7 +128,8 @@ class DataConfig:
     valid_fraction: float = 0.1
     tokenizer: TokenizerKind = TokenizerKind.SENTENCEPIECE
     vocab_size: int = 256
-    spm_max_sentences: int = 300_000
+    tokenizer_max_examples: int = 20_000
+    chunk_size: int = 100_000
     max_len: int = 32
     max_target_len: int = 32
     overlong: Overlong = Overlong.TRUNCATE
@@ -174,7 +182,8 @@ class DataConfig:
             return isinstance(value, int) and not isinstance(value, bool)
 
         for field in ("max_len", "max_target_len", "batch_size", "eval_batch_size",
-                      "spm_max_sentences", "numbers_valid_size", "numbers_test_size"):
+                      "tokenizer_max_examples", "chunk_size",
+                      "numbers_valid_size", "numbers_test_size"):
             value = getattr(self, field)
             if not is_int(value) or value <= 0:
                 fail(field, "must be a positive integer")

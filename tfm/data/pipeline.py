@@ -85,12 +85,20 @@ Dicts of host-local NumPy arrays, int32 unless said (the shared contract):
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
+import pathlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from tfm.data.config import DataConfig, Task
+from tfm.data import batching, sources
+from tfm.data import tokenizers as tokenizers_lib
+from tfm.data.config import DataConfig, Overlong, Task, TokenizerKind
+from tfm.data.tokenizers import EOS_ID, Tokenizer
+
+TOKENIZER_DIR = "tokenizer"
 
 
 @dataclasses.dataclass
@@ -100,40 +108,264 @@ class Pipeline:
     config: DataConfig
     task: Task
     arch: str
-    tokenizer: Any
-    train_iter: Any
+    tokenizer: Tokenizer
+    train_iter: batching.BatchIterator
     num_classes: int | None = None
     bleu_tokenize: str = "13a"
     stats: dict[str, int] = dataclasses.field(default_factory=dict)
+    process_index: int = 0
+    process_count: int = 1
+    _eval_cache: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
 
+    # ------------------------------------------------------------------ evaluation
     def eval_batches(self, split: str = "validation") -> Iterator[dict[str, np.ndarray]]:
-        raise NotImplementedError
+        """A fresh finite pass over ``split`` (host-local rows; weights 0 on padding)."""
+        cfg = self.config
+        data = self._eval_data(split)
+        if sources.is_stream(cfg):
+            return batching.eval_windows(data, cfg.max_len, cfg.eval_batch_size,
+                                         cfg.max_eval_examples, self.process_index,
+                                         self.process_count)
+        enc, _ = data
+        return batching.eval_batches(enc, cfg.eval_batch_size, self._eval_assemble,
+                                     self.process_index, self.process_count)
 
     def num_eval_examples(self, split: str = "validation") -> int:
-        raise NotImplementedError
+        """Real (non-padding) rows of ``eval_batches(split)`` over all hosts."""
+        data = self._eval_data(split)
+        if sources.is_stream(self.config):
+            return batching.num_windows(len(data), self.config.max_len, self.config.max_eval_examples)
+        return len(data[0])
 
     def eval_pairs(self, split: str = "validation") -> list[tuple[str, str]]:
-        raise NotImplementedError
+        """Translation: (source text, reference text), in the row order of ``eval_batches``."""
+        if self.task is not Task.TRANSLATION:
+            raise ValueError(f"eval_pairs is for translation data sets, not {self.config.dataset.value!r}")
+        return list(self._eval_data(split)[1])
 
+    def _eval_data(self, split: str):
+        if split not in self._eval_cache:
+            cfg = self.config
+            if sources.is_stream(cfg):
+                self._eval_cache[split] = encode_stream(self.tokenizer, sources.load_text(cfg, split))
+            else:
+                source = sources.load_examples(cfg, split)
+                n = source.num_examples
+                if cfg.max_eval_examples:
+                    n = min(n, cfg.max_eval_examples)
+                raw = source.read(0, n)
+                # Every held-out example is scored: overlong ones are truncated, never dropped.
+                enc = encode_examples(self.task, self.tokenizer, raw, cfg, drop=False)
+                if enc.truncated:
+                    logging.warning("%s: %d of %d examples truncated to the maximum length",
+                                    split, enc.truncated, len(enc))
+                self.stats[f"{split}_examples"] = len(enc)
+                self.stats[f"{split}_truncated"] = enc.truncated
+                self._eval_cache[split] = (enc, raw)
+        return self._eval_cache[split]
+
+    def _eval_assemble(self, enc: batching.Encoded, rows) -> dict[str, np.ndarray]:
+        cfg = self.config
+        if self.task is Task.TRANSLATION:
+            return batching.assemble_translation(enc, rows, cfg.max_len, cfg.max_target_len,
+                                                 packed=False)
+        if self.task is Task.LM:
+            return batching.assemble_lm(enc, rows, cfg.max_len, packed=False)
+        return batching.assemble_classification(enc, rows, cfg.max_len)
+
+    # ------------------------------------------------------------------ new text
     def encode_inputs(self, texts: Sequence[str]) -> np.ndarray:
-        raise NotImplementedError
+        """(len(texts), max_len) int32 inputs for new source / classification text."""
+        if self.task is Task.LM:
+            raise ValueError("encode_inputs is for translation and classification; encode LM "
+                             "prompts with pipe.tokenizer.encode")
+        raw = [(t, "") for t in texts] if self.task is Task.TRANSLATION else [(t, 0) for t in texts]
+        enc = encode_examples(self.task, self.tokenizer, raw, self.config, drop=False)
+        rows = [[i] for i in range(len(enc))]
+        return self._eval_assemble(enc, rows)["inputs"]
 
     def decode(self, ids: np.ndarray) -> list[str]:
-        raise NotImplementedError
+        """(B, T) ids -> B texts, each cut at its first eos."""
+        return self.tokenizer.decode_batch(np.asarray(ids))
+
+
+# ====================================================================== building blocks
+def encode_examples(task: Task, tok: Tokenizer, raw: Sequence[Any], cfg: DataConfig, *,
+                    drop: bool) -> batching.Encoded:
+    """Raw examples of ``task`` -> :class:`batching.Encoded` (ids placed, overlong handled)."""
+    if task is Task.TRANSLATION:
+        src = tok.encode_batch([r[0] for r in raw])
+        tgt = tok.encode_batch([r[1] for r in raw])
+        return batching.encode_translation(src, tgt, cfg.max_len, cfg.max_target_len, drop=drop)
+    if task is Task.LM:
+        return batching.encode_lm_sentences(tok.encode_batch(list(raw)), cfg.max_len, drop=drop)
+    return batching.encode_classification(tok.encode_batch([r[0] for r in raw]),
+                                          [r[1] for r in raw], cfg.max_len, drop=drop)
+
+
+def encode_stream(tok: Tokenizer, text: str) -> np.ndarray:
+    """A text stream -> one int32 token stream.
+
+    Character level: every character, newlines included. SentencePiece normalises newlines
+    away, so the text is encoded line by line with eos between lines.
+    """
+    if tok.kind == TokenizerKind.CHAR.value:
+        return tok.encode_batch([text])[0]
+    lines = [line for line in text.split("\n") if line.strip()]
+    ids = tok.encode_batch(lines)
+    eos = np.array([EOS_ID], np.int32)
+    return np.concatenate([part for line in ids for part in (line, eos)]).astype(np.int32)
+
+
+def tokenizer_texts(cfg: DataConfig) -> list[str]:
+    """The training texts a tokenizer is built from (see ``DataConfig.tokenizer_max_examples``)."""
+    cap = cfg.tokenizer_max_examples
+    if sources.is_stream(cfg):
+        text = sources.load_text(cfg, "train")
+        if cfg.tokenizer is TokenizerKind.CHAR:
+            return [text]
+        lines = [line for line in text.split("\n") if line.strip()]
+        return lines[:cap]
+    source = sources.load_examples(cfg, "train")
+    n = source.num_examples
+    if n <= cap:
+        raw = source.read(0, n)
+    elif source.random_access:
+        raw = source.take(np.sort(np.random.default_rng(0).choice(n, cap, replace=False)))
+    else:
+        raw = source.read(0, cap)
+    task = cfg.task
+    if task is Task.TRANSLATION:
+        return [r[0] for r in raw] + [r[1] for r in raw]
+    if task is Task.CLASSIFICATION:
+        return [r[0] for r in raw]
+    return list(raw)
+
+
+def build_tokenizer(cfg: DataConfig) -> Tokenizer:
+    """Builds the tokenizer of ``cfg`` from its training split."""
+    texts = tokenizer_texts(cfg)
+    if cfg.tokenizer is TokenizerKind.CHAR:
+        return tokenizers_lib.CharTokenizer.train(texts)
+    return tokenizers_lib.SentencePieceTokenizer.train(
+        texts, cfg.vocab_size, max_sentences=max(len(texts), 1), seed=cfg.shuffle_seed)
+
+
+def get_tokenizer(cfg: DataConfig, workdir: str | os.PathLike | None = None,
+                  process_index: int = 0) -> Tokenizer:
+    """Loads ``WORKDIR/tokenizer`` if present, else builds it (and saves it from host 0)."""
+    tok_dir = pathlib.Path(workdir) / TOKENIZER_DIR if workdir else None
+    if tok_dir is not None and tokenizers_lib.exists(tok_dir):
+        tok = tokenizers_lib.load_tokenizer(tok_dir)
+        if tok.kind != cfg.tokenizer.value:
+            raise ValueError(
+                f"DataConfig.tokenizer={cfg.tokenizer.value!r} but {tok_dir} holds a {tok.kind!r} "
+                "tokenizer (a resumed run must keep its tokenizer; use a fresh workdir)")
+        logging.info("tokenizer: loaded %s (vocab %d) from %s", tok.kind, tok.vocab_size, tok_dir)
+        return tok
+    tok = build_tokenizer(cfg)
+    logging.info("tokenizer: built %s (vocab %d) from the training split", tok.kind, tok.vocab_size)
+    if tok_dir is not None and process_index == 0:
+        tok.save(tok_dir)
+    return tok
+
+
+def _arch_value(arch: Any) -> str:
+    return str(getattr(arch, "value", arch))
 
 
 def build_pipeline(
     data_cfg: DataConfig,
     arch: Any = None,
     *,
-    workdir: str | None = None,
+    workdir: str | os.PathLike | None = None,
     process_index: int = 0,
     process_count: int = 1,
     batch_multiple: int = 1,
 ) -> Pipeline:
     """Builds the tokenizer and the batches of ``data_cfg`` (see the module docstring)."""
-    raise NotImplementedError
+    cfg = data_cfg
+    task = cfg.task
+    arch_value = cfg.arch if arch is None else _arch_value(arch)
+    if arch_value != cfg.arch:
+        raise ValueError(
+            f"DataConfig.dataset={cfg.dataset.value!r} is a {task.value} data set and trains "
+            f"arch={cfg.arch!r}, not {arch_value!r}")
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
+    if batch_multiple % process_count:
+        raise ValueError(f"batch_multiple={batch_multiple} is not a multiple of the "
+                         f"{process_count} hosts")
+    for field in ("batch_size", "eval_batch_size"):
+        if getattr(cfg, field) % batch_multiple:
+            raise ValueError(f"DataConfig.{field}={getattr(cfg, field)} is not divisible by "
+                             f"batch_multiple={batch_multiple} (the device count)")
+
+    tok = get_tokenizer(cfg, workdir, process_index)
+    shard = dict(process_index=process_index, process_count=process_count)
+    if sources.is_stream(cfg):
+        tokens = encode_stream(tok, sources.load_text(cfg, "train"))
+        train_iter = batching.WindowIterator(tokens, cfg.max_len, cfg.batch_size,
+                                             cfg.shuffle_seed, **shard)
+        stats = {"train_tokens": int(len(tokens))}
+    else:
+        source = sources.load_examples(cfg, "train")
+        drop = cfg.overlong is Overlong.DROP
+
+        def encode(raw):
+            return encode_examples(task, tok, raw, cfg, drop=drop)
+
+        train_iter = batching.ChunkedIterator(
+            source, encode, _planner(cfg, batch_multiple), _assembler(cfg),
+            chunk_size=cfg.chunk_size, seed=cfg.shuffle_seed, **shard)
+        stats = {"train_examples": int(source.num_examples)}
+    pipe = Pipeline(
+        config=cfg, task=task, arch=cfg.arch, tokenizer=tok, train_iter=train_iter,
+        num_classes=2 if task is Task.CLASSIFICATION else None,
+        bleu_tokenize="char" if cfg.dataset.value == "numbers" else "13a",
+        stats=stats, **shard)
+    logging.info("data: %s (%s), tokenizer %s vocab %d, %s", cfg.dataset.value, task.value,
+                 tok.kind, tok.vocab_size, stats)
+    return pipe
+
+
+def _planner(cfg: DataConfig, batch_multiple: int):
+    """Encoded chunk -> planned global batches, per the batching options of ``cfg``."""
+    task = cfg.task
+    caps = [cfg.max_len, cfg.max_target_len] if task is Task.TRANSLATION else [cfg.max_len]
+    longest = max(caps)
+
+    def lengths(enc: batching.Encoded) -> np.ndarray:
+        if task is Task.TRANSLATION:
+            return np.stack([enc.lengths("inputs"), enc.lengths("targets")], axis=1)
+        return enc.lengths("inputs")[:, None]
+
+    if cfg.pack:
+        rows = (batching.rows_for_tokens(cfg.tokens_per_batch, longest, batch_multiple)
+                if cfg.tokens_per_batch else cfg.batch_size)
+        return lambda enc: batching.plan_packed(lengths(enc), caps, rows)
+    if cfg.tokens_per_batch:
+        bounds = batching.bucket_boundaries(longest)
+        return lambda enc: batching.plan_buckets(lengths(enc).max(axis=1), bounds,
+                                                 cfg.tokens_per_batch, batch_multiple)
+    return lambda enc: batching.plan_padded(len(enc), cfg.batch_size)
+
+
+def _assembler(cfg: DataConfig):
+    """(Encoded, host rows, PlannedBatch) -> batch, per the task of ``cfg``."""
+    task, packed = cfg.task, cfg.pack
+
+    def assemble(enc, rows, planned: batching.PlannedBatch):
+        if task is Task.TRANSLATION:
+            src_len = planned.length or cfg.max_len
+            tgt_len = planned.length or cfg.max_target_len
+            return batching.assemble_translation(enc, rows, src_len, tgt_len, packed=packed)
+        if task is Task.LM:
+            return batching.assemble_lm(enc, rows, cfg.max_len, packed=packed)
+        return batching.assemble_classification(enc, rows, cfg.max_len)
+
+    return assemble

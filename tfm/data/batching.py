@@ -1,0 +1,522 @@
+"""Batching: padding, packing, token-count buckets, LM windows, host sharding, resumable order.
+
+Everything here is NumPy; batches are dicts of host-local int32 arrays in the format of the
+shared contract (see :mod:`tfm.data.pipeline`).
+
+Tokenized examples (:class:`Encoded`) carry per-example id sequences: translation
+``inputs`` (source + eos) and ``targets`` (target + eos); language model ``inputs`` and
+``targets`` (the sentence ``[bos] + ids + [eos]`` without its last / first token, so equally
+long); classification ``inputs`` (``[bos] + ids + [eos]``) and ``labels``.
+
+A *plan* turns a chunk of examples into global batches: each batch is a list of rows, each row
+a list of example indices (one index unless packed) plus the row length. Three planners:
+
+* :func:`plan_padded` -- B examples per batch, one per row, padded to the maximum length.
+* :func:`plan_packed` -- greedy packing in order: an example joins the current row while it
+  fits, else starts the next row (``segment_ids`` 1, 2, ... per example, 0 on padding;
+  ``positions`` restart at 0 for each example), B rows per batch.
+* :func:`plan_buckets` -- token-count batching for translation: each example goes to the
+  smallest length bucket that holds it; a bucket of length L is emitted when it has
+  ``rows_for(L)`` examples (about ``tokens_per_batch`` tokens).
+
+The last incomplete batch of a padded or packed plan is completed with the chunk's first rows
+again (so even a data set smaller than one batch yields full batches); incomplete buckets at a
+chunk's end are left out (their examples come back in the next epoch's order).
+
+Host sharding: every host plans the same global batches and host ``i`` of ``P`` assembles only
+rows ``[i*R/P, (i+1)*R/P)``, so P hosts together see exactly what one host would.
+
+Resumable iteration: the training order is a pure function of (seed, epoch, chunk, batch):
+:class:`ChunkedIterator` and :class:`WindowIterator` have ``get_state() -> dict`` (JSON-able)
+and ``set_state(dict)``, after which the next batch is the one an uninterrupted run would give.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from tfm.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
+
+Batch = dict[str, np.ndarray]
+Row = list[int]
+
+
+# ================================================================================ examples
+@dataclasses.dataclass
+class Encoded:
+    """Tokenized examples of one task. ``seqs[name][i]`` is example i's int32 id sequence."""
+
+    seqs: dict[str, list[np.ndarray]]
+    labels: np.ndarray | None = None  # classification: (n,) int32
+    truncated: int = 0  # examples cut to the maximum length
+    dropped: int = 0  # examples left out as too long (already removed from seqs)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.seqs.values())))
+
+    def lengths(self, name: str) -> np.ndarray:
+        return np.fromiter((len(s) for s in self.seqs[name]), dtype=np.int64, count=len(self))
+
+
+def _fit(seq: np.ndarray, limit: int) -> tuple[np.ndarray, bool]:
+    return (seq[:limit], True) if len(seq) > limit else (seq, False)
+
+
+def encode_translation(
+    tokenized_src: Sequence[np.ndarray], tokenized_tgt: Sequence[np.ndarray],
+    max_len: int, max_target_len: int, *, drop: bool,
+) -> Encoded:
+    """Source ids -> ``inputs`` = src + [eos]; target ids -> ``targets`` = tgt + [eos].
+
+    Overlong examples (inputs > max_len or targets > max_target_len) are dropped when ``drop``,
+    else cut to the maximum length (losing their eos).
+    """
+    eos = np.array([EOS_ID], np.int32)
+    inputs, targets, truncated, dropped = [], [], 0, 0
+    for s, t in zip(tokenized_src, tokenized_tgt, strict=True):
+        x, cut_x = _fit(np.concatenate([s, eos]), max_len)
+        y, cut_y = _fit(np.concatenate([t, eos]), max_target_len)
+        if cut_x or cut_y:
+            if drop:
+                dropped += 1
+                continue
+            truncated += 1
+        inputs.append(x)
+        targets.append(y)
+    return Encoded({"inputs": inputs, "targets": targets}, None, truncated, dropped)
+
+
+def encode_lm_sentences(tokenized: Sequence[np.ndarray], max_len: int, *, drop: bool) -> Encoded:
+    """Sentence ids -> seq = [bos] + ids + [eos]; ``inputs`` = seq[:-1], ``targets`` = seq[1:]."""
+    inputs, targets, truncated, dropped = [], [], 0, 0
+    for ids in tokenized:
+        seq, cut = _fit(np.concatenate([[BOS_ID], ids, [EOS_ID]]).astype(np.int32), max_len + 1)
+        if cut:
+            if drop:
+                dropped += 1
+                continue
+            truncated += 1
+        inputs.append(seq[:-1])
+        targets.append(seq[1:])
+    return Encoded({"inputs": inputs, "targets": targets}, None, truncated, dropped)
+
+
+def encode_classification(
+    tokenized: Sequence[np.ndarray], labels: Sequence[int], max_len: int, *, drop: bool
+) -> Encoded:
+    """Sentence ids -> ``inputs`` = [bos] + ids + [eos] (bos doubles as a [CLS] token)."""
+    inputs, kept, truncated, dropped = [], [], 0, 0
+    for ids, label in zip(tokenized, labels, strict=True):
+        x, cut = _fit(np.concatenate([[BOS_ID], ids, [EOS_ID]]).astype(np.int32), max_len)
+        if cut:
+            if drop:
+                dropped += 1
+                continue
+            truncated += 1
+        inputs.append(x)
+        kept.append(label)
+    return Encoded({"inputs": inputs}, np.asarray(kept, np.int32), truncated, dropped)
+
+
+# ================================================================================ plans
+@dataclasses.dataclass(frozen=True)
+class PlannedBatch:
+    """A global batch: rows of example indices (into a chunk) padded to ``length``."""
+
+    rows: list[Row]
+    length: int | None = None  # bucket length; None = the task's maximum lengths
+
+
+def _complete(rows: list[Row], batch_rows: int) -> list[PlannedBatch]:
+    """Groups rows into batches; the last incomplete one is completed cyclically."""
+    if not rows:
+        return []
+    need = math.ceil(len(rows) / batch_rows) * batch_rows
+    rows = [rows[i % len(rows)] for i in range(need)]
+    return [PlannedBatch(rows[i:i + batch_rows]) for i in range(0, need, batch_rows)]
+
+
+def plan_padded(num_examples: int, batch_rows: int) -> list[PlannedBatch]:
+    """One example per row, in order."""
+    return _complete([[i] for i in range(num_examples)], batch_rows)
+
+
+def plan_packed(lengths: np.ndarray, capacities: Sequence[int], batch_rows: int) -> list[PlannedBatch]:
+    """Greedy packing in order.
+
+    Args:
+      lengths: (n, F) length of each example's F sequences (e.g. inputs and targets).
+      capacities: (F,) row capacity of each sequence (every example must already fit alone).
+      batch_rows: rows per batch.
+    """
+    lengths = np.asarray(lengths).reshape(len(lengths), -1)
+    caps = np.asarray(capacities)
+    rows: list[Row] = []
+    row: Row = []
+    used = np.zeros_like(caps)
+    for i, ln in enumerate(lengths):
+        if row and np.any(used + ln > caps):
+            rows.append(row)
+            row, used = [], np.zeros_like(caps)
+        row.append(i)
+        used = used + ln
+    if row:
+        rows.append(row)
+    return _complete(rows, batch_rows)
+
+
+def bucket_boundaries(max_length: int, min_length: int = 8) -> list[int]:
+    """8, 12, 16, 24, 32, 48, 64, ... (powers of two and 1.5x between), ending at max_length."""
+    out, b = [], min_length
+    while b < max_length:
+        out.append(b)
+        b = b * 3 // 2 if (b & (b - 1)) == 0 else b * 4 // 3
+    return out + [max_length]
+
+
+def rows_for_tokens(tokens_per_batch: int, length: int, batch_multiple: int) -> int:
+    """Rows of a token-count batch of padded length ``length`` (a multiple of batch_multiple)."""
+    return max(batch_multiple, tokens_per_batch // length // batch_multiple * batch_multiple)
+
+
+def plan_buckets(
+    lengths: np.ndarray, boundaries: Sequence[int], tokens_per_batch: int, batch_multiple: int
+) -> list[PlannedBatch]:
+    """Token-count batches: each example to the smallest bucket >= its length (``lengths`` (n,)).
+
+    Incomplete buckets at the end are left out, unless no bucket filled at all (a tiny data set):
+    then the fullest one is completed cyclically.
+    """
+    bounds = np.asarray(boundaries)
+    which = np.searchsorted(bounds, np.asarray(lengths))  # first boundary >= length
+    pending: dict[int, Row] = {}
+    batches: list[PlannedBatch] = []
+    for i, b in enumerate(which):
+        length = int(bounds[b])
+        bucket = pending.setdefault(length, [])
+        bucket.append(i)
+        if len(bucket) == rows_for_tokens(tokens_per_batch, length, batch_multiple):
+            batches.append(PlannedBatch([[j] for j in bucket], length))
+            pending[length] = []
+    if not batches and any(pending.values()):
+        length, bucket = max(pending.items(), key=lambda kv: len(kv[1]))
+        rows = rows_for_tokens(tokens_per_batch, length, batch_multiple)
+        batches.append(PlannedBatch([[bucket[k % len(bucket)]] for k in range(rows)], length))
+    return batches
+
+
+# ================================================================================ assembly
+def host_rows(rows: Sequence[Row], process_index: int, process_count: int) -> Sequence[Row]:
+    """Rows ``[i*R/P, (i+1)*R/P)`` of a global batch for host i of P."""
+    if len(rows) % process_count:
+        raise ValueError(f"a global batch of {len(rows)} rows cannot be split over {process_count} hosts")
+    per = len(rows) // process_count
+    return rows[process_index * per:(process_index + 1) * per]
+
+
+def _pack_rows(
+    seqs: list[np.ndarray], rows: Sequence[Row], length: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenates each row's sequences: (ids, segment_ids, positions), each (R, length)."""
+    ids = np.zeros((len(rows), length), np.int32)
+    seg = np.zeros((len(rows), length), np.int32)
+    pos = np.zeros((len(rows), length), np.int32)
+    for r, row in enumerate(rows):
+        t = 0
+        for k, i in enumerate(row):
+            s = seqs[i]
+            n = len(s)
+            if t + n > length:
+                raise ValueError(f"row {r} overflows its length {length}")
+            ids[r, t:t + n] = s
+            seg[r, t:t + n] = k + 1
+            pos[r, t:t + n] = np.arange(n)
+            t += n
+    return ids, seg, pos
+
+
+def _shift_right(targets: np.ndarray, segment_ids: np.ndarray | None = None) -> np.ndarray:
+    """decoder_inputs = [bos] + targets[:-1], restarting with bos at each packed segment."""
+    out = np.zeros_like(targets)
+    out[:, 1:] = targets[:, :-1]
+    out[:, 0] = BOS_ID
+    if segment_ids is not None:
+        starts = np.zeros_like(segment_ids, dtype=bool)
+        starts[:, 0] = True
+        starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+        out = np.where(starts & (segment_ids > 0), BOS_ID, out)
+        out = np.where(segment_ids > 0, out, PAD_ID)
+    else:
+        out = np.where(targets != PAD_ID, out, PAD_ID)
+    return out.astype(np.int32)
+
+
+def assemble_translation(
+    enc: Encoded, rows: Sequence[Row], src_len: int, tgt_len: int, *, packed: bool
+) -> Batch:
+    """inputs (R,S), decoder_inputs (R,T), targets (R,T) [+ segment ids / positions if packed]."""
+    x, xs, xp = _pack_rows(enc.seqs["inputs"], rows, src_len)
+    y, ys, yp = _pack_rows(enc.seqs["targets"], rows, tgt_len)
+    batch = {"inputs": x, "decoder_inputs": _shift_right(y, ys if packed else None), "targets": y}
+    if packed:
+        batch.update(inputs_segment_ids=xs, inputs_positions=xp,
+                     targets_segment_ids=ys, targets_positions=yp)
+    return batch
+
+
+def assemble_lm(enc: Encoded, rows: Sequence[Row], length: int, *, packed: bool) -> Batch:
+    """inputs (R,T), targets (R,T) [+ segment_ids, positions if packed]."""
+    x, seg, pos = _pack_rows(enc.seqs["inputs"], rows, length)
+    y, _, _ = _pack_rows(enc.seqs["targets"], rows, length)
+    batch = {"inputs": x, "targets": y}
+    if packed:
+        batch.update(segment_ids=seg, positions=pos)
+    return batch
+
+
+def assemble_classification(enc: Encoded, rows: Sequence[Row], length: int) -> Batch:
+    """inputs (R,S), label (R,)."""
+    x, _, _ = _pack_rows(enc.seqs["inputs"], rows, length)
+    labels = np.array([enc.labels[row[0]] for row in rows], np.int32).reshape(len(rows))
+    return {"inputs": x, "label": labels}
+
+
+def add_eval_weights(batch: Batch, num_real_rows: int) -> Batch:
+    """``weights`` float32: 1 on real target tokens (classification: real rows), 0 elsewhere."""
+    if "label" in batch:
+        w = np.zeros(batch["label"].shape, np.float32)
+        w[:num_real_rows] = 1.0
+    else:
+        w = (batch["targets"] != PAD_ID).astype(np.float32)
+        w[num_real_rows:] = 0.0
+    batch["weights"] = w
+    return batch
+
+
+def pad_rows(batch: Batch, rows: int) -> Batch:
+    """Appends all-zero rows up to ``rows`` (the padding examples of a last eval batch)."""
+    out = {}
+    for k, v in batch.items():
+        pad = np.zeros((rows - v.shape[0],) + v.shape[1:], v.dtype)
+        out[k] = np.concatenate([v, pad])
+    return out
+
+
+# ================================================================================ iterators
+class BatchIterator(abc.ABC):
+    """Infinite, deterministic, resumable iterator of host-local batches."""
+
+    def __iter__(self) -> "BatchIterator":
+        return self
+
+    @abc.abstractmethod
+    def __next__(self) -> Batch: ...
+
+    @abc.abstractmethod
+    def get_state(self) -> dict[str, Any]:
+        """JSON-able position: the next batch after ``set_state`` of it is the next one here."""
+
+    @abc.abstractmethod
+    def set_state(self, state: dict[str, Any]) -> None: ...
+
+    def _check_state(self, state: dict[str, Any], **expected) -> None:
+        for key, value in expected.items():
+            if state.get(key) != value:
+                raise ValueError(
+                    f"{type(self).__name__}.set_state: the saved data state has {key}="
+                    f"{state.get(key)!r} but this pipeline has {value!r} (was the data config "
+                    "changed between the runs?)"
+                )
+
+
+class WindowIterator(BatchIterator):
+    """nanoGPT-style LM batches: B random windows of T+1 tokens of one token stream.
+
+    Batch ``step`` draws its window starts from ``np.random.default_rng([seed, step])`` alone,
+    so the stream is resumable from the step number.
+    """
+
+    kind = "windows"
+
+    def __init__(self, tokens: np.ndarray, context: int, batch_size: int, seed: int,
+                 process_index: int = 0, process_count: int = 1):
+        tokens = np.asarray(tokens, np.int32)
+        if len(tokens) < context + 1:
+            raise ValueError(
+                f"the training text has {len(tokens)} tokens, fewer than max_len + 1 = "
+                f"{context + 1}: use a longer text or a smaller max_len"
+            )
+        if batch_size % process_count:
+            raise ValueError(f"batch_size={batch_size} is not divisible by {process_count} hosts")
+        self.tokens, self.context, self.batch_size, self.seed = tokens, context, batch_size, seed
+        self.process_index, self.process_count = process_index, process_count
+        self.step = 0
+
+    def window_starts(self, step: int) -> np.ndarray:
+        """(B,) global window starts of batch ``step``."""
+        rng = np.random.default_rng([self.seed, step])
+        return rng.integers(0, len(self.tokens) - self.context, size=self.batch_size)
+
+    def __next__(self) -> Batch:
+        starts = self.window_starts(self.step)
+        per = self.batch_size // self.process_count
+        starts = starts[self.process_index * per:(self.process_index + 1) * per]
+        idx = starts[:, None] + np.arange(self.context + 1)[None, :]  # (B, T+1)
+        windows = self.tokens[idx]
+        self.step += 1
+        return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
+
+    def get_state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "seed": self.seed, "step": self.step}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._check_state(state, kind=self.kind, seed=self.seed)
+        self.step = int(state["step"])
+
+
+class ChunkedIterator(BatchIterator):
+    """Epochs over an example source, chunk by chunk, batch by batch.
+
+    Epoch ``e`` visits the source in an order fixed by (seed, e): a random-access source is
+    permuted whole and cut into chunks of ``chunk_size``; a sequential one is cut into blocks of
+    ``chunk_size`` consecutive examples, visited in a permuted order and permuted inside. Each
+    chunk is tokenized (``encode``), planned (``plan``) into global batches, and the host's rows
+    of each are assembled (``assemble``). The position is (epoch, chunk, batch).
+
+    Args:
+      source: a :class:`tfm.data.sources.ExampleSource`.
+      encode: raw examples -> :class:`Encoded`.
+      plan: Encoded -> list of :class:`PlannedBatch`.
+      assemble: (Encoded, host rows, PlannedBatch) -> batch.
+    """
+
+    kind = "chunks"
+
+    def __init__(self, source, encode: Callable[[list[Any]], Encoded],
+                 plan: Callable[[Encoded], list[PlannedBatch]],
+                 assemble: Callable[[Encoded, Sequence[Row], PlannedBatch], Batch],
+                 *, chunk_size: int, seed: int, process_index: int = 0, process_count: int = 1):
+        if source.num_examples == 0:
+            raise ValueError("the training split has no examples")
+        self.source, self.encode, self.plan, self.assemble = source, encode, plan, assemble
+        self.chunk_size, self.seed = chunk_size, seed
+        self.process_index, self.process_count = process_index, process_count
+        self.num_chunks = math.ceil(source.num_examples / chunk_size)
+        self.epoch, self.chunk, self.batch = 0, 0, 0
+        self.stats = {"examples": 0, "truncated": 0, "dropped": 0, "chunks": 0}
+        self._cache_key: tuple[int, int] | None = None
+        self._cache: tuple[Encoded, list[PlannedBatch]] | None = None
+        self._epoch_order: tuple[int, np.ndarray] | None = None
+
+    # --------------------------------------------------------------- order
+    def _order(self, epoch: int) -> np.ndarray:
+        """Random access: a permutation of the examples; sequential: of the blocks."""
+        if self._epoch_order is None or self._epoch_order[0] != epoch:
+            n = self.source.num_examples if self.source.random_access else self.num_chunks
+            self._epoch_order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(n))
+        return self._epoch_order[1]
+
+    def chunk_examples(self, epoch: int, chunk: int) -> list[Any]:
+        """The raw examples of chunk ``chunk`` of epoch ``epoch``, in training order."""
+        order = self._order(epoch)
+        if self.source.random_access:
+            return self.source.take(order[chunk * self.chunk_size:(chunk + 1) * self.chunk_size])
+        block = int(order[chunk])
+        examples = self.source.read(block * self.chunk_size, (block + 1) * self.chunk_size)
+        perm = np.random.default_rng([self.seed, epoch, chunk]).permutation(len(examples))
+        return [examples[i] for i in perm]
+
+    def _load(self, epoch: int, chunk: int) -> tuple[Encoded, list[PlannedBatch]]:
+        if self._cache_key != (epoch, chunk):
+            enc = self.encode(self.chunk_examples(epoch, chunk))
+            plan = self.plan(enc) if len(enc) else []
+            self._cache_key, self._cache = (epoch, chunk), (enc, plan)
+            self.stats["examples"] += len(enc) + enc.dropped
+            self.stats["truncated"] += enc.truncated
+            self.stats["dropped"] += enc.dropped
+            self.stats["chunks"] += 1
+            if enc.truncated or enc.dropped:
+                logging.info(
+                    "training data (epoch %d, chunk %d): %d examples, %d truncated and %d "
+                    "dropped as longer than the maximum length", epoch, chunk,
+                    len(enc) + enc.dropped, enc.truncated, enc.dropped)
+        return self._cache
+
+    # --------------------------------------------------------------- iteration
+    def __next__(self) -> Batch:
+        empty_chunks = 0
+        while True:
+            enc, plan = self._load(self.epoch, self.chunk)
+            if self.batch < len(plan):
+                break
+            empty_chunks = empty_chunks + 1 if not plan else 0
+            if empty_chunks > self.num_chunks:
+                raise ValueError(
+                    "no training batch can be formed: every example was dropped as longer than "
+                    "the maximum length (raise max_len/max_target_len or use overlong='truncate')")
+            self.batch = 0
+            self.chunk += 1
+            if self.chunk == self.num_chunks:
+                self.chunk, self.epoch = 0, self.epoch + 1
+        planned = plan[self.batch]
+        self.batch += 1
+        rows = host_rows(planned.rows, self.process_index, self.process_count)
+        return self.assemble(enc, rows, planned)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "seed": self.seed, "chunk_size": self.chunk_size,
+                "epoch": self.epoch, "chunk": self.chunk, "batch": self.batch}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._check_state(state, kind=self.kind, seed=self.seed, chunk_size=self.chunk_size)
+        self.epoch, self.chunk, self.batch = int(state["epoch"]), int(state["chunk"]), int(state["batch"])
+
+
+def eval_batches(
+    enc: Encoded, batch_rows: int, assemble: Callable[[Encoded, Sequence[Row]], Batch],
+    process_index: int = 0, process_count: int = 1,
+) -> Iterator[Batch]:
+    """Examples in order, ``batch_rows`` (global) per batch; the last padded with weight-0 rows."""
+    n = len(enc)
+    per = batch_rows // process_count
+    for start in range(0, n, batch_rows):
+        lo = start + process_index * per
+        rows = [[i] for i in range(lo, min(lo + per, n))]
+        batch = assemble(enc, rows)
+        real = len(rows)
+        yield add_eval_weights(pad_rows(batch, per), real)
+
+
+def eval_windows(
+    tokens: np.ndarray, context: int, batch_rows: int, max_windows: int = 0,
+    process_index: int = 0, process_count: int = 1,
+) -> Iterator[Batch]:
+    """Non-overlapping LM windows covering the stream once (every token after the first is a
+    target exactly once); the last window and the last batch are padded with weight 0."""
+    tokens = np.asarray(tokens, np.int32)
+    n_windows = num_windows(len(tokens), context, max_windows)
+    per = batch_rows // process_count
+    for start in range(0, n_windows, batch_rows):
+        inputs = np.zeros((per, context), np.int32)
+        targets = np.zeros((per, context), np.int32)
+        lo = start + process_index * per
+        for r, w in enumerate(range(lo, min(lo + per, n_windows))):
+            x = tokens[w * context:(w + 1) * context]
+            y = tokens[w * context + 1:(w + 1) * context + 1]
+            inputs[r, :len(x)] = x
+            targets[r, :len(y)] = y
+            inputs[r, len(y):] = 0  # the last window: inputs beyond the last target are padding
+        yield {"inputs": inputs, "targets": targets,
+               "weights": (targets != PAD_ID).astype(np.float32)}
+
+
+def num_windows(num_tokens: int, context: int, max_windows: int = 0) -> int:
+    n = math.ceil(max(num_tokens - 1, 0) / context)
+    return min(n, max_windows) if max_windows else n

@@ -1,0 +1,264 @@
+"""Tokenizers: character level and SentencePiece, one interface, saved in the workdir.
+
+Every tokenizer reserves the same special ids (the project's token conventions):
+``pad = 0`` (padding; masks are ``tokens != 0``), ``bos = 1``, ``eos = 2``, ``unk = 3``.
+Neither adds bos/eos by itself: ``encode`` returns the bare ids of the text and the batching
+code places bos/eos where the batch format wants them.
+
+* :class:`CharTokenizer`: one id per Unicode code point seen in the training text (sorted, from
+  id 4 on). A character never seen in training becomes ``unk`` (id 3, decoded as "⁇"): held-out
+  text may contain characters the training text lacks, which must not crash an evaluation.
+* :class:`SentencePieceTokenizer`: a unigram SentencePiece model (Kudo 2018) trained in-process
+  on the training split; for translation one vocabulary is shared by source and target, as in
+  the paper (section 5.1). ``vocab_size`` is a soft limit (a small corpus may give fewer pieces).
+
+``tok.save(directory)`` writes ``tokenizer.json`` (which class, plus the character vocabulary)
+and, for SentencePiece, ``spm.model``; :func:`load_tokenizer` reads either back.
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+import json
+import os
+import pathlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+NUM_RESERVED = 4
+UNK_TEXT = "\u2047"  # "⁇", what SentencePiece also prints for unk
+
+META_FILE = "tokenizer.json"
+SPM_FILE = "spm.model"
+
+
+class Tokenizer(abc.ABC):
+    """Text <-> int ids. ``pad_id = 0``, ``bos_id = 1``, ``eos_id = 2``, ``unk_id = 3``."""
+
+    kind: str
+    pad_id: int = PAD_ID
+    bos_id: int = BOS_ID
+    eos_id: int = EOS_ID
+    unk_id: int = UNK_ID
+
+    @property
+    @abc.abstractmethod
+    def vocab_size(self) -> int:
+        """Number of ids (the model's V), reserved ids included."""
+
+    @abc.abstractmethod
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each text -> its int32 ids (no bos/eos added)."""
+
+    @abc.abstractmethod
+    def _decode_clean(self, ids: list[int]) -> str:
+        """Text of ids that hold no pad/bos/eos."""
+
+    @abc.abstractmethod
+    def save(self, directory: str | os.PathLike) -> None:
+        """Writes the tokenizer to ``directory`` (created if needed)."""
+
+    def encode(self, text: str) -> list[int]:
+        """``text`` -> its ids (no bos/eos added)."""
+        return self.encode_batch([text])[0].tolist()
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids -> text, stopping at the first eos and dropping pad and bos."""
+        clean = []
+        for i in ids:
+            i = int(i)
+            if i == self.eos_id:
+                break
+            if i not in (self.pad_id, self.bos_id):
+                clean.append(i)
+        return self._decode_clean(clean)
+
+    def decode_batch(self, ids: np.ndarray | Sequence[Sequence[int]]) -> list[str]:
+        """(B, T) ids -> B texts (see :meth:`decode`)."""
+        return [self.decode(row) for row in ids]
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "Tokenizer":
+        return load_tokenizer(directory)
+
+
+class CharTokenizer(Tokenizer):
+    """Character-level tokenizer over the code points of the training text."""
+
+    kind = "char"
+
+    def __init__(self, chars: Iterable[str]):
+        chars = sorted(set(chars))
+        for c in chars:
+            if len(c) != 1:
+                raise ValueError(f"CharTokenizer: vocabulary entries must be single characters, got {c!r}")
+        self.chars = chars
+        self._codepoints = np.array([ord(c) for c in chars], dtype=np.uint32)  # sorted
+        self._id_to_char = ["", "", "", UNK_TEXT] + chars
+
+    @classmethod
+    def train(cls, texts: Iterable[str]) -> "CharTokenizer":
+        """Vocabulary = every character of ``texts``."""
+        seen: set[str] = set()
+        for t in texts:
+            seen.update(t)
+        if not seen:
+            raise ValueError("CharTokenizer: the training text is empty")
+        return cls(seen)
+
+    @property
+    def vocab_size(self) -> int:
+        return NUM_RESERVED + len(self.chars)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        # Vectorised: all texts as one UTF-32 array, looked up in the sorted code points.
+        lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+        cps = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
+        if cps.size:
+            pos = np.searchsorted(self._codepoints, cps)
+            pos = np.minimum(pos, len(self._codepoints) - 1)
+            known = self._codepoints[pos] == cps
+            ids = np.where(known, pos + NUM_RESERVED, UNK_ID).astype(np.int32)
+        else:
+            ids = np.zeros(0, np.int32)
+        return np.split(ids, np.cumsum(lengths)[:-1])
+
+    def _decode_clean(self, ids: list[int]) -> str:
+        return "".join(self._id_to_char[i] if 0 <= i < len(self._id_to_char) else UNK_TEXT
+                       for i in ids)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        directory = pathlib.Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"kind": self.kind, "vocab_size": self.vocab_size, "chars": self.chars}
+        _atomic_write(directory / META_FILE, json.dumps(meta, ensure_ascii=False).encode())
+
+    @classmethod
+    def _from_meta(cls, directory: pathlib.Path, meta: dict) -> "CharTokenizer":
+        return cls(meta["chars"])
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A SentencePiece model with pad=0, bos=1, eos=2, unk=3."""
+
+    kind = "sentencepiece"
+
+    def __init__(self, model_proto: bytes):
+        import sentencepiece as spm
+
+        self.model_proto = model_proto
+        self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        if (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id(), self._sp.unk_id()) != (
+            PAD_ID, BOS_ID, EOS_ID, UNK_ID
+        ):
+            raise ValueError(
+                "SentencePieceTokenizer: the model must use pad=0, bos=1, eos=2, unk=3; got "
+                f"pad={self._sp.pad_id()}, bos={self._sp.bos_id()}, eos={self._sp.eos_id()}, "
+                f"unk={self._sp.unk_id()}"
+            )
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        *,
+        max_sentences: int = 300_000,
+        seed: int = 0,
+        character_coverage: float = 0.9995,
+    ) -> "SentencePieceTokenizer":
+        """Trains a unigram model on ``texts`` (at most ``max_sentences``, sampled with ``seed``).
+
+        ``vocab_size`` is a soft limit: on a small corpus the model may come out smaller.
+        """
+        import sentencepiece as spm
+
+        texts = [t for t in texts if t.strip()]
+        if not texts:
+            raise ValueError("SentencePieceTokenizer: the training text is empty")
+        if len(texts) > max_sentences:
+            keep = np.random.default_rng(seed).choice(len(texts), max_sentences, replace=False)
+            texts = [texts[i] for i in np.sort(keep)]
+        writer = io.BytesIO()
+        with open(os.devnull, "w") as devnull:
+            spm.SentencePieceTrainer.Train(
+                logstream=devnull,
+                sentence_iterator=iter(texts),
+                model_writer=writer,
+                model_type="unigram",
+                vocab_size=vocab_size,
+                hard_vocab_limit=False,
+                character_coverage=character_coverage,
+                pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
+                # SentencePiece's default 4192-byte cap would silently skip long lines.
+                max_sentence_length=1 << 20,
+                num_threads=1,  # reproducible
+            )
+        return cls(writer.getvalue())
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._sp.get_piece_size())
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        ids = self._sp.encode(list(texts), out_type=int)
+        return [np.asarray(x, dtype=np.int32) for x in ids]
+
+    def _decode_clean(self, ids: list[int]) -> str:
+        return self._sp.decode(ids)
+
+    def id_to_piece(self, i: int) -> str:
+        return self._sp.id_to_piece(int(i))
+
+    def save(self, directory: str | os.PathLike) -> None:
+        directory = pathlib.Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(directory / SPM_FILE, self.model_proto)
+        meta = {"kind": self.kind, "vocab_size": self.vocab_size, "model_file": SPM_FILE}
+        _atomic_write(directory / META_FILE, json.dumps(meta).encode())
+
+    @classmethod
+    def _from_meta(cls, directory: pathlib.Path, meta: dict) -> "SentencePieceTokenizer":
+        path = directory / meta.get("model_file", SPM_FILE)
+        if not path.is_file():
+            raise ValueError(f"load_tokenizer: {path} is missing (named by {directory / META_FILE})")
+        return cls(path.read_bytes())
+
+
+_CLASSES: dict[str, type[Tokenizer]] = {
+    CharTokenizer.kind: CharTokenizer,
+    SentencePieceTokenizer.kind: SentencePieceTokenizer,
+}
+
+
+def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
+    """Reads a tokenizer written by ``Tokenizer.save(directory)`` (e.g. ``WORKDIR/tokenizer``)."""
+    directory = pathlib.Path(directory)
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise ValueError(f"load_tokenizer: no tokenizer in {directory} ({META_FILE} is missing)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    kind = meta.get("kind")
+    if kind not in _CLASSES:
+        raise ValueError(f"load_tokenizer: unknown kind {kind!r} in {meta_path}; known: {sorted(_CLASSES)}")
+    tok = _CLASSES[kind]._from_meta(directory, meta)
+    if "vocab_size" in meta and meta["vocab_size"] != tok.vocab_size:
+        raise ValueError(
+            f"load_tokenizer: {meta_path} says vocab_size={meta['vocab_size']} but the loaded "
+            f"tokenizer has {tok.vocab_size}"
+        )
+    return tok
+
+
+def exists(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a saved tokenizer."""
+    return (pathlib.Path(directory) / META_FILE).is_file()
+
+
+def _atomic_write(path: pathlib.Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
