@@ -78,14 +78,28 @@ class FeedForward(nn.Module):
         return dense(cfg.d_model, ("mlp", "embed"), "wo")(h)  # (B, T, D)
 
 
-def layer_norm(cfg: ModelConfig, name: str | None = None) -> nn.LayerNorm:
-    return nn.LayerNorm(
-        epsilon=cfg.layer_norm_eps,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-        name=name,
-        **dtypes(cfg),
-    )
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis (Ba et al. 2016) with statistics in float32 whatever the
+    compute dtype: y = (x - mean) / sqrt(var + eps) * scale + bias, returned in ``dtype``."""
+
+    epsilon: float = 1e-6
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (d,), self.param_dtype)
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (d,), self.param_dtype)
+        xf = x.astype(jnp.float32)
+        mean = xf.mean(-1, keepdims=True)
+        var = jnp.square(xf - mean).mean(-1, keepdims=True)
+        y = (xf - mean) * jax.lax.rsqrt(var + jnp.float32(self.epsilon))
+        return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
+
+
+def layer_norm(cfg: ModelConfig, name: str | None = None) -> LayerNorm:
+    return LayerNorm(epsilon=cfg.layer_norm_eps, name=name, **dtypes(cfg))
 
 
 @jax.tree_util.register_dataclass

@@ -1,0 +1,236 @@
+"""Model-level properties: causality, padding, permutation equivariance, packing, precision,
+scan/remat equivalence, and hand-checkable sub-layers."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tfm.config import get_preset
+from tfm.layers import Block, Context, FeedForward
+from tfm.models import build_model, dummy_inputs
+
+
+def init(cfg, *inputs, seed=0):
+    model = build_model(cfg)
+    inputs = inputs or dummy_inputs(cfg, 2, 7)
+    return model, nn.meta.unbox(model.init(jax.random.key(seed), *inputs))["params"]
+
+
+def tokens(seed, shape, vocab=67, low=3):
+    return jax.random.randint(jax.random.key(seed), shape, low, vocab, jnp.int32)
+
+
+@pytest.mark.parametrize("positional", ["sinusoidal", "learned", "rope"])
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_decoder_lm_is_causal(positional, norm):
+    cfg = get_preset("tiny_lm", positional=positional, norm=norm)
+    model, params = init(cfg)
+    x = tokens(1, (3, 11))
+    base = np.asarray(model.apply({"params": params}, x))
+    for j in (0, 4, 10):
+        changed = x.at[:, j].set((x[:, j] + 7) % 60 + 3)
+        out = np.asarray(model.apply({"params": params}, changed))
+        np.testing.assert_array_equal(out[:, :j], base[:, :j])
+        assert not np.allclose(out[:, j:], base[:, j:])
+
+
+def test_padded_source_tokens_do_not_change_outputs():
+    cfg = get_preset("tiny_encdec")
+    model, params = init(cfg)
+    src = tokens(1, (2, 9)).at[0, 6:].set(0).at[1, 3:].set(0)  # padded sources
+    tgt = tokens(2, (2, 5)).at[1, 4:].set(0)  # and a padded target position
+    base = np.asarray(model.apply({"params": params}, src, tgt))
+    # more padding (a longer S) changes nothing
+    longer = jnp.concatenate([src, jnp.zeros((2, 4), jnp.int32)], axis=1)
+    out = np.asarray(model.apply({"params": params}, longer, tgt))
+    np.testing.assert_allclose(out, base, rtol=1e-5, atol=1e-5)
+    # and the non-padded source tokens do matter
+    other = src.at[0, 2].set(5 if int(src[0, 2]) != 5 else 6)
+    assert not np.allclose(np.asarray(model.apply({"params": params}, other, tgt))[0], base[0])
+
+
+def test_padding_keys_are_ignored_even_with_a_different_pad_embedding():
+    """Changing the embedding row of the pad token (what padded positions carry) does not change
+    outputs at non-padded target positions."""
+    cfg = get_preset("tiny_encdec")
+    model, params = init(cfg)
+    src = tokens(1, (2, 9)).at[0, 6:].set(0).at[1, 3:].set(0)
+    tgt = tokens(2, (2, 5)).at[1, 3:].set(0)
+    base = np.asarray(model.apply({"params": params}, src, tgt))
+    emb = params["source_embedder"]["embedding"]
+    params2 = jax.tree.map(lambda a: a, params)
+    params2["source_embedder"] = {"embedding": emb.at[0].set(jax.random.normal(jax.random.key(9), emb.shape[1:]) * 5)}
+    out = np.asarray(model.apply({"params": params2}, src, tgt))
+    valid = np.asarray(tgt != 0)
+    # column 0 is the pad token's own logit, which the tied output projection reads from that row
+    np.testing.assert_allclose(out[valid][:, 1:], base[valid][:, 1:], rtol=1e-5, atol=1e-5)
+
+
+def _encode(cfg, x, seed=0):
+    model = build_model(cfg)
+    params = nn.meta.unbox(model.init(jax.random.key(seed), x))["params"]
+    # run the encoder tower of the classifier directly
+    return model.apply({"params": params}, x, method=lambda m, x: m.encoder(x))
+
+
+def test_encoder_is_permutation_equivariant_without_positions_only():
+    x = tokens(1, (2, 8))
+    perm = jnp.array([3, 0, 7, 1, 6, 2, 5, 4])
+    cfg = get_preset("tiny_classifier", positional="none")
+    out, out_perm = _encode(cfg, x), _encode(cfg, x[:, perm])
+    np.testing.assert_allclose(np.asarray(out[:, perm]), np.asarray(out_perm), rtol=1e-5, atol=1e-5)
+    cfg = get_preset("tiny_classifier", positional="sinusoidal")
+    out, out_perm = _encode(cfg, x), _encode(cfg, x[:, perm])
+    assert not np.allclose(np.asarray(out[:, perm]), np.asarray(out_perm), atol=1e-3)
+
+
+def test_packed_rows_equal_separate_examples():
+    """Two examples packed into one row (segment ids, restarting positions) give the same logits
+    as each example alone: packed examples cannot attend to each other."""
+    cfg = get_preset("tiny_lm", positional="learned")
+    model, params = init(cfg)
+    a, b = tokens(1, (1, 5)), tokens(2, (1, 4))
+    packed = jnp.concatenate([a, b, jnp.zeros((1, 3), jnp.int32)], axis=1)  # (1, 12)
+    seg = jnp.array([[1] * 5 + [2] * 4 + [0] * 3])
+    pos = jnp.array([list(range(5)) + list(range(4)) + [0] * 3])
+    out = model.apply({"params": params}, packed, segment_ids=seg, positions=pos)
+    np.testing.assert_allclose(np.asarray(out[0, :5]), np.asarray(model.apply({"params": params}, a))[0], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out[0, 5:9]), np.asarray(model.apply({"params": params}, b))[0], atol=1e-5)
+
+    cfg = get_preset("tiny_encdec")
+    model, params = init(cfg)
+    sa, sb, ta, tb = tokens(3, (1, 4)), tokens(4, (1, 6)), tokens(5, (1, 3)), tokens(6, (1, 5))
+    src = jnp.concatenate([sa, sb], 1)
+    tgt = jnp.concatenate([ta, tb], 1)
+    out = model.apply(
+        {"params": params},
+        src,
+        tgt,
+        inputs_segment_ids=jnp.array([[1] * 4 + [2] * 6]),
+        inputs_positions=jnp.array([list(range(4)) + list(range(6))]),
+        decoder_segment_ids=jnp.array([[1] * 3 + [2] * 5]),
+        decoder_positions=jnp.array([list(range(3)) + list(range(5))]),
+    )
+    np.testing.assert_allclose(np.asarray(out[0, :3]), np.asarray(model.apply({"params": params}, sa, ta))[0], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out[0, 3:]), np.asarray(model.apply({"params": params}, sb, tb))[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny_encdec", "tiny_lm", "tiny_classifier"])
+def test_bfloat16_compute_stays_close_to_float32(name):
+    cfg = get_preset(name, d_model=64, d_ff=128)
+    model, params = init(cfg)
+    x = dummy_inputs(cfg, 2, 7)
+    x = tuple(tokens(i, a.shape) for i, a in enumerate(x))
+    ref = np.asarray(model.apply({"params": params}, *x))
+    bf = build_model(cfg.replace(dtype="bfloat16"))
+    out = bf.apply({"params": params}, *x)  # float32 params, bfloat16 compute
+    assert out.dtype == jnp.float32
+    assert jax.tree.leaves(params)[0].dtype == jnp.float32
+    rel = np.abs(np.asarray(out) - ref).max() / np.abs(ref).max()
+    assert rel < 2e-2, rel
+
+
+def _stack_layers(params):
+    """Unrolled params (layer_0, layer_1, ...) -> scanned params (layers, stacked on axis 0)."""
+    if not isinstance(params, dict):
+        return params
+    out = {}
+    layer_keys = sorted((k for k in params if k.startswith("layer_")), key=lambda k: int(k[6:]))
+    if layer_keys:
+        out["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *[params[k] for k in layer_keys])
+    for k, v in params.items():
+        if not k.startswith("layer_"):
+            out[k] = _stack_layers(v)
+    return out
+
+
+@pytest.mark.parametrize("name", ["tiny_encdec", "tiny_lm"])
+def test_scan_and_remat_compute_the_same_function_as_unrolled(name):
+    cfg = get_preset(name)
+    model, params = init(cfg)
+    x = tuple(tokens(i, (2, 7)) for i in range(len(dummy_inputs(cfg))))
+    ref = model.apply({"params": params}, *x)
+    grad_ref = jax.grad(lambda p: model.apply({"params": p}, *x).sum())(params)
+    scanned = _stack_layers(params)
+    for scan, remat in [(True, "none"), (True, "full"), (False, "full"), (True, "dots")]:
+        variant = build_model(cfg.replace(scan_layers=scan, remat=remat))
+        p = scanned if scan else params
+        shapes = jax.tree.map(jnp.shape, nn.meta.unbox(variant.init(jax.random.key(0), *x))["params"])
+        assert shapes == jax.tree.map(jnp.shape, p)
+        np.testing.assert_allclose(np.asarray(variant.apply({"params": p}, *x)), np.asarray(ref), rtol=1e-5, atol=1e-5)
+        g = jax.grad(lambda p: variant.apply({"params": p}, *x).sum())(p)
+        g_ref = _stack_layers(grad_ref) if scan else grad_ref
+        for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_feed_forward_equals_numpy():
+    cfg = get_preset("tiny_lm", d_model=5, num_heads=1, d_ff=7)
+    x = jax.random.normal(jax.random.key(0), (2, 3, 5))
+    ffn = FeedForward(cfg)
+    p = nn.meta.unbox(ffn.init(jax.random.key(1), x))["params"]
+    out = ffn.apply({"params": p}, x)
+    p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
+    h = np.maximum(np.asarray(x, np.float64) @ p64["wi"]["kernel"] + p64["wi"]["bias"], 0.0)
+    ref = h @ p64["wo"]["kernel"] + p64["wo"]["bias"]
+    np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_block_residual_and_layer_norm_arrangement(norm):
+    """With the attention and FFN output projections zeroed every sub-layer returns its bias (0),
+    so a post-LN block is LayerNorm(LayerNorm(x)) = LayerNorm(x) and a pre-LN block is identity."""
+    cfg = get_preset("tiny_lm", norm=norm)
+    x = jax.random.normal(jax.random.key(0), (2, 3, cfg.d_model)) * 3 + 1
+    block = Block(cfg)
+    ctx = Context(mask=None, positions=jnp.zeros((2, 3), jnp.int32))
+    p = nn.meta.unbox(block.init(jax.random.key(1), x, ctx))["params"]
+    p["self_attention"]["out"]["kernel"] = jnp.zeros_like(p["self_attention"]["out"]["kernel"])
+    p["feed_forward"]["wo"]["kernel"] = jnp.zeros_like(p["feed_forward"]["wo"]["kernel"])
+    out, _ = block.apply({"params": p}, x, ctx)
+    xf = np.asarray(x, np.float64)
+    if norm == "pre":
+        ref = xf
+    else:
+        ref = (xf - xf.mean(-1, keepdims=True)) / np.sqrt(xf.var(-1, keepdims=True) + cfg.layer_norm_eps)
+    np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_dropout_only_in_training_mode():
+    cfg = get_preset("tiny_lm", dropout_rate=0.3, attention_dropout_rate=0.2)
+    model, params = init(cfg)
+    x = tokens(1, (2, 7))
+    a = model.apply({"params": params}, x)
+    b = model.apply({"params": params}, x)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    c = model.apply({"params": params}, x, deterministic=False, rngs={"dropout": jax.random.key(1)})
+    d = model.apply({"params": params}, x, deterministic=False, rngs={"dropout": jax.random.key(2)})
+    assert not np.allclose(np.asarray(c), np.asarray(a)) and not np.allclose(np.asarray(c), np.asarray(d))
+
+
+def test_embeddings_are_scaled_and_shared():
+    cfg = get_preset("tiny_encdec")
+    _, params = init(cfg)
+    assert "target_embedder" not in params and "logits" not in params["decoder"]  # one shared table
+    untied = get_preset("tiny_encdec", share_embeddings=False, tie_output=False)
+    _, params = init(untied)
+    assert "target_embedder" in params and "logits" in params["decoder"]
+
+
+def test_sequence_longer_than_max_len_is_an_error():
+    cfg = get_preset("tiny_lm", max_len=8)
+    model, params = init(cfg, jnp.ones((1, 8), jnp.int32))
+    with pytest.raises(ValueError, match="max_len"):
+        model.apply({"params": params}, jnp.ones((1, 9), jnp.int32))
+
+
+def test_params_carry_logical_axis_names():
+    cfg = get_preset("tiny_encdec", scan_layers=True)
+    model = build_model(cfg)
+    boxed = model.init(jax.random.key(0), *dummy_inputs(cfg))["params"]
+    specs = nn.get_partition_spec(boxed)
+    assert specs["source_embedder"]["embedding"] == jax.sharding.PartitionSpec("vocab", "embed")
+    q = specs["encoder"]["stack"]["layers"]["self_attention"]["query"]["kernel"]
+    assert q == jax.sharding.PartitionSpec("layers", "embed", "heads", "kv")
