@@ -128,7 +128,7 @@ class DataConfig:
     valid_fraction: float = 0.1
     tokenizer: TokenizerKind = TokenizerKind.SENTENCEPIECE
     vocab_size: int = 256
-    tokenizer_max_examples: int = 20_000
+    tokenizer_max_examples: int = 10_000
     chunk_size: int = 100_000
     max_len: int = 32
     max_target_len: int = 32

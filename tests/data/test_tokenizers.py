@@ -1,0 +1,104 @@
+"""Tokenizers: reserved ids, round trips, unknown characters, save / load."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tfm.data import tokenizers
+from tfm.data.numbers import english, german
+from tfm.data.tokenizers import CharTokenizer, SentencePieceTokenizer, load_tokenizer
+
+TEXTS = ["Hello, world!", "Grüße aus Köln — dreißig", "tab\tand\nnewline", "zwölf"]
+
+
+def test_char_ids_and_round_trip():
+    tok = CharTokenizer.train(TEXTS)
+    assert (tok.pad_id, tok.bos_id, tok.eos_id, tok.unk_id) == (0, 1, 2, 3)
+    assert tok.vocab_size == 4 + len(set("".join(TEXTS)))
+    for t in TEXTS:
+        ids = tok.encode(t)
+        assert len(ids) == len(t) and min(ids) >= 4
+        assert tok.decode(ids) == t
+    # ids are the sorted characters from 4 on
+    assert tok.encode(sorted(set("".join(TEXTS)))[0])[0] == 4
+
+
+def test_char_batch_equals_single():
+    tok = CharTokenizer.train(TEXTS)
+    batch = tok.encode_batch(TEXTS + [""])
+    assert [b.tolist() for b in batch] == [tok.encode(t) for t in TEXTS + [""]]
+    assert all(b.dtype == np.int32 for b in batch)
+
+
+def test_char_unknown_is_unk():
+    tok = CharTokenizer.train(["abc"])
+    assert tok.encode("abxc") == [4, 5, 3, 6]
+    assert tok.decode([4, 3]) == "a\u2047"
+
+
+def test_decode_stops_at_eos_and_drops_pad_bos():
+    tok = CharTokenizer.train(["abc"])
+    assert tok.decode([1, 4, 5, 2, 6, 6]) == "ab"
+    assert tok.decode([4, 0, 5, 0, 0]) == "ab"
+    assert tok.decode_batch(np.array([[1, 6, 2, 4], [4, 4, 0, 0]])) == ["c", "aa"]
+
+
+def test_char_empty_training_text():
+    with pytest.raises(ValueError, match="empty"):
+        CharTokenizer.train(["", ""])
+
+
+def test_char_save_load(tmp_path):
+    tok = CharTokenizer.train(TEXTS)
+    tok.save(tmp_path / "tok")
+    meta = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    assert meta["kind"] == "char"
+    back = load_tokenizer(tmp_path / "tok")
+    assert isinstance(back, CharTokenizer) and back.vocab_size == tok.vocab_size
+    assert back.encode(TEXTS[1]) == tok.encode(TEXTS[1])
+
+
+@pytest.fixture(scope="module")
+def spm_tok():
+    texts = [english(n) for n in range(0, 60_000, 13)] + [german(n) for n in range(0, 60_000, 13)]
+    return SentencePieceTokenizer.train(texts, vocab_size=120)
+
+
+def test_spm_reserved_ids_and_round_trip(spm_tok):
+    tok = spm_tok
+    assert (tok.pad_id, tok.bos_id, tok.eos_id, tok.unk_id) == (0, 1, 2, 3)
+    assert 8 < tok.vocab_size <= 120
+    for t in ["three hundred twenty-one", "dreihunderteinundzwanzig", "fünfzig"]:
+        ids = tok.encode(t)
+        assert min(ids) >= 3 and tok.decode(ids) == t
+        assert tok.decode([1] + ids + [2, 7, 7]) == t
+    assert tok.encode_batch(["", "one"])[0].tolist() == []
+
+
+def test_spm_save_load(spm_tok, tmp_path):
+    spm_tok.save(tmp_path)
+    assert (tmp_path / "spm.model").is_file()
+    back = load_tokenizer(tmp_path)
+    assert isinstance(back, SentencePieceTokenizer)
+    assert back.vocab_size == spm_tok.vocab_size
+    assert back.encode("seven hundred") == spm_tok.encode("seven hundred")
+
+
+def test_spm_training_is_deterministic():
+    texts = [english(n) for n in range(0, 5000, 3)]
+    a = SentencePieceTokenizer.train(texts, vocab_size=64)
+    b = SentencePieceTokenizer.train(texts, vocab_size=64)
+    assert a.model_proto == b.model_proto
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ValueError, match="tokenizer.json is missing"):
+        load_tokenizer(tmp_path)
+    (tmp_path / "tokenizer.json").write_text('{"kind": "bpe"}')
+    with pytest.raises(ValueError, match="unknown kind 'bpe'"):
+        load_tokenizer(tmp_path)
+    (tmp_path / "tokenizer.json").write_text('{"kind": "sentencepiece"}')
+    with pytest.raises(ValueError, match="spm.model is missing"):
+        load_tokenizer(tmp_path)
+    assert not tokenizers.exists(tmp_path / "nothing")
