@@ -183,20 +183,19 @@ class SentencePieceTokenizer(Tokenizer):
             keep = np.random.default_rng(seed).choice(len(texts), max_sentences, replace=False)
             texts = [texts[i] for i in np.sort(keep)]
         writer = io.BytesIO()
-        with open(os.devnull, "w") as devnull:
-            spm.SentencePieceTrainer.Train(
-                logstream=devnull,
-                sentence_iterator=iter(texts),
-                model_writer=writer,
-                model_type="unigram",
-                vocab_size=vocab_size,
-                hard_vocab_limit=False,
-                character_coverage=character_coverage,
-                pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
-                # SentencePiece's default 4192-byte cap would silently skip long lines.
-                max_sentence_length=1 << 20,
-                num_threads=1,  # reproducible
-            )
+        spm.SentencePieceTrainer.Train(
+            minloglevel=2,  # quiet (errors still raise)
+            sentence_iterator=iter(texts),
+            model_writer=writer,
+            model_type="unigram",
+            vocab_size=vocab_size,
+            hard_vocab_limit=False,
+            character_coverage=character_coverage,
+            pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
+            # SentencePiece's default 4192-byte cap would silently skip long lines.
+            max_sentence_length=1 << 20,
+            num_threads=1,  # reproducible
+        )
         return cls(writer.getvalue())
 
     @property
