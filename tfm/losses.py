@@ -1,0 +1,130 @@
+"""Masked, label-smoothed cross-entropy and accuracy: pure functions of arrays.
+
+Label smoothing follows the paper (section 5.4, "we employed label smoothing of value
+eps_ls = 0.1"), which cites Szegedy et al. 2016, "Rethinking the Inception Architecture",
+section 7: the one-hot target is mixed with the uniform distribution over the vocabulary,
+
+    q(k) = (1 - eps) * [k == y] + eps / V          for every k in 0..V-1,
+
+so the target token gets 1 - eps + eps/V and every other token, the padding id 0 included,
+gets eps/V. Padding gets mass on purpose: it keeps q the paper's distribution (a mix with the
+uniform one) and it costs nothing, because the model learns quickly that pad never follows a
+real token. Positions whose *target* is padding get weight 0 and contribute nothing at all.
+
+The smoothed loss is what is optimised; it is bounded below by the entropy of q, not by 0, so it
+is not a log-likelihood. Every function therefore also returns the plain negative
+log-likelihood (eps = 0) of the same logits, which is what perplexity is computed from.
+
+Everything returns *sums* and the *sum of weights*, never means: the training step adds them
+over devices, hosts and micro-batches and divides once, so the loss of a global batch is the
+same however it was split (one device, pmap, a sharded mesh, gradient accumulation).
+
+Shapes: B batch, T target length, V vocabulary (or classes).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+PAD_ID = 0  # the project-wide padding id (every tokenizer reserves 0 for padding)
+
+
+def default_weights(targets: jax.Array) -> jax.Array:
+    """Weight 1 for every real target token, 0 for padding.
+
+    Args:
+      targets: (B, T) int token ids, 0 = padding.
+    Returns:
+      (B, T) float32.
+    """
+    return (targets != PAD_ID).astype(jnp.float32)
+
+
+def smoothed_cross_entropy(
+    logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0
+) -> tuple[jax.Array, jax.Array]:
+    """Per-position smoothed cross-entropy and plain negative log-likelihood.
+
+    loss = -sum_k q(k) log p(k) = (1 - eps) * nll + eps * mean_k(-log p(k)),
+    with q the smoothed target of the module docstring. Computed in float32 whatever the
+    dtype of the logits.
+
+    Args:
+      logits: (..., V) unnormalised scores.
+      targets: (...) int ids in [0, V).
+      label_smoothing: eps in [0, 1).
+    Returns:
+      (loss, nll), each of shape (...) float32.
+    """
+    logits = logits.astype(jnp.float32)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)  # (..., V)
+    nll = -jnp.take_along_axis(log_probs, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    if not label_smoothing:
+        return nll, nll
+    uniform = -jnp.mean(log_probs, axis=-1)  # cross-entropy against the uniform distribution
+    loss = (1.0 - label_smoothing) * nll + label_smoothing * uniform
+    return loss, nll
+
+
+def weighted_cross_entropy(
+    logits: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array | None = None,
+    label_smoothing: float = 0.0,
+) -> dict[str, jax.Array]:
+    """Weighted sums of the smoothed loss and of the nll over a batch.
+
+    Args:
+      logits: (B, T, V) or, for classification, (B, V).
+      targets: (B, T) or (B,) int ids.
+      weights: same shape as targets, float; None means `default_weights(targets)` for token
+        targets and 1 per example for class labels (a (B,) target).
+      label_smoothing: eps of the module docstring.
+    Returns:
+      {"loss_sum", "nll_sum", "weight_sum"}: float32 scalars.
+    """
+    if logits.ndim != targets.ndim + 1:
+        raise ValueError(f"logits {logits.shape} must have one more axis than targets {targets.shape}")
+    if weights is None:
+        weights = default_weights(targets) if targets.ndim > 1 else jnp.ones(targets.shape, jnp.float32)
+    weights = weights.astype(jnp.float32)
+    loss, nll = smoothed_cross_entropy(logits, targets, label_smoothing)
+    return {
+        "loss_sum": jnp.sum(loss * weights),
+        "nll_sum": jnp.sum(nll * weights),
+        "weight_sum": jnp.sum(weights),
+    }
+
+
+def weighted_accuracy(
+    logits: jax.Array, targets: jax.Array, weights: jax.Array | None = None
+) -> jax.Array:
+    """Weighted count of positions whose argmax is the target (divide by the weight sum).
+
+    Args:
+      logits: (B, T, V) or (B, V).
+      targets: (B, T) or (B,).
+      weights: as in `weighted_cross_entropy`.
+    Returns:
+      float32 scalar: sum of weights at correct positions.
+    """
+    if weights is None:
+        weights = default_weights(targets) if targets.ndim > 1 else jnp.ones(targets.shape, jnp.float32)
+    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    return jnp.sum(correct * weights.astype(jnp.float32))
+
+
+def classification_metrics(
+    logits: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array | None = None,
+    label_smoothing: float = 0.0,
+) -> dict[str, jax.Array]:
+    """All the summed statistics a step reports: loss_sum, nll_sum, correct_sum, weight_sum.
+
+    Works for token targets (B, T) with logits (B, T, V) and for labels (B,) with (B, V).
+    """
+    out = weighted_cross_entropy(logits, targets, weights, label_smoothing)
+    out["correct_sum"] = weighted_accuracy(logits, targets, weights)
+    return out
