@@ -311,7 +311,12 @@ def pad_rows(batch: Batch, rows: int) -> Batch:
 
 # ================================================================================ iterators
 class BatchIterator(abc.ABC):
-    """Infinite, deterministic, resumable iterator of host-local batches."""
+    """Infinite, deterministic, resumable iterator of host-local batches.
+
+    ``stats`` holds running counts for the logs (examples seen, truncated, dropped).
+    """
+
+    stats: dict[str, int]
 
     def __iter__(self) -> "BatchIterator":
         return self
@@ -358,6 +363,7 @@ class WindowIterator(BatchIterator):
         self.tokens, self.context, self.batch_size, self.seed = tokens, context, batch_size, seed
         self.process_index, self.process_count = process_index, process_count
         self.step = 0
+        self.stats = {"tokens": int(len(tokens))}
 
     def window_starts(self, step: int) -> np.ndarray:
         """(B,) global window starts of batch ``step``."""

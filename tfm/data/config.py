@@ -130,8 +130,8 @@ class DataConfig:
     vocab_size: int = 256
     tokenizer_max_examples: int = 10_000
     chunk_size: int = 100_000
-    max_len: int = 32
-    max_target_len: int = 32
+    max_len: int = 16
+    max_target_len: int = 16
     overlong: Overlong = Overlong.TRUNCATE
     batch_size: int = 64
     tokens_per_batch: int = 0

@@ -59,8 +59,10 @@ batch_multiple=1) -> Pipeline``
   * ``bleu_tokenize``: the sacrebleu tokenizer to score this task with ("13a" normally;
     "char" for the numbers task, whose German outputs are single words, so word-level BLEU
     would only restate exact match).
-  * ``stats``: dict of counts logged while building: ``{split}_examples``,
-    ``{split}_truncated``, ``{split}_dropped`` and for LMs ``{split}_tokens``.
+  * ``stats``: counts for the logs: ``train_examples`` (or ``train_tokens`` for streamed LMs),
+    and once a split has been evaluated ``{split}_examples``, ``{split}_truncated``. The
+    training iterator keeps its own running counts in ``train_iter.stats`` (``examples``,
+    ``truncated``, ``dropped``, ``chunks``; each chunk with overlong examples is also logged).
 
 Splits are "train", "validation", "test". sst2's test labels are hidden (-1), so its "test"
 is its validation split; lm1b has no validation split, so its "validation" is its test split;
@@ -80,6 +82,19 @@ Dicts of host-local NumPy arrays, int32 unless said (the shared contract):
     ``targets_positions`` (decoder_inputs restart with bos at each segment).
   * encoder_classifier: ``inputs`` (B,S) = ``[bos] + ids + [eos]``, ``label`` (B,).
   * eval batches add ``weights`` float32, the shape of ``targets`` (classification: (B,)).
+
+What the training loop must do
+------------------------------
+  * Take the model's ``vocab_size`` from ``pipe.vocab_size`` (SentencePiece's vocab_size is a
+    soft limit) and make the model's ``max_len`` at least ``max(max_len, max_target_len)``.
+  * Save ``pipe.train_iter.get_state()`` with every checkpoint and ``set_state`` it on
+    restore (and pass the same workdir, so the saved tokenizer is reused).
+  * With ``tokens_per_batch > 0`` batch shapes vary between buckets (rows, bucket length): a
+    handful of shapes, so a handful of compilations; fixed-size batching has one shape.
+  * Score translation on text: decode the model's output with ``pipe.decode`` and compare with
+    ``eval_pairs`` references using ``tfm.evaluation.bleu(..., tokenize=pipe.bleu_tokenize)``
+    and ``exact_match``. Perplexity is ``exp(nll_sum / weight_sum)`` over ``eval_batches``;
+    with the char tokenizer bits per character is ``nll_sum / (weight_sum * ln 2)``.
 """
 
 from __future__ import annotations
