@@ -99,7 +99,8 @@ def test_buckets():
     assert len(tiny) == 1 and len(tiny[0].rows) == 64
 
 
-def _iterator(n=23, chunk=10, batch=4, seed=1, process_index=0, process_count=1, pack=False):
+def _iterator(n=23, chunk=10, batch=4, seed=1, process_index=0, process_count=1, pack=False,
+              prefetch=True):
     source = ListSource([list(range(100 + i, 100 + i + 1 + i % 4)) for i in range(n)])
 
     def encode(raw):
@@ -115,7 +116,8 @@ def _iterator(n=23, chunk=10, batch=4, seed=1, process_index=0, process_count=1,
         return batching.assemble_lm(enc, rows, 8, packed=pack)
 
     return batching.ChunkedIterator(source, encode, plan, assemble, chunk_size=chunk, seed=seed,
-                                    process_index=process_index, process_count=process_count)
+                                    process_index=process_index, process_count=process_count,
+                                    prefetch=prefetch)
 
 
 def _same(a, b):
@@ -137,6 +139,12 @@ def test_chunked_iterator_resumes_exactly(pack):
         fresh.set_state(state)
         for j in range(k, min(k + 6, 30)):
             _same(next(fresh), ref_batches[j])
+
+
+def test_prefetch_does_not_change_the_stream():
+    a, b = _iterator(prefetch=True), _iterator(prefetch=False)
+    for _ in range(25):
+        _same(next(a), next(b))
 
 
 def test_chunked_iterator_covers_each_epoch():

@@ -34,6 +34,7 @@ and ``set_state(dict)``, after which the next batch is the one an uninterrupted 
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 import dataclasses
 import logging
 import math
@@ -396,6 +397,10 @@ class ChunkedIterator(BatchIterator):
     chunk is tokenized (``encode``), planned (``plan``) into global batches, and the host's rows
     of each are assembled (``assemble``). The position is (epoch, chunk, batch).
 
+    With ``prefetch`` the next chunk is read and tokenized in a background thread while the
+    current one is being consumed (the result is the same: chunks are pure functions of
+    (seed, epoch, chunk)).
+
     Args:
       source: a :class:`tfm.data.sources.ExampleSource`.
       encode: raw examples -> :class:`Encoded`.
@@ -408,7 +413,8 @@ class ChunkedIterator(BatchIterator):
     def __init__(self, source, encode: Callable[[list[Any]], Encoded],
                  plan: Callable[[Encoded], list[PlannedBatch]],
                  assemble: Callable[[Encoded, Sequence[Row], PlannedBatch], Batch],
-                 *, chunk_size: int, seed: int, process_index: int = 0, process_count: int = 1):
+                 *, chunk_size: int, seed: int, process_index: int = 0, process_count: int = 1,
+                 prefetch: bool = True):
         if source.num_examples == 0:
             raise ValueError("the training split has no examples")
         self.source, self.encode, self.plan, self.assemble = source, encode, plan, assemble
@@ -419,15 +425,14 @@ class ChunkedIterator(BatchIterator):
         self.stats = {"examples": 0, "truncated": 0, "dropped": 0, "chunks": 0}
         self._cache_key: tuple[int, int] | None = None
         self._cache: tuple[Encoded, list[PlannedBatch]] | None = None
-        self._epoch_order: tuple[int, np.ndarray] | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(1) if prefetch else None
+        self._pending: tuple[tuple[int, int], concurrent.futures.Future] | None = None
 
     # --------------------------------------------------------------- order
     def _order(self, epoch: int) -> np.ndarray:
         """Random access: a permutation of the examples; sequential: of the blocks."""
-        if self._epoch_order is None or self._epoch_order[0] != epoch:
-            n = self.source.num_examples if self.source.random_access else self.num_chunks
-            self._epoch_order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(n))
-        return self._epoch_order[1]
+        n = self.source.num_examples if self.source.random_access else self.num_chunks
+        return np.random.default_rng([self.seed, epoch]).permutation(n)
 
     def chunk_examples(self, epoch: int, chunk: int) -> list[Any]:
         """The raw examples of chunk ``chunk`` of epoch ``epoch``, in training order."""
@@ -439,11 +444,24 @@ class ChunkedIterator(BatchIterator):
         perm = np.random.default_rng([self.seed, epoch, chunk]).permutation(len(examples))
         return [examples[i] for i in perm]
 
+    def _prepare(self, epoch: int, chunk: int) -> tuple[Encoded, list[PlannedBatch]]:
+        enc = self.encode(self.chunk_examples(epoch, chunk))
+        return enc, (self.plan(enc) if len(enc) else [])
+
+    def _following(self, epoch: int, chunk: int) -> tuple[int, int]:
+        return (epoch, chunk + 1) if chunk + 1 < self.num_chunks else (epoch + 1, 0)
+
     def _load(self, epoch: int, chunk: int) -> tuple[Encoded, list[PlannedBatch]]:
         if self._cache_key != (epoch, chunk):
-            enc = self.encode(self.chunk_examples(epoch, chunk))
-            plan = self.plan(enc) if len(enc) else []
+            if self._pending is not None and self._pending[0] == (epoch, chunk):
+                enc, plan = self._pending[1].result()
+            else:
+                enc, plan = self._prepare(epoch, chunk)
+            self._pending = None
             self._cache_key, self._cache = (epoch, chunk), (enc, plan)
+            if self._pool is not None:
+                key = self._following(epoch, chunk)
+                self._pending = (key, self._pool.submit(self._prepare, *key))
             self.stats["examples"] += len(enc) + enc.dropped
             self.stats["truncated"] += enc.truncated
             self.stats["dropped"] += enc.dropped
