@@ -39,7 +39,7 @@ def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:
         raise ValueError(f"exact_match: {len(hypotheses)} hypotheses but {len(references)} references")
     if not hypotheses:
         raise ValueError("exact_match: no sentences to score")
-    return sum(h.strip() == r.strip() for h, r in zip(hypotheses, references)) / len(hypotheses)
+    return sum(h.strip() == r.strip() for h, r in zip(hypotheses, references, strict=True)) / len(hypotheses)
 
 
 def perplexity(mean_nll: float) -> float:
