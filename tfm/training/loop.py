@@ -1,0 +1,513 @@
+"""The training loop: ``run(config, workdir)``. All the I/O around the pure steps lives here.
+
+One run, in order:
+
+1. The config becomes validated dataclasses (:class:`RunConfig`) and the parallel strategy is
+   chosen and checked against the batch sizes -- before any data is read or anything compiled.
+2. A workdir that already holds a run of a *different model* is refused
+   (:class:`WorkdirMismatchError`); it is never overwritten.
+3. The data pipeline builds (or reloads from ``WORKDIR/tokenizer``) the tokenizer; the model's
+   ``vocab_size`` is taken from it when the config leaves it 0. The resolved config is written
+   to ``WORKDIR/config.json``.
+4. The newest checkpoint is restored (TrainState, data position, dropout key); a damaged newest
+   checkpoint falls back to the previous one (:mod:`tfm.training.checkpoint`). Otherwise the
+   state is initialised from ``TrainConfig.seed``.
+5. Steps run asynchronously; every ``log_every_steps`` the metrics of the last steps are pulled
+   to the host in one transfer, checked (a NaN/Inf loss or gradient norm raises
+   :class:`NonFiniteLossError` naming the step -- checkpoints are only written after this check,
+   so the newest checkpoint is always a good one), and written: progress bar (step, loss,
+   tokens/s, learning rate), TensorBoard and ``metrics.jsonl`` (process 0 only), with the MFU
+   estimate when the device's peak FLOP/s is known.
+6. Every ``eval_every_steps`` and at the end (``eval_at_end``): validation loss, accuracy, perplexity; for
+   translation also greedy/beam decoding of ``eval_decode_examples`` sentences -> BLEU and
+   exact match.
+7. Every ``checkpoint_every_steps`` and at the end, an asynchronous checkpoint.
+8. SIGTERM or SIGINT: the current step is checkpointed and ``run`` returns normally (the
+   launcher then exits 0). With several processes the stop is agreed at the next logging
+   step, so that all of them save the same step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from tfm import optim
+from tfm.config import Arch, ModelConfig
+from tfm.data.pipeline import Pipeline, build_pipeline
+from tfm.models import build_model
+from tfm.training import flops as flops_lib
+from tfm.training import parallel as parallel_lib
+from tfm.training import state as state_lib
+from tfm.training import steps as steps_lib
+from tfm.training.checkpoint import Checkpointer
+from tfm.training.config import (
+    EXECUTION_ONLY_MODEL_FIELDS,
+    Optimizer,
+    RunConfig,
+    Schedule,
+    TrainConfig,
+)
+from tfm.training.writer import MetricWriter
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+Hook = Callable[[int], None]
+
+
+class WorkdirMismatchError(ValueError):
+    """The workdir holds a run of a different model."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training step produced a NaN or Inf loss (or gradient norm)."""
+
+
+# ====================================================================== config helpers
+def as_run_config(config: RunConfig | ml_collections.ConfigDict | dict) -> RunConfig:
+    return config if isinstance(config, RunConfig) else RunConfig.from_config_dict(config)
+
+
+def make_schedule(train: TrainConfig, model: ModelConfig) -> Callable:
+    if train.schedule is Schedule.RSQRT:
+        return optim.rsqrt_schedule(model.d_model, train.warmup_steps, train.learning_rate)
+    if train.schedule is Schedule.WARMUP_COSINE:
+        return optim.warmup_cosine_schedule(
+            train.learning_rate, train.warmup_steps, train.num_steps, train.end_learning_rate_ratio
+        )
+    if train.warmup_steps:
+        return optim.warmup_cosine_schedule(
+            train.learning_rate, train.warmup_steps, train.num_steps, end_ratio=1.0
+        )
+    lr = train.learning_rate
+    return lambda count: lr
+
+
+def make_tx(train: TrainConfig, schedule: Callable):
+    return optim.make_optimizer(
+        schedule,
+        kind=train.optimizer.value,
+        b1=train.b1,
+        b2=train.b2,
+        eps=train.eps,
+        weight_decay=train.weight_decay if train.optimizer is Optimizer.ADAMW else 0.0,
+        grad_clip_norm=train.grad_clip_norm,
+    )
+
+
+def model_differences(saved: ModelConfig, new: ModelConfig) -> list[str]:
+    """Fields that make ``new`` a different network from ``saved`` ("field: saved -> new").
+
+    Execution-only fields (compute dtype, remat, attention implementation) do not count, nor
+    does a ``vocab_size`` of 0 (= take it from the tokenizer) in ``new``.
+    """
+    out = []
+    for f in dataclasses.fields(ModelConfig):
+        if f.name in EXECUTION_ONLY_MODEL_FIELDS:
+            continue
+        a, b = getattr(saved, f.name), getattr(new, f.name)
+        if f.name == "vocab_size" and b == 0:
+            continue
+        if a != b:
+            out.append(f"model.{f.name}: {_plain(a)!r} in the workdir, {_plain(b)!r} now")
+    return out
+
+
+def _plain(value):
+    return getattr(value, "value", value)
+
+
+def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
+    """Refuses a workdir whose saved run has a different model; returns the saved RunConfig
+    (None for a fresh workdir)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        if os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)) and os.listdir(
+            os.path.join(workdir, CHECKPOINT_DIR)
+        ):
+            raise WorkdirMismatchError(
+                f"{workdir} has checkpoints but no {CONFIG_FILE}, so it cannot be checked "
+                "against this config; refusing to touch it. Use a new --workdir."
+            )
+        return None
+    with open(path, encoding="utf-8") as f:
+        saved = RunConfig.from_config_dict(json.load(f))
+    diffs = model_differences(saved.model, config.model)
+    if diffs:
+        raise WorkdirMismatchError(
+            f"{workdir} holds a run of a different model, refusing to overwrite it:\n  "
+            + "\n  ".join(diffs)
+            + f"\nUse a new --workdir, or the model settings saved in {path}."
+        )
+    return saved
+
+
+def resolve_model(config: RunConfig, pipe: Pipeline) -> RunConfig:
+    """Fills in what the data decides: vocab_size (from the tokenizer), num_classes."""
+    model = config.model
+    vocab = pipe.vocab_size
+    if model.vocab_size == 0:
+        model = model.replace(vocab_size=vocab)
+    elif model.vocab_size < vocab:
+        raise ValueError(
+            f"ModelConfig.vocab_size={model.vocab_size} is smaller than the tokenizer's "
+            f"vocabulary ({vocab}); leave it 0 to take it from the tokenizer"
+        )
+    if pipe.num_classes is not None and model.num_classes != pipe.num_classes:
+        raise ValueError(
+            f"ModelConfig.num_classes={model.num_classes} but the data set has "
+            f"{pipe.num_classes} classes"
+        )
+    return config.replace(model=model)
+
+
+# ====================================================================== preemption
+class _StopSignals:
+    """SIGTERM / SIGINT set a flag (the loop checkpoints and returns); a second SIGINT
+    interrupts at once. Installed only from the main thread; restored on exit."""
+
+    def __init__(self):
+        self.requested = False
+        self.signal_name = ""
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+        log.warning("%s received: saving a checkpoint at the current step and stopping",
+                    self.signal_name)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def _agree(flag: bool) -> bool:
+    """True on every process if it is True on any (a host collective; multi-process only)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.array([int(flag)], np.int32))
+    return bool(np.asarray(flags).any())
+
+
+# ====================================================================== evaluation
+def evaluate(
+    parallel: parallel_lib.Parallel,
+    eval_step: Callable,
+    state: state_lib.TrainState,
+    pipe: Pipeline,
+    split: str = "validation",
+) -> dict[str, float]:
+    """Loss, nll, perplexity, accuracy over the whole split (sums on device, one transfer)."""
+    params = parallel.params_of(state)
+    total = None
+    for batch in pipe.eval_batches(split):
+        sums = eval_step(params, parallel.shard_batch(batch))
+        total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
+    if total is None:
+        return {}
+    sums = parallel.to_host(total)
+    return summarize(sums)
+
+
+def summarize(sums: dict[str, Any]) -> dict[str, float]:
+    """Summed step statistics -> means: loss, nll, perplexity, bits per token, accuracy."""
+    weight = max(float(sums["weight_sum"]), 1e-9)
+    nll = float(sums["nll_sum"]) / weight
+    return {
+        "loss": float(sums["loss_sum"]) / weight,
+        "nll": nll,
+        "perplexity": math.exp(nll) if nll < 700 else math.inf,
+        "bits_per_token": nll / math.log(2),
+        "accuracy": float(sums["correct_sum"]) / weight,
+        "weight": float(sums["weight_sum"]),
+    }
+
+
+def translation_metrics(
+    model, params, pipe: Pipeline, *, num_examples: int, beam_size: int, batch_size: int,
+    max_len: int,
+) -> tuple[dict[str, float], str]:
+    """Decodes the first ``num_examples`` validation sources; BLEU and exact match on text.
+
+    Returns the metrics and a few (source, reference, output) examples as text.
+    """
+    from tfm import decoding, evaluation
+
+    pairs = pipe.eval_pairs("validation")[:num_examples]
+    if not pairs:
+        return {}, ""
+    hypotheses: list[str] = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        inputs = pipe.encode_inputs([source for source, _ in chunk])
+        if beam_size > 1:
+            out = decoding.encdec_beam_search(model, params, inputs, beam_size=beam_size,
+                                              max_len=max_len)
+            tokens = np.asarray(jax.device_get(out.tokens))[:, 0]
+        else:
+            out = decoding.encdec_greedy(model, params, inputs, max_len=max_len)
+            tokens = np.asarray(jax.device_get(out.tokens))
+        hypotheses.extend(pipe.decode(tokens))
+    references = [reference for _, reference in pairs]
+    metrics = {
+        "bleu": evaluation.bleu(hypotheses, references, tokenize=pipe.bleu_tokenize),
+        "exact_match": evaluation.exact_match(hypotheses, references),
+    }
+    examples = "\n\n".join(
+        f"source: {s}  \nreference: {r}  \noutput: {h}"
+        for (s, r), h in list(zip(pairs, hypotheses))[:4]
+    )
+    return metrics, examples
+
+
+# ====================================================================== the run
+def run(
+    config: RunConfig | ml_collections.ConfigDict | dict,
+    workdir: str,
+    *,
+    hooks: Sequence[Hook] = (),
+) -> dict[str, Any]:
+    """Trains (or resumes) the run ``config`` describes in ``workdir``.
+
+    Args:
+      config: a RunConfig or the ConfigDict of a config file.
+      workdir: where everything the run needs lives (checkpoints, config, tokenizer, metrics).
+      hooks: called as ``hook(step)`` on every process after each step is dispatched (tests,
+        profiling); they must not block for long.
+    Returns:
+      ``{"step", "preempted", "train": last logged train metrics, "eval": last eval metrics}``.
+    Raises:
+      WorkdirMismatchError, NonFiniteLossError, CheckpointError, ValueError (bad config).
+    """
+    config = as_run_config(config)
+    workdir = os.path.abspath(workdir)
+    is_chief = jax.process_index() == 0
+    train = config.train
+
+    # -- strategy and batch sizes first: a bad combination fails before any work
+    parallel = parallel_lib.make_parallel(train)
+    parallel_lib.check_batch_sizes(
+        parallel, batch_size=config.data.batch_size, grad_accum_steps=train.grad_accum_steps,
+        eval_batch_size=config.data.eval_batch_size,
+    )
+    check_workdir(config, workdir)
+    if is_chief:
+        os.makedirs(workdir, exist_ok=True)
+
+    # -- data, vocabulary, resolved config
+    pipe = build_pipeline(
+        config.data, config.model.arch, workdir=workdir,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        batch_multiple=parallel.num_devices,
+    )
+    config = resolve_model(config, pipe)
+    check_workdir(config, workdir)
+    if is_chief:
+        _write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+    model_cfg = config.model
+    log.info("model: %s, %s; %s", model_cfg.arch.value,
+             f"{_param_count(model_cfg):,} parameters", parallel.describe())
+
+    # -- model, optimiser, steps
+    model = build_model(model_cfg)
+    schedule = make_schedule(train, model_cfg)
+    tx = make_tx(train, schedule)
+    boxed_init = state_lib.boxed_init_fn(model, model_cfg, tx)
+    init_rng, dropout_rng = jax.random.split(jax.random.key(train.seed))
+    parallel.prepare(boxed_init, init_rng)
+    axis = parallel_lib.PMAP_AXIS if isinstance(parallel, parallel_lib.Pmap) else None
+    train_step = parallel.train_step(steps_lib.make_train_step(
+        model, model_cfg.arch, tx, schedule, label_smoothing=train.label_smoothing,
+        grad_accum_steps=train.grad_accum_steps, axis_name=axis,
+    ))
+    eval_step = parallel.eval_step(steps_lib.make_eval_step(
+        model, model_cfg.arch, label_smoothing=train.label_smoothing, axis_name=axis,
+    ))
+
+    # -- restore or initialise
+    checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
+                                keep=train.keep_checkpoints, async_save=train.async_checkpointing)
+    abstract = parallel.canonical_abstract(boxed_init, init_rng)
+    restored = checkpointer.restore_latest(abstract)
+    if restored is not None:
+        start_step, canonical_state, meta = restored
+        state = parallel.from_canonical(canonical_state)
+        pipe.train_iter.set_state(meta["data"])
+        dropout_rng = jax.random.wrap_key_data(np.asarray(meta["rng"], np.uint32))
+        log.info("restored step %d from %s", start_step, checkpointer.directory)
+    else:
+        start_step = 0
+        state = parallel.init_state(boxed_init, init_rng)
+        log.info("initialised a new run in %s", workdir)
+
+    writer = MetricWriter(workdir, enabled=is_chief,
+                          purge_step=start_step + 1 if restored is not None else None)
+    peak = train.peak_flops_per_device or flops_lib.peak_flops(jax.devices()[0].device_kind)
+    result: dict[str, Any] = {"step": start_step, "preempted": False, "train": {}, "eval": {}}
+
+    def save(step: int) -> None:
+        meta = {
+            "step": step,
+            "data": pipe.train_iter.get_state(),
+            "rng": np.asarray(jax.random.key_data(dropout_rng)).tolist(),
+        }
+        checkpointer.save(step, parallel.canonical(state), meta)
+
+    def run_eval(step: int) -> None:
+        metrics = evaluate(parallel, eval_step, state, pipe)
+        if (model_cfg.arch is Arch.ENCODER_DECODER and train.eval_decode_examples > 0):
+            params = parallel.canonical(state).params
+            decoded, examples = translation_metrics(
+                model, params, pipe, num_examples=train.eval_decode_examples,
+                beam_size=train.eval_beam_size, batch_size=config.data.eval_batch_size,
+                max_len=config.data.max_target_len,
+            )
+            metrics.update(decoded)
+            writer.write_text(step, "translations", examples)
+        writer.write(step, "eval", metrics)
+        result["eval"] = metrics
+        if is_chief:
+            log.info("eval step %d: %s", step, _fmt(metrics))
+
+    bar = _progress_bar(train, start_step, enabled=is_chief)
+    pending: list[tuple[int, Any]] = []
+    window = _Window(time.time())
+    step = start_step
+    try:
+        with _StopSignals() as stop:
+            while step < train.num_steps:
+                batch = next(pipe.train_iter)
+                window.flops += flops_lib.batch_train_flops(model_cfg, batch) * jax.process_count()
+                state, metrics = train_step(state, parallel.shard_batch(batch), dropout_rng)
+                step += 1
+                pending.append((step, metrics))
+                bar.update(1)
+                for hook in hooks:
+                    hook(step)
+
+                last = step == train.num_steps
+                eval_now = (last and train.eval_at_end) or bool(
+                    train.eval_every_steps and step % train.eval_every_steps == 0)
+                ckpt_now = last or step % train.checkpoint_every_steps == 0
+                flush_now = eval_now or ckpt_now or step % train.log_every_steps == 0
+                stopping = stop.requested if jax.process_count() == 1 else False
+                if flush_now or stopping:
+                    stopping = _agree(stop.requested)
+                    result["train"] = _flush(pending, parallel, window, peak, writer, bar)
+                    pending = []
+                if stopping:
+                    save(step)
+                    checkpointer.wait()
+                    result["preempted"] = True
+                    log.warning("stopped by %s at step %d; checkpoint saved",
+                                stop.signal_name or "a signal on another process", step)
+                    break
+                if eval_now:
+                    run_eval(step)
+                if ckpt_now:
+                    save(step)
+                if eval_now or ckpt_now:
+                    window.reset(time.time())
+        result["step"] = step
+        checkpointer.wait()
+    finally:
+        bar.close()
+        writer.close()
+        checkpointer.close()
+    return result
+
+
+# ====================================================================== logging helpers
+@dataclasses.dataclass
+class _Window:
+    """Throughput bookkeeping between two metric pulls."""
+
+    start: float
+    flops: float = 0.0
+
+    def reset(self, now: float) -> None:
+        self.start, self.flops = now, 0.0
+
+
+def _flush(pending, parallel, window: _Window, peak, writer: MetricWriter, bar) -> dict[str, float]:
+    """Pulls the pending steps' metrics (one transfer), checks them, writes them."""
+    if not pending:
+        return {}
+    host = parallel.to_host([m for _, m in pending])
+    for (step, _), m in zip(pending, host):
+        loss = float(m["loss_sum"]) / max(float(m["weight_sum"]), 1e-9)
+        if not (math.isfinite(loss) and math.isfinite(float(m["grad_norm"]))):
+            raise NonFiniteLossError(
+                f"non-finite training loss {loss} (gradient norm {float(m['grad_norm'])}) at "
+                f"step {step}; stopping. The newest checkpoint (before this step) is intact."
+            )
+    now = time.time()
+    elapsed = max(now - window.start, 1e-9)
+    sums = {k: sum(float(m[k]) for m in host) for k in ("loss_sum", "nll_sum", "correct_sum", "weight_sum")}
+    metrics = summarize(sums)
+    metrics.pop("weight")
+    metrics.update(
+        grad_norm=float(np.mean([float(m["grad_norm"]) for m in host])),
+        learning_rate=float(host[-1]["learning_rate"]),
+        tokens_per_second=sums["weight_sum"] / elapsed,
+        steps_per_second=len(host) / elapsed,
+    )
+    if peak:
+        metrics["mfu"] = window.flops / elapsed / (peak * parallel.num_devices)
+    writer.write(pending[-1][0], "train", metrics)
+    bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_second']:.0f}",
+                    lr=f"{metrics['learning_rate']:.2e}", refresh=False)
+    window.reset(now)
+    return metrics
+
+
+def _progress_bar(train: TrainConfig, start: int, *, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=train.num_steps, initial=start, disable=not (enabled and train.progress_bar),
+                desc="train", unit="step", dynamic_ncols=True)
+
+
+def _write_json(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _param_count(cfg: ModelConfig) -> int:
+    from tfm.models import param_count
+
+    return param_count(cfg)
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())

@@ -1,0 +1,404 @@
+"""Parallelism strategies: the same pure steps on one device, under pmap, or on a sharded mesh.
+
+Every strategy offers the same small interface (:class:`Parallel`), so the loop never branches
+on the strategy:
+
+* ``init_state(init, rng)``: the TrainState, laid out on the devices;
+* ``train_step(fn)`` / ``eval_step(fn)``: the pure step compiled for the layout;
+* ``shard_batch(batch)``: a host-local NumPy batch -> device arrays;
+* ``canonical(state)`` / ``from_canonical(state)`` / ``canonical_abstract(...)``: the
+  layout-independent form that checkpoints store (so a checkpoint written under pmap restores
+  under sharded and vice versa);
+* ``to_host(metrics)``: one copy of step outputs as NumPy.
+
+Strategies (``TrainConfig.strategy``):
+
+* :class:`SingleDevice` -- ``jax.jit`` on the first device. One process only.
+* :class:`Pmap` -- the paper-era design: ``jax.pmap`` over every device of every host, the state
+  replicated (a leading device axis), gradients summed across devices with ``lax.psum``. Since
+  JAX 0.8 pmap is built on jit + shard_map; this is written against that API: arrays are
+  replicated with ``jax.device_put(..., NamedSharding)`` and ``make_array_from_single_device_arrays``
+  (``device_put_replicated`` / ``device_put_sharded`` are deprecated).
+* :class:`Sharded` -- ``jax.jit`` over a ``Mesh(('data', 'fsdp'))``: the batch is split over both
+  axes, parameters and optimiser state are sharded over 'fsdp' by their logical axis names
+  (:data:`LOGICAL_AXIS_RULES`), XLA inserts the all-gathers / reduce-scatters. With fsdp=1 it
+  is plain data parallelism; with fsdp = all devices it is ZeRO-3-style sharding for models that
+  do not fit replicated.
+
+Multi-host: :func:`initialize_distributed` starts ``jax.distributed`` when the run has several
+processes; every process then feeds only its own rows (the data pipeline shards by process) and
+the strategies assemble global arrays from the process-local pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from tfm.training.config import Strategy, TrainConfig
+from tfm.training.state import TrainState
+
+log = logging.getLogger(__name__)
+
+PMAP_AXIS = "batch"
+
+# Logical axis name -> mesh axis, in priority order: each parameter is sharded over 'fsdp' along
+# the first of its axes (in this order) whose size the fsdp axis divides; every other axis is
+# replicated. 'batch' is the activations' leading axis. 'kv' (head width), 'layers' (scan) and
+# 'classes' are never sharded.
+LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("mlp", "fsdp"),
+    ("vocab", "fsdp"),
+    ("heads", "fsdp"),
+    ("kv", None),
+    ("layers", None),
+    ("classes", None),
+)
+
+
+# ---------------------------------------------------------------------- multi-host
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
+    """Starts jax.distributed when the run has several processes; returns whether it did.
+
+    The arguments come from flags; when they are absent, the standard environment variables
+    (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``) are read, and on
+    a cluster JAX recognises (SLURM, Open MPI, Cloud TPU, ...) ``jax.distributed.initialize()``
+    detects them itself when ``TFM_DISTRIBUTED=1`` or the cluster's variables are set. A single
+    process without any of these does nothing. Must run before any other JAX call.
+    """
+    env = os.environ
+    coordinator_address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS") or None
+    if num_processes is None and env.get("JAX_NUM_PROCESSES"):
+        num_processes = int(env["JAX_NUM_PROCESSES"])
+    if process_id is None and env.get("JAX_PROCESS_ID"):
+        process_id = int(env["JAX_PROCESS_ID"])
+    cluster = env.get("TFM_DISTRIBUTED") == "1" or int(env.get("SLURM_NTASKS", "1")) > 1
+    if jax.distributed.is_initialized():
+        return True  # the caller did it already
+    if not cluster and (num_processes is None or num_processes <= 1):
+        return False
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+    )
+    log.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+    return True
+
+
+# ---------------------------------------------------------------------- the interface
+class Parallel:
+    """Base class; see the module docstring. ``num_devices`` counts every device of every
+    process taking part; ``num_replicas`` the ways the batch is split."""
+
+    strategy: Strategy
+    num_devices: int
+
+    def prepare(self, boxed_init: Callable[[jax.Array], TrainState], rng: jax.Array) -> None:
+        """Reads what the layout needs from the model (its parameter shapes and logical axis
+        names); call once before compiling steps."""
+
+    def init_state(self, boxed_init: Callable[[jax.Array], TrainState], rng: jax.Array) -> TrainState:
+        raise NotImplementedError
+
+    def train_step(self, fn: Callable) -> Callable:
+        raise NotImplementedError
+
+    def eval_step(self, fn: Callable) -> Callable:
+        raise NotImplementedError
+
+    def shard_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        raise NotImplementedError
+
+    def canonical(self, state: TrainState) -> TrainState:
+        """The layout checkpoints store: one logical copy, as global jax.Arrays."""
+        raise NotImplementedError
+
+    def from_canonical(self, state: TrainState) -> TrainState:
+        raise NotImplementedError
+
+    def canonical_abstract(self, boxed_init: Callable, rng: jax.Array) -> TrainState:
+        """ShapeDtypeStructs with the canonical shardings: the restore target of orbax."""
+        raise NotImplementedError
+
+    def params_of(self, state: TrainState) -> Any:
+        """What ``eval_step`` takes as its params argument."""
+        return state.params
+
+    def to_host(self, tree: Any) -> Any:
+        """Step outputs (scalars, identical on every device) -> NumPy, one copy."""
+        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+    def describe(self) -> str:
+        return f"{self.strategy.value} over {self.num_devices} device(s)"
+
+
+def check_batch(name: str, rows: int, ways: int, what: str) -> int:
+    """rows / ways, or a ValueError that says which setting to change."""
+    if rows % ways:
+        raise ValueError(
+            f"{name}={rows} does not divide evenly over {ways} {what}; choose a multiple of {ways}"
+        )
+    return rows // ways
+
+
+# ---------------------------------------------------------------------- single device
+class SingleDevice(Parallel):
+    strategy = Strategy.SINGLE
+
+    def __init__(self):
+        if jax.process_count() > 1:
+            raise ValueError("TrainConfig.strategy='single' cannot run with several processes; "
+                             "use 'pmap' or 'sharded'")
+        self.device = jax.local_devices()[0]
+        self.sharding = jax.sharding.SingleDeviceSharding(self.device)
+        self.num_devices = 1
+
+    def init_state(self, boxed_init, rng):
+        return jax.jit(lambda r: nn.meta.unbox(boxed_init(r)), out_shardings=self.sharding)(rng)
+
+    def train_step(self, fn):
+        return jax.jit(fn, donate_argnums=0)
+
+    def eval_step(self, fn):
+        return jax.jit(fn)
+
+    def shard_batch(self, batch):
+        return jax.device_put(batch, self.sharding)
+
+    def canonical(self, state):
+        return state
+
+    def from_canonical(self, state):
+        return jax.device_put(state, self.sharding)
+
+    def canonical_abstract(self, boxed_init, rng):
+        shapes = jax.eval_shape(lambda r: nn.meta.unbox(boxed_init(r)), rng)
+        return jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.sharding), shapes
+        )
+
+
+# ---------------------------------------------------------------------- pmap
+class Pmap(Parallel):
+    """jax.pmap over all devices of all processes; state replicated with a leading axis of
+    local devices (the form pmap takes per process)."""
+
+    strategy = Strategy.PMAP
+
+    def __init__(self):
+        self.local_devices = jax.local_devices()
+        self.num_local = len(self.local_devices)
+        self.num_devices = jax.device_count()
+        # The per-process stacked layout pmap expects: leading axis over the local devices.
+        self.local_mesh = Mesh(np.array(self.local_devices), (PMAP_AXIS,))
+        self.stacked = NamedSharding(self.local_mesh, P(PMAP_AXIS))
+        # Canonical (checkpoint) layout: one logical copy, replicated on every device.
+        self.replicated = NamedSharding(Mesh(np.array(jax.devices()), ("replica",)), P())
+
+    def _stack(self, x: jax.Array) -> jax.Array:
+        """A replicated global array -> (local devices, ...) stacked, without a host trip."""
+        by_device = {s.device: s.data for s in x.addressable_shards}
+        pieces = [by_device[d][None] for d in self.local_devices]
+        return jax.make_array_from_single_device_arrays(
+            (self.num_local,) + x.shape, self.stacked, pieces
+        )
+
+    def _unstack(self, x: jax.Array) -> jax.Array:
+        shape = x.shape[1:]
+        by_device = {s.device: s.data for s in x.addressable_shards}
+        pieces = [by_device[d].reshape(shape) for d in self.replicated.addressable_devices_indices_map(shape)]
+        return jax.make_array_from_single_device_arrays(shape, self.replicated, pieces)
+
+    def init_state(self, boxed_init, rng):
+        state = jax.jit(lambda r: nn.meta.unbox(boxed_init(r)), out_shardings=self.replicated)(rng)
+        return jax.tree.map(self._stack, state)
+
+    def train_step(self, fn):
+        return jax.pmap(fn, axis_name=PMAP_AXIS, in_axes=(0, 0, None), donate_argnums=0)
+
+    def eval_step(self, fn):
+        return jax.pmap(fn, axis_name=PMAP_AXIS)
+
+    def shard_batch(self, batch):
+        def shard(x):
+            per_device = check_batch("host-local batch rows", x.shape[0], self.num_local,
+                                     "local devices (pmap)")
+            x = x.reshape((self.num_local, per_device) + x.shape[1:])
+            return jax.device_put(x, self.stacked)
+
+        return jax.tree.map(shard, batch)
+
+    def canonical(self, state):
+        return jax.tree.map(self._unstack, state)
+
+    def from_canonical(self, state):
+        state = jax.device_put(state, self.replicated)
+        return jax.tree.map(self._stack, state)
+
+    def canonical_abstract(self, boxed_init, rng):
+        shapes = jax.eval_shape(lambda r: nn.meta.unbox(boxed_init(r)), rng)
+        return jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), shapes
+        )
+
+    def to_host(self, tree):
+        # pmap outputs are stacked (local devices, ...); psum made every row the same.
+        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)).reshape(x.shape[1:]), tree)
+
+
+# ---------------------------------------------------------------------- sharded (jit + mesh)
+class Sharded(Parallel):
+    """jax.jit over Mesh(('data', 'fsdp')); parameters sharded over 'fsdp' by logical names."""
+
+    strategy = Strategy.SHARDED
+
+    def __init__(self, mesh_data: int = -1, mesh_fsdp: int = 1,
+                 rules: Sequence[tuple[str, Any]] = LOGICAL_AXIS_RULES):
+        n = jax.device_count()
+        data, fsdp = mesh_data, mesh_fsdp
+        if data == -1:
+            data = check_batch("devices", n, fsdp, "fsdp ways (TrainConfig.mesh_fsdp)")
+        if fsdp == -1:
+            fsdp = check_batch("devices", n, data, "data ways (TrainConfig.mesh_data)")
+        if data * fsdp != n:
+            raise ValueError(
+                f"TrainConfig.mesh_data={mesh_data} x mesh_fsdp={mesh_fsdp} = {data * fsdp} "
+                f"devices, but the run has {n}; use -1 for one of them to take the rest"
+            )
+        self.mesh = jax.make_mesh((data, fsdp), ("data", "fsdp"),
+                                  axis_types=(jax.sharding.AxisType.Auto,) * 2)
+        self.rules = tuple(rules)
+        self.num_devices = n
+        self.replicated = NamedSharding(self.mesh, P())
+        self.batch_sharding = NamedSharding(self.mesh, P(("data", "fsdp")))
+        self._state_shardings = None
+
+    def describe(self):
+        return (f"sharded over mesh data={self.mesh.shape['data']} x "
+                f"fsdp={self.mesh.shape['fsdp']} ({self.num_devices} devices)")
+
+    def prepare(self, boxed_init, rng):
+        self.state_shardings(boxed_init, rng)
+
+    # -- shardings of the state, from the logical axis names of the boxed init
+    def state_shardings(self, boxed_init, rng) -> TrainState:
+        if self._state_shardings is None:
+            boxed = jax.eval_shape(boxed_init, rng)
+            logical = nn.get_partition_spec(boxed)
+            shapes = nn.meta.unbox(boxed)
+            self._state_shardings = jax.tree.map(
+                lambda spec, s: NamedSharding(self.mesh, self.mesh_spec(spec, s.shape)),
+                logical, shapes, is_leaf=lambda x: isinstance(x, P),
+            )
+        return self._state_shardings
+
+    def mesh_spec(self, logical: P, shape: tuple[int, ...]) -> P:
+        """Logical PartitionSpec -> mesh PartitionSpec, by :data:`LOGICAL_AXIS_RULES` priority,
+        skipping an axis whose size the mesh axis does not divide (it is then replicated)."""
+        names = tuple(logical) + (None,) * (len(shape) - len(logical))
+        out: list[Any] = [None] * len(shape)
+        used: set[str] = set()
+        for name, mesh_axes in self.rules:
+            if name not in names or mesh_axes is None:
+                continue
+            axes = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes)
+            dim = names.index(name)
+            size = math.prod(self.mesh.shape[a] for a in axes)
+            if out[dim] is None and not used & set(axes) and shape[dim] % size == 0:
+                out[dim] = mesh_axes
+                used |= set(axes)
+        return P(*out)
+
+    def init_state(self, boxed_init, rng):
+        shardings = self.state_shardings(boxed_init, rng)
+        # No logical-rules context (see train_step): the shardings are already resolved.
+        return jax.jit(lambda r: nn.meta.unbox(boxed_init(r)), out_shardings=shardings)(rng)
+
+    def train_step(self, fn):
+        assert self._state_shardings is not None, "call prepare() first"
+        # The shardings are explicit, so no logical-rules or mesh context is entered: under
+        # `nn.logical_axis_rules`, flax 0.12 constrains DenseGeneral's flattened multi-axis
+        # kernels ((N*H, D)) with their 3-axis logical names and fails.
+        jitted = jax.jit(
+            fn,
+            in_shardings=(self._state_shardings, self.batch_sharding, self.replicated),
+            out_shardings=(self._state_shardings, self.replicated),
+            donate_argnums=0,
+        )
+        return jitted
+
+    def eval_step(self, fn):
+        assert self._state_shardings is not None, "call prepare() first"
+        jitted = jax.jit(
+            fn,
+            in_shardings=(self._state_shardings.params, self.batch_sharding),
+            out_shardings=self.replicated,
+        )
+        return jitted
+
+    def shard_batch(self, batch):
+        ways = self.num_devices // jax.process_count()
+
+        def shard(x):
+            check_batch("host-local batch rows", x.shape[0], ways, "local devices (sharded)")
+            global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
+            return jax.make_array_from_process_local_data(self.batch_sharding, x, global_shape)
+
+        return jax.tree.map(shard, batch)
+
+    def canonical(self, state):
+        return state
+
+    def from_canonical(self, state):
+        return jax.device_put(state, self._state_shardings)
+
+    def canonical_abstract(self, boxed_init, rng):
+        shardings = self.state_shardings(boxed_init, rng)
+        shapes = jax.eval_shape(lambda r: nn.meta.unbox(boxed_init(r)), rng)
+        return jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+        )
+
+
+def make_parallel(cfg: TrainConfig) -> Parallel:
+    """The strategy ``cfg.strategy`` names."""
+    if cfg.strategy is Strategy.SINGLE:
+        return SingleDevice()
+    if cfg.strategy is Strategy.PMAP:
+        return Pmap()
+    return Sharded(cfg.mesh_data, cfg.mesh_fsdp)
+
+
+def check_batch_sizes(
+    parallel: Parallel, *, batch_size: int, grad_accum_steps: int, eval_batch_size: int
+) -> int:
+    """Validates that the global batches split evenly; returns the per-device micro-batch.
+
+    Raises a ValueError naming the setting to change, before anything is compiled.
+    """
+    processes = jax.process_count()
+    check_batch("DataConfig.batch_size", batch_size, processes, "processes")
+    check_batch("DataConfig.eval_batch_size", eval_batch_size, processes, "processes")
+    devices = parallel.num_devices
+    per_device = check_batch("DataConfig.batch_size", batch_size, devices,
+                             f"devices ({parallel.describe()})")
+    check_batch("DataConfig.eval_batch_size", eval_batch_size, devices,
+                f"devices ({parallel.describe()})")
+    return check_batch(f"per-device batch ({per_device} rows)", per_device, grad_accum_steps,
+                       "micro-batches (TrainConfig.grad_accum_steps)")

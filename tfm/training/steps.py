@@ -1,0 +1,200 @@
+"""Pure training and evaluation steps, compiled once by a parallel strategy.
+
+``train_step(state, batch, rng) -> (state, metrics)`` and ``eval_step(params, batch) ->
+metrics`` are plain functions of arrays: the parallel strategy (:mod:`tfm.training.parallel`)
+wraps them in ``jax.jit`` with shardings or in ``jax.pmap``; the loop does all I/O.
+
+How a batch becomes one update (the same whatever the device layout):
+
+1. The dropout key is ``fold_in(rng, state.step)`` (then the micro-batch index, and under pmap
+   the device index), so it needs no state of its own and a resumed run draws the same masks.
+2. The batch is split into ``grad_accum_steps`` micro-batches (rows ``j::k``, so a batch that is
+   sharded by rows splits without moving data) and ``lax.scan`` adds their gradients.
+3. Gradients are gradients of the *summed* smoothed loss. Under pmap they are summed over
+   devices (``lax.psum``), and the sum is divided once by the global number of target tokens.
+   This is the global token-mean loss exactly, however the batch was split. (Averaging
+   per-device mean gradients with ``lax.pmean`` would weight a device with few real tokens as
+   much as one with many, so pmap would not match one device.)
+4. Optional global-norm clipping and Adam(W) (:mod:`tfm.optim`).
+
+Metrics are sums over the global batch (``loss_sum``, ``nll_sum``, ``correct_sum``,
+``weight_sum``) plus ``grad_norm`` and ``learning_rate``; the loop divides when it logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from tfm import losses
+from tfm.config import Arch
+from tfm.training.state import TrainState
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+def forward(
+    model: nn.Module,
+    arch: Arch,
+    params: Any,
+    batch: Batch,
+    *,
+    deterministic: bool,
+    dropout_rng: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """Runs the model on a batch of the shared contract's format.
+
+    Returns:
+      (logits, targets, weights): logits (B, T, V) with targets (B, T) for translation and
+      language modelling, (B, C) with labels (B,) for classification; weights are the batch's
+      ``weights`` when it has them, else None (the loss then masks padding itself).
+    """
+    rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
+    variables = {"params": params}
+    get = batch.get
+    if arch is Arch.ENCODER_DECODER:
+        logits = model.apply(
+            variables,
+            batch["inputs"],
+            batch["decoder_inputs"],
+            inputs_segment_ids=get("inputs_segment_ids"),
+            inputs_positions=get("inputs_positions"),
+            decoder_segment_ids=get("targets_segment_ids"),
+            decoder_positions=get("targets_positions"),
+            deterministic=deterministic,
+            rngs=rngs,
+        )
+        targets = batch["targets"]
+    elif arch is Arch.DECODER_LM:
+        logits = model.apply(
+            variables,
+            batch["inputs"],
+            segment_ids=get("segment_ids"),
+            positions=get("positions"),
+            deterministic=deterministic,
+            rngs=rngs,
+        )
+        targets = batch["targets"]
+    elif arch is Arch.ENCODER_CLASSIFIER:
+        logits = model.apply(
+            variables,
+            batch["inputs"],
+            segment_ids=get("segment_ids"),
+            positions=get("positions"),
+            deterministic=deterministic,
+            rngs=rngs,
+        )
+        targets = batch["label"]
+    else:  # pragma: no cover - Arch is exhaustive
+        raise ValueError(f"unknown arch {arch}")
+    return logits, targets, get("weights")
+
+
+def split_micro_batches(batch: Batch, k: int) -> Batch:
+    """(B, ...) -> (k, B/k, ...): micro-batch j holds rows j, j+k, j+2k, ...
+
+    Strided rather than contiguous so that when the rows are sharded across devices, every
+    device already holds its part of every micro-batch.
+    """
+
+    def split(x):
+        if x.shape[0] % k:
+            raise ValueError(f"batch of {x.shape[0]} rows does not split into {k} micro-batches")
+        return jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def make_train_step(
+    model: nn.Module,
+    arch: Arch,
+    tx: optax.GradientTransformation,
+    schedule: Callable[[jax.Array], jax.Array],
+    *,
+    label_smoothing: float,
+    grad_accum_steps: int = 1,
+    axis_name: str | None = None,
+) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
+    """Builds the pure ``train_step(state, batch, rng) -> (state, metrics)``.
+
+    Args:
+      model, arch: the Flax model and which of the three batch formats it takes.
+      tx: the optimiser (tfm.optim.make_optimizer).
+      schedule: the learning-rate schedule inside ``tx`` (reported as a metric).
+      label_smoothing: eps_ls of the paper.
+      grad_accum_steps: micro-batches per update (see the module docstring).
+      axis_name: the pmap axis to sum gradients and metrics over; None under jit.
+    """
+
+    def loss_fn(params, micro_batch, dropout_rng):
+        logits, targets, weights = forward(
+            model, arch, params, micro_batch, deterministic=False, dropout_rng=dropout_rng
+        )
+        stats = losses.classification_metrics(logits, targets, weights, label_smoothing)
+        return stats["loss_sum"], stats
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
+        step_rng = jax.random.fold_in(rng, state.step)
+        if axis_name is not None:
+            step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
+
+        if grad_accum_steps == 1:
+            (_, stats), grads = grad_fn(state.params, batch, step_rng)
+        else:
+            micro = split_micro_batches(batch, grad_accum_steps)
+
+            def body(carry, xs):
+                index, micro_batch = xs
+                (_, s), g = grad_fn(state.params, micro_batch, jax.random.fold_in(step_rng, index))
+                return jax.tree.map(jnp.add, carry, (g, s)), None
+
+            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
+                lambda: grad_fn(state.params, jax.tree.map(lambda x: x[0], micro), step_rng)
+            ))
+            init = (zeros[1], zeros[0][1])  # (grads, stats)
+            (grads, stats), _ = jax.lax.scan(
+                body, init, (jnp.arange(grad_accum_steps), micro)
+            )
+
+        if axis_name is not None:
+            grads, stats = jax.lax.psum((grads, stats), axis_name)
+        denominator = jnp.maximum(stats["weight_sum"], 1.0)
+        grads = jax.tree.map(lambda g: g / denominator.astype(g.dtype), grads)
+
+        # optax mixes float and int32 (bias correction `b ** count`), which strict dtype
+        # promotion (on in the tests) rejects; our own code above stays strict.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(
+            stats,
+            grad_norm=optax.global_norm(grads),
+            learning_rate=jnp.asarray(schedule(state.step), jnp.float32),
+        )
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(
+    model: nn.Module, arch: Arch, *, label_smoothing: float, axis_name: str | None = None
+) -> Callable[[Any, Batch], Metrics]:
+    """Builds the pure ``eval_step(params, batch) -> metrics`` (sums, like the train step's)."""
+
+    def eval_step(params: Any, batch: Batch) -> Metrics:
+        logits, targets, weights = forward(model, arch, params, batch, deterministic=True)
+        stats = losses.classification_metrics(logits, targets, weights, label_smoothing)
+        if axis_name is not None:
+            stats = jax.lax.psum(stats, axis_name)
+        return stats
+
+    return eval_step

@@ -1,0 +1,97 @@
+"""Metric writing: TensorBoard event files and ``metrics.jsonl`` in the workdir (process 0).
+
+Every record is one line of ``WORKDIR/metrics.jsonl``: ``{"step": 200, "split": "train",
+"loss": 3.1, ...}``, and the same scalars go to TensorBoard under ``WORKDIR/tensorboard`` as
+``train/loss`` etc. A resumed run appends; steps after the restored checkpoint (logged by the
+interrupted run before it died) are logged again, and the later record is the one that
+counts -- :func:`read_metrics` keeps it, and TensorBoard drops the stale events itself
+(``purge_step``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+
+class MetricWriter:
+    """Writes scalars; a no-op unless ``enabled`` (only process 0 writes).
+
+    Args:
+      workdir: the run's directory.
+      enabled: False on every process but 0.
+      purge_step: on resume, the restored step: TensorBoard forgets events after it.
+    """
+
+    def __init__(self, workdir: str, *, enabled: bool = True, purge_step: int | None = None):
+        self.enabled = enabled
+        self._jsonl = None
+        self._tb = None
+        if not enabled:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")
+        try:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), purge_step=purge_step)
+        except ImportError:  # pragma: no cover - tensorboardX is a dependency
+            self._tb = None
+
+    def write(self, step: int, split: str, scalars: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        clean = {k: _jsonable(v) for k, v in scalars.items()}
+        self._jsonl.write(json.dumps({"step": int(step), "split": split, **clean}) + "\n")
+        self._jsonl.flush()
+        if self._tb is not None:
+            for key, value in clean.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(f"{split}/{key}", value, int(step))
+
+    def write_text(self, step: int, tag: str, text: str) -> None:
+        if self.enabled and self._tb is not None:
+            self._tb.add_text(tag, text, int(step))
+
+    def flush(self) -> None:
+        if self.enabled and self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan" / "inf": JSON has no such numbers
+    return value
+
+
+def read_metrics(workdir: str, split: str = "train") -> dict[int, dict[str, Any]]:
+    """``{step: record}`` of ``split`` from ``WORKDIR/metrics.jsonl``; a later record of the same
+    step (after a resume) replaces the earlier one."""
+    out: dict[int, dict[str, Any]] = {}
+    path = os.path.join(workdir, METRICS_FILE)
+    if not os.path.exists(path):
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            record = json.loads(line)
+            if record.get("split") == split:
+                out[int(record["step"])] = record
+    return out
