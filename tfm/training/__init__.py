@@ -1,0 +1,19 @@
+"""Training: configuration, state, pure steps, parallel strategies, checkpoints and the loop.
+
+    from tfm.training import RunConfig, TrainConfig, run
+    run(RunConfig.from_config_dict(config_dict), workdir)   # what train.py does
+
+Modules, bottom to top: ``config`` (TrainConfig, RunConfig), ``state`` (TrainState),
+``steps`` (train_step / eval_step), ``parallel`` (single / pmap / sharded, multi-host init),
+``checkpoint`` (orbax), ``flops`` (MFU), ``writer`` (TensorBoard + metrics.jsonl), ``loop``
+(``run``).
+"""
+
+from tfm.training.config import Optimizer, RunConfig, Schedule, Strategy, TrainConfig, default_config_dict
+from tfm.training.loop import NonFiniteLossError, WorkdirMismatchError, run
+from tfm.training.state import TrainState
+
+__all__ = [
+    "NonFiniteLossError", "Optimizer", "RunConfig", "Schedule", "Strategy", "TrainConfig",
+    "TrainState", "WorkdirMismatchError", "default_config_dict", "run",
+]
