@@ -1,0 +1,211 @@
+"""Loading a workdir, tfm.inference.generate / translate, the command lines, attention maps.
+
+Fast tests write a workdir the way the training loop does (RunConfig JSON, a saved tokenizer and
+an orbax checkpoint through tfm.training.checkpoint.Checkpointer) around tiny random models; a
+slow test runs the real training loop for two steps and decodes from its workdir.
+"""
+
+import io
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from tfm import decoding, inference
+from tfm.cli import generate_main, translate_main
+from tfm.config import get_preset
+from tfm.data.config import DataConfig
+from tfm.data.tokenizers import CharTokenizer
+from tfm.models import param_shapes
+from tfm.training.checkpoint import Checkpointer
+from tfm.training.config import RunConfig, TrainConfig
+from tfm.training.state import TrainState
+
+CHARS = "abcdefghijklmnopqrstuvwxyz ,.:!?\n"
+
+
+def _random_params(cfg, seed=0):
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), s.dtype), param_shapes(cfg))
+
+
+def _write_workdir(path, model_cfg, data_cfg, tokenizer, params, steps=(3, 7)):
+    """A workdir laid out as tfm.training.loop writes it."""
+    os.makedirs(path, exist_ok=True)
+    run = RunConfig(model=model_cfg, data=data_cfg, train=TrainConfig(warmup_steps=10))
+    with open(os.path.join(path, inference.CONFIG_FILE), "w") as f:
+        json.dump(run.to_dict(), f)
+    tokenizer.save(os.path.join(path, inference.TOKENIZER_DIR))
+    ckpt = Checkpointer(os.path.join(path, inference.CHECKPOINT_DIR), async_save=False)
+    for step in steps:  # the newest must win: older steps hold other params
+        p = params if step == max(steps) else jax.tree.map(jnp.zeros_like, params)
+        state = TrainState(step=jnp.int32(step), params=p, opt_state=optax.adam(1e-3).init(p))
+        ckpt.save(step, state, {"step": step, "data": {}, "rng": [0, 0]})
+    ckpt.close()
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def lm_workdir(tmp_path_factory):
+    tok = CharTokenizer(CHARS)
+    cfg = get_preset("tiny_lm", vocab_size=tok.vocab_size, max_len=24, positional="learned", num_layers=1)
+    data = DataConfig(dataset="tiny_shakespeare", tokenizer="char", max_len=24, max_target_len=24)
+    params = _random_params(cfg, seed=1)
+    path = _write_workdir(tmp_path_factory.mktemp("lm"), cfg, data, tok, params)
+    return path, inference.Pretrained(cfg, params, tok, data=data)
+
+
+@pytest.fixture(scope="module")
+def mt_workdir(tmp_path_factory):
+    tok = CharTokenizer(CHARS + "äöüß")
+    cfg = get_preset("tiny_encdec", vocab_size=tok.vocab_size, max_len=40, num_layers=1)
+    params = _random_params(cfg, seed=2)
+    data = DataConfig(max_len=16, max_target_len=16)  # the numbers task
+    path = _write_workdir(tmp_path_factory.mktemp("mt"), cfg, data, tok, params)
+    return path, inference.Pretrained(cfg, params, tok, data=data)
+
+
+def test_load_restores_params_of_the_newest_checkpoint(lm_workdir):
+    path, expected = lm_workdir
+    lm = inference.load(path)
+    assert lm.step == 7 and lm.config == expected.config and lm.data == expected.data
+    assert lm.tokenizer.vocab_size == expected.tokenizer.vocab_size
+    jax.tree.map(np.testing.assert_array_equal, lm.params, expected.params)
+    older = inference.load(path, step=3)
+    assert float(jnp.abs(older.params["embedder"]["embedding"]).max()) == 0.0
+
+
+def test_clear_errors_for_unusable_workdirs(tmp_path, lm_workdir, mt_workdir):
+    with pytest.raises(inference.WorkdirError, match="does not exist"):
+        inference.load(tmp_path / "nope")
+    with pytest.raises(inference.WorkdirError, match="config.json is missing"):
+        inference.load(tmp_path)
+    # a run that wrote its config and tokenizer but no checkpoint yet
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for name in (inference.CONFIG_FILE,):
+        (fresh / name).write_text((open(os.path.join(lm_workdir[0], name))).read())
+    CharTokenizer(CHARS).save(fresh / inference.TOKENIZER_DIR)
+    with pytest.raises(inference.WorkdirError, match="no checkpoint"):
+        inference.load(fresh)
+    (fresh / inference.CHECKPOINT_DIR).mkdir()
+    with pytest.raises(inference.WorkdirError, match="no checkpoint"):
+        inference.load(fresh)
+    with pytest.raises(inference.WorkdirError, match="'decoder_lm'.*needs 'encoder_decoder'"):
+        inference.translate(lm_workdir[0], "one")
+    with pytest.raises(inference.WorkdirError, match="'encoder_decoder'.*needs 'decoder_lm'"):
+        inference.generate(mt_workdir[1], "one")
+
+
+def test_generate_from_workdir_equals_in_memory_and_decoding(lm_workdir):
+    path, lm = lm_workdir
+    text = inference.generate(path, "to be", max_new_tokens=8, temperature=0.0)
+    assert text == inference.generate(lm, "to be", max_new_tokens=8, temperature=0.0)
+    assert text == inference.generate((lm.config, lm.params, lm.tokenizer), "to be", max_new_tokens=8,
+                                      temperature=0.0, stop_at_eos=False)
+    ids = jnp.asarray([lm.tokenizer.encode("to be")], jnp.int32)  # streamed text: no BOS
+    out = decoding.lm_generate(lm.model, lm.params, ids, max_new_tokens=8, eos_id=-1)
+    assert text == lm.tokenizer.decode(np.asarray(out.tokens[0]))
+
+
+def test_generate_batches_samples_and_goes_past_the_context(lm_workdir):
+    _, lm = lm_workdir
+    # 30 new tokens do not fit a 24-token context: decoding restarts from the newest 12 tokens
+    kw = dict(max_new_tokens=30, temperature=0.8, top_k=10, eos_id=-1)
+    a = inference.generate_ids(lm, [[5], [6, 7, 8]], seed=3, **kw)
+    assert [len(r) for r in a] == [30, 30]
+    assert a == inference.generate_ids(lm, [[5], [6, 7, 8]], seed=3, **kw)  # same seed, same text
+    assert a != inference.generate_ids(lm, [[5], [6, 7, 8]], seed=4, **kw)
+    # top_k=1 (greedy; the compiled sampler is reused), longer than the context: the first
+    # segment is plain cached decoding
+    kw = dict(top_k=1, eos_id=-1)
+    long = inference.generate_ids(lm, [[5, 6]], max_new_tokens=40, **kw)[0]
+    short = inference.generate_ids(lm, [[5, 6]], max_new_tokens=17, **kw)[0]
+    assert len(long) == 40 and long[:17] == short
+    samples = inference.generate(lm, "x", max_new_tokens=5, num_samples=3, seed=0)
+    assert isinstance(samples, list) and len(samples) == 3
+    texts = inference.generate(lm, ["x", "hello"], max_new_tokens=5, num_samples=2)
+    assert len(texts) == 2 and all(len(t) == 2 for t in texts)
+
+
+def test_translate_from_workdir_beam_and_greedy(mt_workdir):
+    path, mt = mt_workdir
+    sentences = ["one", "five", "ten"]
+    out = inference.translate(path, sentences, extra_len=6)
+    assert isinstance(out, list) and len(out) == 3
+    assert out[1] == inference.translate(mt, "five", extra_len=6)  # batching does not change it
+    greedy = inference.translate(mt, sentences, beam_size=1, extra_len=6)
+    src = np.zeros((8, 8), np.int32)  # as translate pads: rows and width to multiples of 8
+    src[3:, 0] = mt.tokenizer.eos_id
+    for i, s in enumerate(sentences):
+        ids = mt.tokenizer.encode(s) + [mt.tokenizer.eos_id]
+        src[i, : len(ids)] = ids
+    ref = decoding.encdec_greedy(mt.model, mt.params, src, extra_len=6)
+    assert greedy == mt.tokenizer.decode_batch(np.asarray(ref.tokens[:3]))
+
+
+def test_cli_generate_and_translate(lm_workdir, mt_workdir, capsys, monkeypatch):
+    assert generate_main(["--workdir", lm_workdir[0], "--prompt", "ab", "--max_new_tokens", "6",
+                          "--temperature", "0"]) == 0
+    expected = "ab" + inference.generate(lm_workdir[1], "ab", max_new_tokens=6, temperature=0.0)
+    assert capsys.readouterr().out == expected + "\n"
+    assert generate_main(["--workdir", lm_workdir[0], "--prompt", "ab", "--max_new_tokens", "5",
+                          "--temperature", "0.9", "--top_k", "5", "--top_p", "0.9", "--seed", "1"]) == 0
+    assert capsys.readouterr().out.startswith("ab")
+
+    assert translate_main(["--workdir", mt_workdir[0], "five", "ten", "--extra_len", "6"]) == 0
+    expected = inference.translate(mt_workdir[1], ["five", "ten"], extra_len=6)
+    assert capsys.readouterr().out == "\n".join(expected) + "\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO("five\nten\n"))
+    assert translate_main(["--workdir", mt_workdir[0], "--extra_len", "6"]) == 0
+    assert capsys.readouterr().out == "\n".join(expected) + "\n"
+
+    assert translate_main(["--workdir", lm_workdir[0], "five"]) == 2
+    assert "needs 'encoder_decoder'" in capsys.readouterr().err
+    assert generate_main(["--workdir", os.path.join(lm_workdir[0], "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_attention_maps(mt_workdir):
+    _, mt = mt_workdir
+    src = jnp.asarray([[5, 6, 7, 2, 0]], jnp.int32)
+    dec = jnp.asarray([[1, 8, 9]], jnp.int32)
+    maps = inference.attention_maps(mt, src, dec)
+    cfg = mt.config
+    assert maps["decoder/stack/layer_0/cross_attention"].shape == (1, cfg.num_heads, 3, 5)
+    assert maps["encoder/stack/layer_0/self_attention"].shape == (1, cfg.num_heads, 5, 5)
+    assert len(maps) == cfg.num_layers + 2 * cfg.decoder_layers
+    np.testing.assert_allclose(maps["decoder/stack/layer_0/self_attention"].sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_workdir_of_the_real_training_loop(tmp_path, capsys):
+    """train.py's loop for two steps, then the command lines on its workdir."""
+    from tfm.training.loop import run
+
+    text = tmp_path / "text.txt"
+    text.write_text("to be or not to be, that is the question.\n" * 50)
+    lm_dir = str(tmp_path / "lm")
+    config = {
+        "model": dict(get_preset("tiny_lm", vocab_size=0, max_len=32).to_dict()),
+        "data": dict(dataset="text_file", text_file=str(text), tokenizer="char", max_len=32,
+                     max_target_len=32, batch_size=8, eval_batch_size=8),
+        "train": dict(num_steps=2, strategy="single", warmup_steps=1, eval_every_steps=0,
+                      eval_decode_examples=0, checkpoint_every_steps=2, log_every_steps=1,
+                      progress_bar=False, async_checkpointing=False),
+    }
+    run(RunConfig.from_config_dict(config), lm_dir)
+    assert generate_main(["--workdir", lm_dir, "--prompt", "to be", "--max_new_tokens", "50"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("to be") and len(out) > 20
+
+    mt_dir = str(tmp_path / "mt")
+    config["model"] = dict(get_preset("tiny_encdec", vocab_size=0, max_len=32).to_dict())
+    config["data"] = dict(batch_size=8, eval_batch_size=8, max_len=16, max_target_len=16, tokenizer="char")
+    run(RunConfig.from_config_dict(config), mt_dir)
+    assert translate_main(["--workdir", mt_dir, "three hundred twenty-one"]) == 0
+    assert capsys.readouterr().out.count("\n") == 1

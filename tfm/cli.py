@@ -1,0 +1,101 @@
+"""Command lines for a trained workdir (``python -m tfm.generate`` / ``python -m tfm.translate``).
+
+They need only the workdir (config, tokenizer, newest checkpoint): see :mod:`tfm.inference`.
+The logic lives here, in functions that take ``argv``, so that tests call them in-process;
+``tfm/generate.py`` and ``tfm/translate.py`` only call them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _quiet_logs() -> None:
+    import logging
+
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("jax").setLevel(logging.WARNING)
+
+
+def generate_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tfm.generate",
+        description="Continue a prompt with a decoder-only language model trained by train.py.",
+    )
+    parser.add_argument("--workdir", required=True, help="the training run's --workdir")
+    parser.add_argument("--prompt", default="", help="text to continue (default: start from nothing)")
+    parser.add_argument("--max_new_tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    parser.add_argument("--top_k", type=int, default=0, help="sample from the k most likely tokens (0 = all)")
+    parser.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num_samples", type=int, default=1)
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    args = parser.parse_args(argv)
+    if args.max_new_tokens < 1:
+        parser.error("--max_new_tokens must be >= 1")
+    if args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1 or args.num_samples < 1:
+        parser.error("need --temperature >= 0, --top_k >= 0, 0 < --top_p <= 1, --num_samples >= 1")
+
+    _quiet_logs()
+    from tfm import inference
+    from tfm.config import Arch
+
+    try:
+        lm = inference.load(args.workdir, step=args.step, arch=Arch.DECODER_LM)
+    except inference.WorkdirError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    samples = inference.generate(
+        lm, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, seed=args.seed, num_samples=args.num_samples,
+    )
+    for i, text in enumerate([samples] if args.num_samples == 1 else samples):
+        if i:
+            print("\n---------------")
+        print(args.prompt + text)
+    return 0
+
+
+def translate_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tfm.translate",
+        description="Translate sentences (arguments, or one per line on stdin) with an "
+        "encoder-decoder trained by train.py. Beam search with the paper's settings by default.",
+    )
+    parser.add_argument("sentences", nargs="*", help="sentences to translate (default: read stdin)")
+    parser.add_argument("--workdir", required=True, help="the training run's --workdir")
+    parser.add_argument("--beam_size", type=int, default=4, help="1 = greedy")
+    parser.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent")
+    parser.add_argument("--extra_len", type=int, default=50,
+                        help="maximum output length = input length + this")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    args = parser.parse_args(argv)
+    if args.beam_size < 1 or args.batch_size < 1 or args.extra_len < 1:
+        parser.error("--beam_size, --batch_size and --extra_len must be >= 1")
+
+    _quiet_logs()
+    from tfm import inference
+    from tfm.config import Arch
+
+    try:
+        mt = inference.load(args.workdir, step=args.step, arch=Arch.ENCODER_DECODER)
+    except inference.WorkdirError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
+    translations = inference.translate(
+        mt, sentences, beam_size=args.beam_size, alpha=args.alpha, extra_len=args.extra_len,
+        batch_size=args.batch_size,
+    )
+    for line in translations:
+        print(line)
+    return 0

@@ -1,0 +1,433 @@
+"""Using a trained model: load it from its workdir, generate text, translate sentences.
+
+A workdir written by ``train.py`` (:mod:`tfm.training.loop`) holds everything needed::
+
+    WORKDIR/config.json     the resolved run config (model, data, train)
+    WORKDIR/tokenizer/      the tokenizer (tfm.data.tokenizers.load_tokenizer)
+    WORKDIR/checkpoints/    orbax checkpoints; the 'state' item holds {step, params, opt_state}
+
+Only the parameters of the newest readable checkpoint are restored (no optimiser state, nothing
+written to the workdir). From a notebook::
+
+    import tfm
+    lm = tfm.inference.load("workdirs/shakespeare_char")     # a Pretrained
+    print(tfm.generate(lm, "ROMEO:", max_new_tokens=200, temperature=0.8, seed=0))
+    tfm.translate("workdirs/numbers", ["three hundred twenty-one"])    # a workdir works too
+    tfm.inference.Pretrained(model_cfg, params, tokenizer)             # or in-memory objects
+
+Decoding itself is :mod:`tfm.decoding` (compiled, KV-cached).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from tfm import decoding
+from tfm.config import Arch, ModelConfig
+from tfm.data.config import DataConfig, Task
+from tfm.data.tokenizers import Tokenizer, load_tokenizer
+from tfm.models import build_model, param_shapes
+
+log = logging.getLogger(__name__)
+
+# The workdir layout of tfm.training.loop / tfm.training.checkpoint (kept in step with them by
+# tests/test_inference.py, which loads a workdir written by the real training loop).
+CONFIG_FILE = "config.json"
+TOKENIZER_DIR = "tokenizer"
+CHECKPOINT_DIR = "checkpoints"
+STATE_ITEM = "state"
+
+# Data sets whose LM training text is one stream (no BOS; SentencePiece puts EOS between lines).
+_STREAM_DATASETS = ("tiny_shakespeare", "text_file")
+
+
+class WorkdirError(ValueError):
+    """The workdir cannot be used for what was asked (missing parts, wrong model kind)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+    """A model ready for inference: its config, parameters and tokenizer.
+
+    Attributes:
+      config: the ModelConfig (with its vocab_size set).
+      params: the parameter tree (unboxed arrays).
+      tokenizer: the tokenizer the model was trained with.
+      data: the DataConfig it was trained on, when known (decides whether LM prompts start with
+        BOS and whether EOS ends a generation; see :func:`generate`).
+      step: the training step of the checkpoint, when loaded from a workdir.
+      workdir: where it was loaded from, if anywhere.
+    """
+
+    config: ModelConfig
+    params: Any
+    tokenizer: Tokenizer
+    data: DataConfig | None = None
+    step: int | None = None
+    workdir: str | None = None
+
+    @property
+    def model(self):
+        return build_model(self.config)
+
+
+# ---------------------------------------------------------------------- loading
+def read_config(workdir: str | os.PathLike) -> tuple[ModelConfig, DataConfig | None]:
+    """The model (and data) config a training run saved in ``WORKDIR/config.json``."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isdir(workdir):
+        raise WorkdirError(f"workdir {workdir} does not exist")
+    if not os.path.isfile(path):
+        raise WorkdirError(f"{workdir} is not a tfm workdir: {CONFIG_FILE} is missing (train.py writes it)")
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    if "model" not in saved:
+        raise WorkdirError(f"{path} has no 'model' section")
+    model_cfg = ModelConfig.from_dict(saved["model"])
+    data_cfg = DataConfig.from_dict(saved["data"]) if "data" in saved else None
+    return model_cfg, data_cfg
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Orbax logs every step of a restore (and warns about read-only mode) through absl."""
+    from absl import logging as absl_logging
+
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
+def restore_params(workdir: str | os.PathLike, config: ModelConfig, step: int | None = None) -> tuple[Any, int]:
+    """Parameters of the newest readable checkpoint (or of ``step``) onto the default device.
+
+    Reads only the 'params' of the saved TrainState; the optimiser state is never loaded and the
+    workdir is opened read-only. A newest checkpoint that cannot be read falls back to the one
+    before it (with a warning).
+
+    Returns:
+      (params, step).
+    Raises:
+      WorkdirError: no checkpoint, or none readable.
+    """
+    import orbax.checkpoint as ocp
+
+    directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    if not os.path.isdir(directory):
+        raise WorkdirError(f"{workdir} has no checkpoint ({CHECKPOINT_DIR}/ is missing): train it first")
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = {
+        "params": jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), param_shapes(config)
+        )
+    }
+    with _quiet_orbax():
+        manager = ocp.CheckpointManager(
+            directory,
+            item_handlers={STATE_ITEM: ocp.PyTreeCheckpointHandler()},
+            options=ocp.CheckpointManagerOptions(read_only=True),
+        )
+        steps = sorted(manager.all_steps())
+        if step is not None:
+            if step not in steps:
+                raise WorkdirError(f"{directory} has no checkpoint of step {step}; it has steps {steps}")
+            steps = [step]
+        if not steps:
+            raise WorkdirError(f"{workdir} has no checkpoint yet ({directory} is empty): train it first")
+        failures = []
+        for s in reversed(steps):
+            try:
+                restored = manager.restore(
+                    s,
+                    args=ocp.args.Composite(
+                        **{
+                            STATE_ITEM: ocp.args.PyTreeRestore(
+                                item=target,
+                                restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                                partial_restore=True,
+                            )
+                        }
+                    ),
+                )
+                return restored[STATE_ITEM]["params"], s
+            except Exception as e:  # noqa: BLE001 - any failure: try the previous checkpoint
+                failures.append(f"step {s}: {type(e).__name__}: {str(e)[:300]}")
+                log.warning("cannot restore the checkpoint of step %d (%s); trying the previous one", s, e)
+    raise WorkdirError(f"no checkpoint in {directory} can be restored:\n  " + "\n  ".join(failures))
+
+
+def load(workdir: str | os.PathLike, *, step: int | None = None, arch: Arch | str | None = None) -> Pretrained:
+    """Config, tokenizer and the newest checkpoint's params of a training workdir.
+
+    Args:
+      workdir: the --workdir of train.py.
+      step: a specific checkpoint step instead of the newest.
+      arch: when given, the architecture the caller needs: anything else is a WorkdirError.
+    """
+    workdir = os.fspath(workdir)
+    config, data = read_config(workdir)
+    if arch is not None and config.arch is not Arch(arch):
+        raise WorkdirError(
+            f"{workdir} holds a model of kind {config.arch.value!r}, but this needs "
+            f"{Arch(arch).value!r} (train.py writes the kind in {CONFIG_FILE})"
+        )
+    tokenizer_dir = os.path.join(workdir, TOKENIZER_DIR)
+    try:
+        tokenizer = load_tokenizer(tokenizer_dir)
+    except ValueError as e:
+        raise WorkdirError(f"{workdir} has no usable tokenizer: {e}") from None
+    params, restored_step = restore_params(workdir, config, step)
+    return Pretrained(config, params, tokenizer, data=data, step=restored_step, workdir=workdir)
+
+
+def _resolve(model: Pretrained | str | os.PathLike | tuple, arch: Arch) -> Pretrained:
+    if isinstance(model, (str, os.PathLike)):
+        return load(model, arch=arch)
+    if isinstance(model, tuple):
+        model = Pretrained(*model)
+    if not isinstance(model, Pretrained):
+        raise TypeError(
+            "expected a workdir path, a tfm.inference.Pretrained, or a (config, params, tokenizer) "
+            f"tuple; got {type(model).__name__}"
+        )
+    if model.config.arch is not arch:
+        where = f" in {model.workdir}" if model.workdir else ""
+        raise WorkdirError(
+            f"the model{where} is of kind {model.config.arch.value!r}, but this needs {arch.value!r}"
+        )
+    return model
+
+
+def _bucket(n: int, multiple: int, cap: int) -> int:
+    """n rounded up to a multiple (fewer distinct shapes -> fewer compilations), at most cap."""
+    return min(-(-n // multiple) * multiple, cap)
+
+
+def _left_pad(rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
+    out = np.zeros((len(rows), width), np.int32)
+    for i, r in enumerate(rows):
+        if r:
+            out[i, width - len(r):] = r
+    return out
+
+
+# ---------------------------------------------------------------------- language models
+def _is_stream_lm(data: DataConfig | None) -> bool:
+    return data is not None and data.task is Task.LM and data.dataset.value in _STREAM_DATASETS
+
+
+def generate(
+    model: Pretrained | str | os.PathLike | tuple,
+    prompt: str | Sequence[str] = "",
+    *,
+    max_new_tokens: int = 200,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    num_samples: int = 1,
+    add_bos: bool | None = None,
+    stop_at_eos: bool | None = None,
+) -> str | list[str]:
+    """Continues text prompts with a decoder-only language model.
+
+    Args:
+      model: a workdir of a decoder_lm run, a :class:`Pretrained`, or (config, params, tokenizer).
+      prompt: one prompt (returns one continuation) or a list (returns a list, in order).
+      max_new_tokens: tokens to generate per prompt. Longer than the model's context
+        (``max_len``) works too: when the cache is full, decoding restarts from the newest
+        ``max_len // 2`` tokens (re-encoded in one pass) and goes on.
+      temperature: 0 = greedy; otherwise sampling from softmax(logits / temperature), with the
+        optional top-k and nucleus (top-p) filters.
+      seed: sampling seed (same seed, same text).
+      num_samples: continuations per prompt (a list of lists when > 1).
+      add_bos: start every prompt with BOS; default: when the model was trained on sentences
+        (lm1b), which all begin with BOS; not for streamed text (tiny_shakespeare, text files).
+      stop_at_eos: end a continuation at EOS; default: except for streamed text, where
+        SentencePiece uses EOS as the line break (it is printed as a newline there).
+    Returns:
+      The continuation(s) only (the prompt is not repeated).
+    """
+    lm = _resolve(model, Arch.DECODER_LM)
+    tok, cfg = lm.tokenizer, lm.config
+    stream = _is_stream_lm(lm.data)
+    add_bos = (lm.data is not None and lm.data.task is Task.LM and not stream) if add_bos is None else add_bos
+    stop_at_eos = (not stream) if stop_at_eos is None else stop_at_eos
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts:
+        return []
+    rows = []
+    for text in prompts:
+        ids = ([tok.bos_id] if add_bos else []) + tok.encode(text)
+        rows.extend([ids or [tok.bos_id]] * num_samples)  # an empty prompt starts from BOS
+    outputs = generate_ids(
+        lm, rows, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        seed=seed, eos_id=tok.eos_id if stop_at_eos else -1,
+    )
+    texts = ["\n".join(tok.decode(piece) for piece in _split(ids, tok.eos_id)) for ids in outputs]
+    grouped = [texts[i * num_samples:(i + 1) * num_samples] for i in range(len(prompts))]
+    result = grouped if num_samples > 1 else [g[0] for g in grouped]
+    return result[0] if isinstance(prompt, str) else result
+
+
+def _split(ids: Sequence[int], sep: int) -> list[list[int]]:
+    pieces, cur = [], []
+    for i in ids:
+        if i == sep:
+            pieces.append(cur)
+            cur = []
+        else:
+            cur.append(int(i))
+    return pieces + [cur]
+
+
+def generate_ids(
+    model: Pretrained | str | os.PathLike | tuple,
+    rows: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    eos_id: int = decoding.EOS_ID,
+) -> list[list[int]]:
+    """Token-level :func:`generate`: prompt ids (one non-empty list per row) -> generated ids.
+
+    A row ends at ``eos_id`` (dropped from the output; -1 = never) or after ``max_new_tokens``.
+    Decoding runs in compiled segments of at most the model's context: when prompt plus new
+    tokens do not fit ``max_len``, each segment restarts from the newest ``max_len // 2`` tokens.
+    Shapes are rounded up (rows and prompt width to multiples of 8) to limit recompilation.
+    """
+    lm = _resolve(model, Arch.DECODER_LM)
+    rows = [list(r) for r in rows]
+    if any(not r for r in rows):
+        raise ValueError("generate_ids: every prompt needs at least one token (e.g. BOS)")
+    cfg, model = lm.config, lm.model
+    max_len = cfg.max_len
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 1")
+    keep = max(max_len // 2, 1)  # context kept when the cache is full
+    rng = jax.random.key(seed)
+    out: list[list[int]] = [[] for _ in rows]
+    live = list(range(len(rows)))
+    segment = 0
+    while live:
+        remaining = max_new_tokens - len(out[live[0]])
+        if remaining <= 0:
+            break
+        contexts = [(rows[i] + out[i])[-max_len:] for i in live]
+        width = max(len(c) for c in contexts)
+        if width - 1 + remaining <= max_len:  # the rest fits the cache in one go
+            width = _bucket(width, 8, max_len + 1 - remaining)
+            steps = min(_bucket(remaining, 8, max_len), max_len + 1 - width)  # >= remaining
+        else:  # restart from the newest tokens; a fixed segment shape (surplus tokens dropped)
+            contexts = [c[-keep:] for c in contexts]
+            width = _bucket(max(len(c) for c in contexts), 8, keep)
+            steps = max_len + 1 - width
+        batch = _bucket(len(live), 8, max(len(live), 8))  # pad rows to a multiple of 8
+        prompts = _left_pad(contexts + [[1]] * (batch - len(live)), width)
+        decoded = decoding.lm_generate(
+            model, lm.params, prompts, max_new_tokens=steps, rng=jax.random.fold_in(rng, segment),
+            temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id,
+        )
+        tokens, lengths = np.asarray(decoded.tokens), np.asarray(decoded.lengths)
+        still = []
+        for j, i in enumerate(live):
+            new = tokens[j, : lengths[j]].tolist()[:remaining]
+            ended = eos_id >= 0 and bool(new) and new[-1] == eos_id
+            out[i].extend(new[:-1] if ended else new)
+            if not ended and len(out[i]) < max_new_tokens:
+                still.append(i)
+        live = still
+        segment += 1
+    return out
+
+
+# ---------------------------------------------------------------------- translation
+def translate(
+    model: Pretrained | str | os.PathLike | tuple,
+    sentences: str | Sequence[str],
+    *,
+    beam_size: int = 4,
+    alpha: float = 0.6,
+    extra_len: int = 50,
+    batch_size: int = 32,
+) -> str | list[str]:
+    """Translates sentences with an encoder-decoder, by beam search with the paper's settings.
+
+    Args:
+      model: a workdir of an encoder_decoder run, a :class:`Pretrained`, or (config, params,
+        tokenizer).
+      sentences: one sentence (returns one translation) or a list (returns a list, in order).
+      beam_size: K (1 = greedy search). alpha: the length penalty's exponent.
+      extra_len: at most (source length + extra_len) output tokens (also capped by max_len).
+      batch_size: sentences decoded together.
+    """
+    mt = _resolve(model, Arch.ENCODER_DECODER)
+    tok, cfg, net = mt.tokenizer, mt.config, mt.model
+    texts = [sentences] if isinstance(sentences, str) else list(sentences)
+    sources = []
+    for text in texts:
+        ids = tok.encode(text) + [tok.eos_id]  # as the training batches: source ids + eos
+        if len(ids) > cfg.max_len:
+            log.warning("source of %d tokens cut to max_len=%d: %r", len(ids), cfg.max_len, text[:80])
+            ids = ids[: cfg.max_len]
+        sources.append(ids)
+    results: list[str] = [""] * len(texts)
+    order = sorted(range(len(texts)), key=lambda i: len(sources[i]))  # similar lengths together
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        width = _bucket(max(len(sources[i]) for i in chunk), 8, cfg.max_len)
+        rows = _bucket(len(chunk), 8, max(len(chunk), batch_size))
+        inputs = np.zeros((rows, width), np.int32)
+        inputs[len(chunk):, 0] = tok.eos_id  # filler rows: one token, output discarded
+        for r, i in enumerate(chunk):
+            inputs[r, : len(sources[i])] = sources[i]
+        if beam_size > 1:
+            out = decoding.encdec_beam_search(net, mt.params, inputs, beam_size=beam_size, alpha=alpha, extra_len=extra_len)
+            tokens = np.asarray(out.tokens)[:, 0]
+        else:
+            tokens = np.asarray(decoding.encdec_greedy(net, mt.params, inputs, extra_len=extra_len).tokens)
+        for r, i in enumerate(chunk):
+            results[i] = tok.decode(tokens[r])
+    return results[0] if isinstance(sentences, str) else results
+
+
+# ---------------------------------------------------------------------- attention maps
+def attention_maps(model: Pretrained | str | os.PathLike | tuple, *inputs, **kwargs) -> dict[str, jax.Array]:
+    """The attention weights of one forward pass, for visualisation.
+
+    ``inputs`` and ``kwargs`` are what the model's ``apply`` takes (e.g. ``inputs,
+    decoder_inputs`` for an encoder-decoder). Returns a dict from each attention layer's path
+    (e.g. ``"decoder/stack/layer_0/cross_attention"``) to its (B, N, T, S) weights (with a
+    leading layer axis under ``scan_layers``); collecting them does not change the outputs.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        model = load(model)
+    elif isinstance(model, tuple):
+        model = Pretrained(*model)
+    apply = jax.jit(functools.partial(model.model.apply, mutable=["intermediates"], **kwargs))
+    _, state = apply({"params": model.params}, *inputs)
+    out = {}
+    for path, value in jax.tree_util.tree_flatten_with_path(
+        state["intermediates"], is_leaf=lambda x: isinstance(x, tuple)
+    )[0]:
+        keys = [getattr(p, "key", getattr(p, "idx", None)) for p in path]
+        name = "/".join(str(k) for k in keys if k != "attention_weights")
+        for i, w in enumerate(value):  # sow keeps a tuple (one entry per call)
+            out[name if len(value) == 1 else f"{name}#{i}"] = w
+    return out
