@@ -1,0 +1,98 @@
+"""The loop's outputs and failure behaviour: workdir contents, metrics, evaluation with
+decoding, MFU; NaN stops the run naming the step; a workdir of another model is refused."""
+
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from tfm.config import ModelConfig
+from tfm.training.loop import NonFiniteLossError, WorkdirMismatchError, model_differences, run
+from tfm.training.writer import read_metrics
+
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    config = tiny_config(**{
+        "train.num_steps": 4, "train.log_every_steps": 2, "train.eval_at_end": True,
+        "train.eval_decode_examples": 8, "train.peak_flops_per_device": 1e12,
+    })
+    return workdir, config, run(config, workdir)
+
+
+def test_workdir_holds_everything_a_run_needs(finished):
+    workdir, _, result = finished
+    assert result["step"] == 4
+    names = set(os.listdir(workdir))
+    assert {"config.json", "tokenizer", "checkpoints", "metrics.jsonl", "tensorboard"} <= names
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["model"]["vocab_size"] > 0  # resolved from the tokenizer
+    assert os.listdir(workdir / "tensorboard")  # event files
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["4"]
+
+
+def test_metrics_are_logged_every_n_steps_with_throughput_and_mfu(finished):
+    workdir, _, result = finished
+    train = read_metrics(str(workdir), "train")
+    assert sorted(train) == [2, 4]  # pulled every log_every_steps=2, not every step
+    record = train[4]
+    for key in ("loss", "nll", "accuracy", "perplexity", "learning_rate", "grad_norm",
+                "tokens_per_second", "mfu"):
+        assert key in record and math.isfinite(record[key]), key
+    assert 0 < record["mfu"] < 1
+    assert record["perplexity"] == pytest.approx(math.exp(record["nll"]))
+
+
+def test_evaluation_reports_loss_accuracy_perplexity_and_bleu(finished):
+    workdir, _, result = finished
+    evals = read_metrics(str(workdir), "eval")
+    assert list(evals) == [4]
+    record = evals[4]
+    for key in ("loss", "accuracy", "perplexity", "bleu", "exact_match"):
+        assert key in record, key
+    assert 0 <= record["accuracy"] <= 1 and 0 <= record["bleu"] <= 100
+    assert record == {**result["eval"], "step": 4, "split": "eval"}
+
+
+def test_a_workdir_of_a_different_model_is_refused_untouched(finished):
+    workdir, config, _ = finished
+    before = (workdir / "config.json").read_text(), sorted(os.listdir(workdir / "checkpoints"))
+    config.model.d_model = 32
+    with pytest.raises(WorkdirMismatchError, match=r"model\.d_model: 16 in the workdir, 32 now"):
+        run(config, workdir)
+    after = (workdir / "config.json").read_text(), sorted(os.listdir(workdir / "checkpoints"))
+    assert before == after
+
+
+def test_what_counts_as_a_different_model():
+    base = ModelConfig(vocab_size=40)
+    assert model_differences(base, base.replace(dtype="bfloat16", remat="full")) == []
+    assert model_differences(base, base.replace(vocab_size=0)) == []  # 0 = from the tokenizer
+    assert model_differences(base, base.replace(num_layers=3)) == [
+        "model.num_layers: 6 in the workdir, 3 now"]
+
+
+def test_checkpoints_without_a_config_are_refused(tmp_path):
+    (tmp_path / "checkpoints" / "7").mkdir(parents=True)
+    with pytest.raises(WorkdirMismatchError, match="no config.json"):
+        run(tiny_config(), tmp_path)
+
+
+def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    # lr 1e30: step 1 is computed from the initial parameters (finite), its update makes them
+    # ~1e30, and the forward pass of step 2 overflows.
+    config = tiny_config(**{"train.learning_rate": 1e30, "train.checkpoint_every_steps": 1})
+    with pytest.raises(NonFiniteLossError, match="at step 2"):
+        run(config, tmp_path)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
+    state = ocp.StandardCheckpointer().restore(tmp_path / "checkpoints" / "1" / "state")
+    leaves = [np.asarray(x) for x in jax.tree.leaves(state)]
+    assert leaves and all(np.all(np.isfinite(x)) for x in leaves)
+    assert sorted(read_metrics(str(tmp_path))) == [1]
