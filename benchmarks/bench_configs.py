@@ -1,0 +1,146 @@
+"""The benchmark configurations: a model, a batch shape, and the optimiser a real run would use.
+
+* ``cpu_small`` -- nanoGPT's CPU Shakespeare model (karpathy/nanoGPT
+  config/train_shakespeare_char.py with its "on a MacBook" overrides; configs/shakespeare_char.py
+  here): 4 layers, 4 heads, d_model 128, d_ff 512, context 64, batch 12, character vocabulary
+  (65), GELU, pre-LN, learned positions, tied output, no dropout, AdamW + clipping.
+* ``cpu_base`` -- nanoGPT's default Shakespeare model at a CPU batch: 6 layers, 6 heads,
+  d_model 384, d_ff 1536, context 256, batch 8, otherwise as cpu_small.
+* ``gpu_gpt2_small`` -- GPT-2 small (124M; tfm.config preset ``gpt2_small``), context 1024,
+  batch 16, bfloat16 compute with float32 parameters, cuDNN flash attention (attention_impl
+  "auto" picks it on a GPU for bf16 without dropout; "auto" also lets the config be checked on
+  CPU, where "cudnn" cannot even be traced), no dropout
+  (nanoGPT's OpenWebText run), vocabulary padded 50257 -> 50304 as nanoGPT does (a multiple of
+  64 keeps the output matmul on fast tensor-core tiles).
+* ``gpu_transformer_base`` -- the paper's base model (preset ``transformer_base``: 6+6 layers,
+  d_model 512, d_ff 2048, 8 heads, 37000 shared vocabulary, dropout 0.1, label smoothing 0.1,
+  Adam(0.9, 0.98, 1e-9) with the rsqrt schedule) on 192 x 128 = 24,576 target tokens per batch
+  (the paper: "approximately 25000 source tokens and 25000 target tokens"), bfloat16 compute.
+* ``tiny`` -- a seconds-long smoke test of the script itself (tests/test_benchmarks.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+import optax
+
+from tfm import optim
+from tfm.config import Arch, ModelConfig, get_preset
+
+_NANOGPT_LM = dict(
+    arch=Arch.DECODER_LM,
+    vocab_size=65,  # tiny Shakespeare's characters
+    dropout_rate=0.0,
+    activation="gelu",
+    norm="pre",
+    positional="learned",
+    scale_embeddings=False,
+    tie_output=True,
+    layer_norm_eps=1e-5,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark: the model, the batch shape and the training hyper-parameters."""
+
+    name: str
+    model: ModelConfig
+    batch: int
+    length: int  # T: decoder / LM length
+    source_length: int | None = None  # S: encoder-decoder only
+    optimizer_kind: str = "adamw"
+    b2: float = 0.99
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip_norm: float = 1.0
+    label_smoothing: float = 0.0
+    rsqrt_schedule: bool = False
+
+    def schedule(self) -> Callable[[jax.Array], jax.Array]:
+        if self.rsqrt_schedule:
+            return optim.rsqrt_schedule(self.model.d_model, warmup_steps=4000)
+        return optim.warmup_cosine_schedule(1e-3, warmup_steps=100, total_steps=2000, end_ratio=0.1)
+
+    def optimizer(self, schedule) -> optax.GradientTransformation:
+        return optim.make_optimizer(
+            schedule,
+            kind=self.optimizer_kind,
+            b2=self.b2,
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+            grad_clip_norm=self.grad_clip_norm,
+        )
+
+    def synthetic_batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """A batch in the contract's format: random non-padding token ids (1..V-1)."""
+        v = self.model.vocab_size
+        if self.model.arch is Arch.ENCODER_DECODER:
+            s = self.source_length or self.length
+            return {
+                "inputs": rng.integers(1, v, (self.batch, s), dtype=np.int32),
+                "decoder_inputs": rng.integers(1, v, (self.batch, self.length), dtype=np.int32),
+                "targets": rng.integers(1, v, (self.batch, self.length), dtype=np.int32),
+            }
+        tokens = rng.integers(1, v, (self.batch, self.length + 1), dtype=np.int32)
+        return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+
+
+def _configs() -> dict[str, BenchConfig]:
+    small = ModelConfig(d_model=128, num_heads=4, num_layers=4, d_ff=512, max_len=64, **_NANOGPT_LM)
+    base = ModelConfig(d_model=384, num_heads=6, num_layers=6, d_ff=1536, max_len=256, **_NANOGPT_LM)
+    gpt2 = get_preset("gpt2_small", vocab_size=50304, dropout_rate=0.0, dtype="bfloat16", attention_impl="auto")
+    paper = get_preset("transformer_base", dtype="bfloat16", max_len=256, attention_impl="auto")
+    tiny = ModelConfig(d_model=32, num_heads=2, num_layers=2, d_ff=64, max_len=16, **_NANOGPT_LM)
+    return {
+        "cpu_small": BenchConfig("cpu_small", small, batch=12, length=64),
+        "cpu_base": BenchConfig("cpu_base", base, batch=8, length=256),
+        "gpu_gpt2_small": BenchConfig("gpu_gpt2_small", gpt2, batch=16, length=1024),
+        "gpu_transformer_base": BenchConfig(
+            "gpu_transformer_base",
+            paper,
+            batch=192,
+            length=128,
+            source_length=128,
+            optimizer_kind="adam",
+            b2=0.98,
+            eps=1e-9,
+            weight_decay=0.0,
+            grad_clip_norm=0.0,
+            label_smoothing=0.1,
+            rsqrt_schedule=True,
+        ),
+        "tiny": BenchConfig("tiny", tiny, batch=4, length=16),
+    }
+
+
+def _parse_value(field: dataclasses.Field, text: str):
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return None if text.lower() == "none" else text
+
+
+def get_bench_config(name: str, overrides: Sequence[str] = (), batch: int | None = None) -> BenchConfig:
+    """The named configuration with ``FIELD=VALUE`` ModelConfig overrides applied (validated)."""
+    bench = _configs()[name]
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    changes = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
+        changes[key] = _parse_value(fields[key], value)
+    model = bench.model.replace(**changes) if changes else bench.model
+    return dataclasses.replace(bench, model=model, batch=batch or bench.batch)
+
+
+__all__ = ["BenchConfig", "get_bench_config"]

@@ -1,0 +1,110 @@
+"""Before/after comparisons: runs train_throughput.py for several variants, interleaved.
+
+    python benchmarks/sweep.py --config cpu_small --variants baseline,scan,bf16 --rounds 3
+
+Each variant runs in its own process (XLA flags are fixed when a process starts) and the
+variants take turns, ``--rounds`` times (A B C A B C ...), so that a burst of load from other
+processes on a shared machine hits every variant alike. The table reports, per variant, the
+median over rounds of: step time, tokens/s, MFU (each run against the matmul peak it measured
+itself), pipelined step time and compile time. Results: benchmarks/results/sweep_<config>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+# name -> extra command-line arguments of train_throughput.py
+VARIANTS: dict[str, list[str]] = {
+    "baseline": ["--xla-flags=none"],
+    "recommended": [],
+    "scan": ["--xla-flags=none", "--set", "scan_layers=true"],
+    "remat_dots": ["--xla-flags=none", "--set", "remat=dots"],
+    "remat_full": ["--xla-flags=none", "--set", "remat=full"],
+    "bf16": ["--xla-flags=none", "--set", "dtype=bfloat16"],
+    "no_donate": ["--xla-flags=none", "--no-donate"],
+    "feed_host": ["--xla-flags=none", "--feed", "host"],
+    "fast_math": ["--xla-flags=--xla_cpu_enable_fast_math=true"],
+    "no_ynn": ["--xla-flags=--xla_cpu_experimental_ynn_fusion_type="],
+    "ynn_all": ["--xla-flags=--xla_cpu_experimental_ynn_fusion_type=individual_dot,dot,eltwise,reduce"],
+    "no_xnn": ["--xla-flags=--xla_cpu_use_xnnpack=false"],
+    "onednn": ["--xla-flags=--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true"],
+    "one_thread": ["--xla-flags=--xla_cpu_multi_thread_eigen=false"],
+}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="cpu_small")
+    p.add_argument("--variants", default="baseline,recommended",
+                   help=f"comma-separated names of {sorted(VARIANTS)}, or NAME=ARGS (quoted args)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    args = p.parse_args(argv)
+
+    variants = {}
+    for item in args.variants.split(","):
+        name, sep, extra = item.partition("=")
+        variants[name] = extra.split() if sep else VARIANTS[name]
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for name, extra in variants.items():
+                cmd = [sys.executable, str(HERE / "train_throughput.py"), "--config", args.config,
+                       "--steps", str(args.steps), "--warmup", str(args.warmup),
+                       "--name", f"{name}_{r}", "--out-dir", tmp, *extra]
+                env = dict(os.environ)
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if proc.returncode:
+                    print(f"{name} round {r} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+                    continue
+                runs[name].append(json.loads(pathlib.Path(tmp, f"{name}_{r}.json").read_text()))
+                print(f"round {r} {name}: {runs[name][-1]['step']['median_s'] * 1e3:.1f} ms/step", flush=True)
+
+    sys.path.insert(0, str(HERE))
+    import common  # noqa: E402 (jax is imported only now, with the caller's XLA_FLAGS)
+
+    def med(rs, f):
+        vals = [f(r) for r in rs if f(r) is not None]
+        return statistics.median(vals) if vals else None
+
+    rows = []
+    for name, rs in runs.items():
+        if not rs:
+            continue
+        rows.append(dict(
+            name=name,
+            args=" ".join(variants[name]),
+            step_ms=med(rs, lambda r: r["step"]["median_s"] * 1e3),
+            tok_s=med(rs, lambda r: r["tokens_per_s"]),
+            pipe_ms=med(rs, lambda r: r["pipelined_step_s"] * 1e3),
+            compile_s=med(rs, lambda r: r["compile_s"]),
+            mfu=med(rs, lambda r: r["mfu"] and r["mfu"] * 100),
+            peak=med(rs, lambda r: r["peak_flops_per_s"] and r["peak_flops_per_s"] / 1e9),
+            mem=med(rs, lambda r: r["peak_memory"]["bytes"] / 2**20),
+            loss=med(rs, lambda r: r["final_loss"]),
+            n=len(rs),
+        ))
+    common.print_table(rows, [
+        ("name", "variant", "s"), ("tok_s", "tokens/s", ".0f"), ("step_ms", "step ms", ".1f"),
+        ("pipe_ms", "pipelined ms", ".1f"), ("compile_s", "compile s", ".1f"), ("mfu", "MFU %", ".1f"),
+        ("peak", "peak GFLOP/s", ".0f"), ("mem", "peak MiB", ".0f"), ("n", "runs", "d"),
+    ])
+    path = common.write_json(f"sweep_{args.config}", {
+        "config": args.config, "rounds": args.rounds, "rows": rows, "runs": runs,
+        "machine": common.machine_info(),
+    })
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

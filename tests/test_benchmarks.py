@@ -1,0 +1,76 @@
+"""The benchmark helpers: the FLOP formula against a hand count, the configurations, and a
+seconds-long run of the throughput script on a tiny model (no timing is asserted)."""
+
+import json
+import pathlib
+import sys
+
+import jax
+import pytest
+
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench_configs  # noqa: E402
+import common  # noqa: E402
+
+
+def test_flops_cpu_small_by_hand():
+    # nanoGPT's baby GPT: L=4, D=128, F=512, V=65, T=64.
+    cfg = bench_configs.get_bench_config("cpu_small").model
+    f = common.flop_breakdown(cfg, 64)
+    n = 4 * (4 * 128 * 128 + 2 * 128 * 512) + 128 * 65  # matmul weights (tied head included)
+    assert f["n_matmul_params"] == n == 794_752
+    assert f["attention_flops_per_token"] == 12 * 4 * 64 * 128
+    assert f["flops_per_token"] == 6 * n + 12 * 4 * 64 * 128
+    # All parameters: matmul weights + biases + LayerNorms + token and position tables.
+    biases = 4 * (4 * 128 + 512 + 128)
+    norms = (4 * 2 + 1) * 2 * 128
+    assert f["n_embedding_params"] == 65 * 128 + 64 * 128
+    assert f["n_params"] == n - 128 * 65 + biases + norms + f["n_embedding_params"]
+
+
+def test_flops_gpt2_small_matches_palm():
+    cfg = bench_configs.get_bench_config("gpu_gpt2_small").model
+    f = common.flop_breakdown(cfg, 1024)
+    assert f["n_matmul_params"] == 12 * 12 * 768**2 + 768 * 50304
+    assert f["flops_per_token"] == 6 * f["n_matmul_params"] + 12 * 12 * 1024 * 768
+
+
+@pytest.mark.parametrize("name", ["cpu_small", "cpu_base", "gpu_gpt2_small", "gpu_transformer_base"])
+def test_configs_build(name):
+    """Every configuration builds and its step's shapes check out (eval_shape: no memory)."""
+    from tfm.models import build_model
+
+    bench = bench_configs.get_bench_config(name)
+    model = build_model(bench.model)
+    batch = bench.synthetic_batch(__import__("numpy").random.default_rng(0))
+    args = [batch["inputs"]] + ([batch["decoder_inputs"]] if "decoder_inputs" in batch else [])
+    out = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), *args)[0])
+    assert out.shape == (bench.batch, bench.length, bench.model.vocab_size)
+
+
+def test_set_overrides():
+    bench = bench_configs.get_bench_config("cpu_small", ["scan_layers=true", "remat=dots", "dtype=bfloat16"])
+    assert bench.model.scan_layers and bench.model.remat.value == "dots" and bench.model.dtype == "bfloat16"
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        bench_configs.get_bench_config("cpu_small", ["no_such_field=1"])
+
+
+def test_train_throughput_runs(tmp_path):
+    import train_throughput
+
+    # optax's warm-up/cosine schedule mixes Python floats and int32 steps: not strict-clean
+    with jax.numpy_dtype_promotion("standard"):
+        result = train_throughput.main(
+            ["--config", "tiny", "--steps", "2", "--warmup", "1", "--no-peak", "--out-dir", str(tmp_path)]
+        )
+    saved = json.loads((tmp_path / "tiny.json").read_text())
+    assert saved["tokens_per_step"] == 4 * 16 and len(saved["step_times_s"]) == 2
+    assert result["compile_s"] > 0 and result["peak_memory"]["bytes"] > 0
+    assert saved["flops"]["flops_per_token"] > 0
+
+
+def test_matmul_peak_small():
+    peak = common.matmul_peak(n=64, repeats=2)
+    assert peak["flops_best"] >= peak["flops_median"] > 0
