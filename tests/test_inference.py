@@ -87,8 +87,8 @@ def test_clear_errors_for_unusable_workdirs(tmp_path, lm_workdir, mt_workdir):
     # a run that wrote its config and tokenizer but no checkpoint yet
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    for name in (inference.CONFIG_FILE,):
-        (fresh / name).write_text((open(os.path.join(lm_workdir[0], name))).read())
+    with open(os.path.join(lm_workdir[0], inference.CONFIG_FILE)) as f:
+        (fresh / inference.CONFIG_FILE).write_text(f.read())
     CharTokenizer(CHARS).save(fresh / inference.TOKENIZER_DIR)
     with pytest.raises(inference.WorkdirError, match="no checkpoint"):
         inference.load(fresh)
@@ -107,45 +107,51 @@ def test_generate_from_workdir_equals_in_memory_and_decoding(lm_workdir):
     assert text == inference.generate(lm, "to be", max_new_tokens=8, temperature=0.0)
     assert text == inference.generate((lm.config, lm.params, lm.tokenizer), "to be", max_new_tokens=8,
                                       temperature=0.0, stop_at_eos=False)
-    ids = jnp.asarray([lm.tokenizer.encode("to be")], jnp.int32)  # streamed text: no BOS
-    out = decoding.lm_generate(lm.model, lm.params, ids, max_new_tokens=8, eos_id=-1)
+    # as generate pads it (rows, width to multiples of 8); streamed text: no BOS
+    prompts = np.ones((8, 8), np.int32)
+    prompts[0] = 0
+    prompts[0, -5:] = lm.tokenizer.encode("to be")
+    out = decoding.lm_generate(lm.model, lm.params, prompts, max_new_tokens=8, eos_id=-1)
     assert text == lm.tokenizer.decode(np.asarray(out.tokens[0]))
 
 
 def test_generate_batches_samples_and_goes_past_the_context(lm_workdir):
     _, lm = lm_workdir
     # 30 new tokens do not fit a 24-token context: decoding restarts from the newest 12 tokens
-    kw = dict(max_new_tokens=30, temperature=0.8, top_k=10, eos_id=-1)
+    kw = {"max_new_tokens": 30, "temperature": 0.8, "top_k": 10, "eos_id": -1}
     a = inference.generate_ids(lm, [[5], [6, 7, 8]], seed=3, **kw)
     assert [len(r) for r in a] == [30, 30]
     assert a == inference.generate_ids(lm, [[5], [6, 7, 8]], seed=3, **kw)  # same seed, same text
     assert a != inference.generate_ids(lm, [[5], [6, 7, 8]], seed=4, **kw)
     # top_k=1 (greedy; the compiled sampler is reused), longer than the context: the first
     # segment is plain cached decoding
-    kw = dict(top_k=1, eos_id=-1)
+    kw = {"top_k": 1, "eos_id": -1}
     long = inference.generate_ids(lm, [[5, 6]], max_new_tokens=40, **kw)[0]
     short = inference.generate_ids(lm, [[5, 6]], max_new_tokens=17, **kw)[0]
     assert len(long) == 40 and long[:17] == short
-    samples = inference.generate(lm, "x", max_new_tokens=5, num_samples=3, seed=0)
+    samples = inference.generate(lm, "x", max_new_tokens=17, num_samples=3, seed=0)
     assert isinstance(samples, list) and len(samples) == 3
-    texts = inference.generate(lm, ["x", "hello"], max_new_tokens=5, num_samples=2)
+    texts = inference.generate(lm, ["x", "hello"], max_new_tokens=17, num_samples=2)
     assert len(texts) == 2 and all(len(t) == 2 for t in texts)
 
 
-def test_translate_from_workdir_beam_and_greedy(mt_workdir):
+def test_translate_from_workdir(mt_workdir):
     path, mt = mt_workdir
-    sentences = ["one", "five", "ten"]
-    out = inference.translate(path, sentences, extra_len=6)
+    out = inference.translate(path, ["one", "five", "ten"], extra_len=6)  # beam 4, alpha 0.6
     assert isinstance(out, list) and len(out) == 3
     assert out[1] == inference.translate(mt, "five", extra_len=6)  # batching does not change it
-    greedy = inference.translate(mt, sentences, beam_size=1, extra_len=6)
-    src = np.zeros((8, 8), np.int32)  # as translate pads: rows and width to multiples of 8
-    src[3:, 0] = mt.tokenizer.eos_id
+    beams = decoding.encdec_beam_search(mt.model, mt.params, _sources(mt, ["one", "five", "ten"]), extra_len=6)
+    assert out == mt.tokenizer.decode_batch(np.asarray(beams.tokens[:3, 0]))
+
+
+def _sources(mt, sentences):
+    """Source ids + eos, padded as translate pads them: rows and width to multiples of 8."""
+    src = np.zeros((8, 8), np.int32)
+    src[len(sentences):, 0] = mt.tokenizer.eos_id
     for i, s in enumerate(sentences):
         ids = mt.tokenizer.encode(s) + [mt.tokenizer.eos_id]
         src[i, : len(ids)] = ids
-    ref = decoding.encdec_greedy(mt.model, mt.params, src, extra_len=6)
-    assert greedy == mt.tokenizer.decode_batch(np.asarray(ref.tokens[:3]))
+    return src
 
 
 def test_cli_generate_and_translate(lm_workdir, mt_workdir, capsys, monkeypatch):
@@ -153,15 +159,18 @@ def test_cli_generate_and_translate(lm_workdir, mt_workdir, capsys, monkeypatch)
                           "--temperature", "0"]) == 0
     expected = "ab" + inference.generate(lm_workdir[1], "ab", max_new_tokens=6, temperature=0.0)
     assert capsys.readouterr().out == expected + "\n"
-    assert generate_main(["--workdir", lm_workdir[0], "--prompt", "ab", "--max_new_tokens", "5",
+    assert generate_main(["--workdir", lm_workdir[0], "--prompt", "ab", "--max_new_tokens", "17",
                           "--temperature", "0.9", "--top_k", "5", "--top_p", "0.9", "--seed", "1"]) == 0
     assert capsys.readouterr().out.startswith("ab")
 
-    assert translate_main(["--workdir", mt_workdir[0], "five", "ten", "--extra_len", "6"]) == 0
-    expected = inference.translate(mt_workdir[1], ["five", "ten"], extra_len=6)
+    args = ["--workdir", mt_workdir[0], "--extra_len", "6", "--beam_size", "1"]  # greedy
+    assert translate_main([*args, "five", "ten"]) == 0
+    greedy = decoding.encdec_greedy(mt_workdir[1].model, mt_workdir[1].params,
+                                    _sources(mt_workdir[1], ["five", "ten"]), extra_len=6)
+    expected = mt_workdir[1].tokenizer.decode_batch(np.asarray(greedy.tokens[:2]))
     assert capsys.readouterr().out == "\n".join(expected) + "\n"
     monkeypatch.setattr("sys.stdin", io.StringIO("five\nten\n"))
-    assert translate_main(["--workdir", mt_workdir[0], "--extra_len", "6"]) == 0
+    assert translate_main(args) == 0
     assert capsys.readouterr().out == "\n".join(expected) + "\n"
 
     assert translate_main(["--workdir", lm_workdir[0], "five"]) == 2
@@ -192,11 +201,11 @@ def test_workdir_of_the_real_training_loop(tmp_path, capsys):
     lm_dir = str(tmp_path / "lm")
     config = {
         "model": dict(get_preset("tiny_lm", vocab_size=0, max_len=32).to_dict()),
-        "data": dict(dataset="text_file", text_file=str(text), tokenizer="char", max_len=32,
-                     max_target_len=32, batch_size=8, eval_batch_size=8),
-        "train": dict(num_steps=2, strategy="single", warmup_steps=1, eval_every_steps=0,
-                      eval_decode_examples=0, checkpoint_every_steps=2, log_every_steps=1,
-                      progress_bar=False, async_checkpointing=False),
+        "data": {"dataset": "text_file", "text_file": str(text), "tokenizer": "char", "max_len": 32,
+                     "max_target_len": 32, "batch_size": 8, "eval_batch_size": 8},
+        "train": {"num_steps": 2, "strategy": "single", "warmup_steps": 1, "eval_every_steps": 0,
+                      "eval_decode_examples": 0, "checkpoint_every_steps": 2, "log_every_steps": 1,
+                      "progress_bar": False, "async_checkpointing": False},
     }
     run(RunConfig.from_config_dict(config), lm_dir)
     assert generate_main(["--workdir", lm_dir, "--prompt", "to be", "--max_new_tokens", "50"]) == 0
@@ -205,7 +214,7 @@ def test_workdir_of_the_real_training_loop(tmp_path, capsys):
 
     mt_dir = str(tmp_path / "mt")
     config["model"] = dict(get_preset("tiny_encdec", vocab_size=0, max_len=32).to_dict())
-    config["data"] = dict(batch_size=8, eval_batch_size=8, max_len=16, max_target_len=16, tokenizer="char")
+    config["data"] = {"batch_size": 8, "eval_batch_size": 8, "max_len": 16, "max_target_len": 16, "tokenizer": "char"}
     run(RunConfig.from_config_dict(config), mt_dir)
     assert translate_main(["--workdir", mt_dir, "three hundred twenty-one"]) == 0
     assert capsys.readouterr().out.count("\n") == 1

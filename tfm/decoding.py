@@ -88,7 +88,7 @@ class Beams:
 
 # ---------------------------------------------------------------------- pure helpers
 def length_penalty(length: jax.Array | int, alpha: float | jax.Array) -> jax.Array:
-    """lp(|Y|) = ((5 + |Y|) / (5 + 1))^alpha (Wu et al. 2016, eq. 14), in float32."""
+    """lp(|Y|) = ((5 + |Y|) / (5 + 1))^alpha (Wu et al. 2016, section 7), in float32."""
     length = jnp.asarray(length).astype(jnp.float32)
     return jnp.power((5.0 + length) / 6.0, jnp.asarray(alpha, jnp.float32))
 
@@ -201,7 +201,7 @@ def greedy_search(
     Returns:
       :class:`Decoded` with (B, L) tokens.
     """
-    choose = lambda logits, i: jnp.argmax(logits, axis=-1)  # noqa: E731
+    choose = lambda logits, i: jnp.argmax(logits, axis=-1)
     return _token_loop(step_fn, state, first_tokens, choose, max_len, eos_id, max_lengths)
 
 
@@ -301,32 +301,32 @@ def beam_search(
         live_logp, keep = jax.lax.top_k(live_cand, k)  # (B, K)
         done = c["done"] | (num_finished >= k) | at_limit[:, 0] | ~jnp.isfinite(live_logp[:, 0])
         rows = (jnp.arange(batch)[:, None] * k + gather(src, keep)).reshape(batch * k)
-        return dict(
-            i=i + 1,
-            last=gather(token, keep),
-            live_logp=live_logp,
-            live_seqs=gather(seqs, keep),
-            fin_seqs=fin_seqs,
-            fin_scores=fin_scores,
-            fin_lengths=fin_lengths,
-            num_finished=num_finished,
-            done=done,
-            state=_map_rows(lambda x, ax: jnp.take(x, rows, axis=ax), state, axes),
-        )
+        return {
+            "i": i + 1,
+            "last": gather(token, keep),
+            "live_logp": live_logp,
+            "live_seqs": gather(seqs, keep),
+            "fin_seqs": fin_seqs,
+            "fin_scores": fin_scores,
+            "fin_lengths": fin_lengths,
+            "num_finished": num_finished,
+            "done": done,
+            "state": _map_rows(lambda x, ax: jnp.take(x, rows, axis=ax), state, axes),
+        }
 
-    carry = dict(
-        i=jnp.zeros((), jnp.int32),
-        last=jnp.broadcast_to(first_tokens.astype(jnp.int32)[:, None], (batch, k)),
+    carry = {
+        "i": jnp.zeros((), jnp.int32),
+        "last": jnp.broadcast_to(first_tokens.astype(jnp.int32)[:, None], (batch, k)),
         # Only beam 0 is live at the start (the K copies are identical).
-        live_logp=jnp.where(jnp.arange(k) == 0, 0.0, neg_inf).astype(jnp.float32)[None].repeat(batch, 0),
-        live_seqs=jnp.zeros((batch, k, max_len), jnp.int32),
-        fin_seqs=jnp.zeros((batch, k, max_len), jnp.int32),
-        fin_scores=jnp.full((batch, k), neg_inf),
-        fin_lengths=jnp.zeros((batch, k), jnp.int32),
-        num_finished=jnp.zeros((batch,), jnp.int32),
-        done=limits <= 0,
-        state=state,
-    )
+        "live_logp": jnp.where(jnp.arange(k) == 0, 0.0, neg_inf).astype(jnp.float32)[None].repeat(batch, 0),
+        "live_seqs": jnp.zeros((batch, k, max_len), jnp.int32),
+        "fin_seqs": jnp.zeros((batch, k, max_len), jnp.int32),
+        "fin_scores": jnp.full((batch, k), neg_inf),
+        "fin_lengths": jnp.zeros((batch, k), jnp.int32),
+        "num_finished": jnp.zeros((batch,), jnp.int32),
+        "done": limits <= 0,
+        "state": state,
+    }
     out = jax.lax.while_loop(cond, body, carry)
     return Beams(tokens=out["fin_seqs"], scores=out["fin_scores"], lengths=out["fin_lengths"])
 

@@ -253,7 +253,7 @@ def generate(
       temperature: 0 = greedy; otherwise sampling from softmax(logits / temperature), with the
         optional top-k and nucleus (top-p) filters.
       seed: sampling seed (same seed, same text).
-      num_samples: continuations per prompt (a list of lists when > 1).
+      num_samples: continuations per prompt; when > 1 each prompt gives a list of them.
       add_bos: start every prompt with BOS; default: when the model was trained on sentences
         (lm1b), which all begin with BOS; not for streamed text (tiny_shakespeare, text files).
       stop_at_eos: end a continuation at EOS; default: except for streamed text, where
@@ -262,7 +262,7 @@ def generate(
       The continuation(s) only (the prompt is not repeated).
     """
     lm = _resolve(model, Arch.DECODER_LM)
-    tok, cfg = lm.tokenizer, lm.config
+    tok = lm.tokenizer
     stream = _is_stream_lm(lm.data)
     add_bos = (lm.data is not None and lm.data.task is Task.LM and not stream) if add_bos is None else add_bos
     stop_at_eos = (not stream) if stop_at_eos is None else stop_at_eos
