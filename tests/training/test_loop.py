@@ -96,3 +96,31 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoi
     leaves = [np.asarray(x) for x in jax.tree.leaves(state)]
     assert leaves and all(np.all(np.isfinite(x)) for x in leaves)
     assert sorted(read_metrics(str(tmp_path))) == [1]
+
+
+def test_mixed_precision_trains_with_float32_parameters(tmp_path):
+    """--config.model.dtype=bfloat16: bfloat16 compute, float32 parameters and optimiser state."""
+    run(tiny_config(**{"model.dtype": "bfloat16", "train.num_steps": 2,
+                       "train.checkpoint_every_steps": 2}), tmp_path)
+    losses = read_metrics(str(tmp_path))
+    assert sorted(losses) == [1, 2] and all(math.isfinite(r["loss"]) for r in losses.values())
+    state = ocp.StandardCheckpointer().restore(tmp_path / "checkpoints" / "2" / "state")
+    floats = [x for x in jax.tree.leaves(state) if np.issubdtype(np.asarray(x).dtype, np.floating)]
+    assert floats and all(np.asarray(x).dtype == np.float32 for x in floats)
+
+
+def test_sigint_and_sigterm_only_set_a_flag_and_a_second_sigint_interrupts():
+    import signal
+
+    from tfm.training.loop import _StopSignals
+
+    before = signal.getsignal(signal.SIGINT)
+    with _StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested and stop.signal_name == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+    with _StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and stop.signal_name == "SIGTERM"

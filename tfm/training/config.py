@@ -71,7 +71,12 @@ class TrainConfig:
       weight_decay: AdamW's decoupled weight decay (kernels and embeddings only).
       grad_clip_norm: clip gradients to this global norm before the update; 0 = no clipping.
       label_smoothing: eps_ls of the paper (0.1); see :mod:`tfm.losses`.
-      strategy: single device, pmap, or sharded (see :class:`Strategy`).
+      strategy: single device, pmap, or sharded (see :class:`Strategy`). The default is
+        sharded with mesh_data=-1, mesh_fsdp=1, i.e. plain data parallelism over every device
+        through jax.jit: it was the fastest of the three in our measurement (numbers model,
+        8 CPU devices: ~136 ms/step sharded, ~217 pmap, ~270 single), pmap is in maintenance
+        mode since JAX 0.8 and itself built on jit + shard_map, and the same path shards the
+        parameters (mesh_fsdp > 1) when a model does not fit replicated.
       mesh_data, mesh_fsdp: sharded strategy mesh shape; -1 in one of them means "all the
         remaining devices". Parameters and optimiser state are sharded over 'fsdp'; the batch
         over both axes.

@@ -306,8 +306,11 @@ def run(
     Raises:
       WorkdirMismatchError, NonFiniteLossError, CheckpointError, ValueError (bad config).
     """
-    config = as_run_config(config)
-    workdir = os.path.abspath(workdir)
+    with _StopSignals() as stop:  # from the start: a signal during set-up stops cleanly too
+        return _run(as_run_config(config), os.path.abspath(workdir), hooks, stop)
+
+
+def _run(config: RunConfig, workdir: str, hooks: Sequence[Hook], stop: _StopSignals) -> dict[str, Any]:
     is_chief = jax.process_index() == 0
     train = config.train
 
@@ -346,9 +349,11 @@ def run(
     train_step = parallel.train_step(steps_lib.make_train_step(
         model, model_cfg.arch, tx, schedule, label_smoothing=train.label_smoothing,
         grad_accum_steps=train.grad_accum_steps, axis_name=axis,
+        gather_params=parallel.gather_params(),
     ))
     eval_step = parallel.eval_step(steps_lib.make_eval_step(
         model, model_cfg.arch, label_smoothing=train.label_smoothing, axis_name=axis,
+        gather_params=parallel.gather_params(),
     ))
 
     # -- restore or initialise
@@ -401,40 +406,43 @@ def run(
     window = _Window(time.time())
     step = start_step
     try:
-        with _StopSignals() as stop:
-            while step < train.num_steps:
-                batch = next(pipe.train_iter)
-                window.flops += flops_lib.batch_train_flops(model_cfg, batch) * jax.process_count()
-                state, metrics = train_step(state, parallel.shard_batch(batch), dropout_rng)
-                step += 1
-                pending.append((step, metrics))
-                bar.update(1)
-                for hook in hooks:
-                    hook(step)
+        if _agree(stop.requested):  # a collective: every process calls it
+            log.warning("%s received before the first step; nothing new to save",
+                        stop.signal_name or "a signal on another process")
+            result["preempted"] = True
+        while step < train.num_steps and not result["preempted"]:
+            batch = next(pipe.train_iter)
+            window.flops += flops_lib.batch_train_flops(model_cfg, batch) * jax.process_count()
+            state, metrics = train_step(state, parallel.shard_batch(batch), dropout_rng)
+            step += 1
+            pending.append((step, metrics))
+            bar.update(1)
+            for hook in hooks:
+                hook(step)
 
-                last = step == train.num_steps
-                eval_now = (last and train.eval_at_end) or bool(
-                    train.eval_every_steps and step % train.eval_every_steps == 0)
-                ckpt_now = last or step % train.checkpoint_every_steps == 0
-                flush_now = eval_now or ckpt_now or step % train.log_every_steps == 0
-                stopping = stop.requested if jax.process_count() == 1 else False
-                if flush_now or stopping:
-                    stopping = _agree(stop.requested)
-                    result["train"] = _flush(pending, parallel, window, peak, writer, bar)
-                    pending = []
-                if stopping:
-                    save(step)
-                    checkpointer.wait()
-                    result["preempted"] = True
-                    log.warning("stopped by %s at step %d; checkpoint saved",
-                                stop.signal_name or "a signal on another process", step)
-                    break
-                if eval_now:
-                    run_eval(step)
-                if ckpt_now:
-                    save(step)
-                if eval_now or ckpt_now:
-                    window.reset(time.time())
+            last = step == train.num_steps
+            eval_now = (last and train.eval_at_end) or bool(
+                train.eval_every_steps and step % train.eval_every_steps == 0)
+            ckpt_now = last or step % train.checkpoint_every_steps == 0
+            flush_now = eval_now or ckpt_now or step % train.log_every_steps == 0
+            stopping = stop.requested if jax.process_count() == 1 else False
+            if flush_now or stopping:
+                stopping = _agree(stop.requested)
+                result["train"] = _flush(pending, parallel, window, peak, writer, bar)
+                pending = []
+            if stopping:
+                save(step)
+                checkpointer.wait()
+                result["preempted"] = True
+                log.warning("stopped by %s at step %d; checkpoint saved",
+                            stop.signal_name or "a signal on another process", step)
+                break
+            if eval_now:
+                run_eval(step)
+            if ckpt_now:
+                save(step)
+            if eval_now or ckpt_now:
+                window.reset(time.time())
         result["step"] = step
         checkpointer.wait()
     finally:

@@ -136,6 +136,11 @@ class Parallel:
         """ShapeDtypeStructs with the canonical shardings: the restore target of orbax."""
         raise NotImplementedError
 
+    def gather_params(self) -> Callable[[Any], Any] | None:
+        """What the train step applies to the parameters before the forward pass (None:
+        nothing); see :func:`tfm.training.steps.make_train_step`."""
+        return None
+
     def params_of(self, state: TrainState) -> Any:
         """What ``eval_step`` takes as its params argument."""
         return state.params
@@ -295,6 +300,20 @@ class Sharded(Parallel):
 
     def prepare(self, boxed_init, rng):
         self.state_shardings(boxed_init, rng)
+
+    def gather_params(self):
+        """With fsdp > 1: all-gather the parameters at the start of the differentiated
+        function. Without it GSPMD propagates the parameters' 'embed' sharding into the
+        activations and reshards them back and forth ("involuntary full rematerialization");
+        with it activations stay sharded by batch, gradients are reduce-scattered back to the
+        parameters' shards, and the parameters, gradients and optimiser state still live
+        sharded between steps (ZeRO-3 style). On 8 CPU devices with mesh 1x8 it made a
+        step of the numbers model ~40% faster."""
+        if self.mesh.shape["fsdp"] == 1:
+            return None
+        replicated = self.replicated
+        return lambda params: jax.lax.with_sharding_constraint(
+            params, jax.tree.map(lambda _: replicated, params))
 
     # -- shardings of the state, from the logical axis names of the boxed init
     def state_shardings(self, boxed_init, rng) -> TrainState:

@@ -120,6 +120,7 @@ def make_train_step(
     label_smoothing: float,
     grad_accum_steps: int = 1,
     axis_name: str | None = None,
+    gather_params: Callable[[Any], Any] | None = None,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
     """Builds the pure ``train_step(state, batch, rng) -> (state, metrics)``.
 
@@ -130,9 +131,14 @@ def make_train_step(
       label_smoothing: eps_ls of the paper.
       grad_accum_steps: micro-batches per update (see the module docstring).
       axis_name: the pmap axis to sum gradients and metrics over; None under jit.
+      gather_params: applied to the parameters inside the differentiated function (the
+        sharded strategy all-gathers FSDP-sharded parameters here, so that activations stay
+        sharded by batch and gradients are reduce-scattered back).
     """
 
     def loss_fn(params, micro_batch, dropout_rng):
+        if gather_params is not None:
+            params = gather_params(params)
         logits, targets, weights = forward(
             model, arch, params, micro_batch, deterministic=False, dropout_rng=dropout_rng
         )
@@ -186,11 +192,18 @@ def make_train_step(
 
 
 def make_eval_step(
-    model: nn.Module, arch: Arch, *, label_smoothing: float, axis_name: str | None = None
+    model: nn.Module,
+    arch: Arch,
+    *,
+    label_smoothing: float,
+    axis_name: str | None = None,
+    gather_params: Callable[[Any], Any] | None = None,
 ) -> Callable[[Any, Batch], Metrics]:
     """Builds the pure ``eval_step(params, batch) -> metrics`` (sums, like the train step's)."""
 
     def eval_step(params: Any, batch: Batch) -> Metrics:
+        if gather_params is not None:
+            params = gather_params(params)
         logits, targets, weights = forward(model, arch, params, batch, deterministic=True)
         stats = losses.classification_metrics(logits, targets, weights, label_smoothing)
         if axis_name is not None:
