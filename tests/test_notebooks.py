@@ -12,6 +12,8 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
+from conftest import SHARED_DATA
+
 NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
@@ -23,6 +25,11 @@ def test_notebooks_exist():
 def test_notebook_runs_and_draws(path, tmp_path, monkeypatch):
     nb = nbformat.read(path, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name} is stored with outputs"
+    if "shakespeare" in path.stem:  # offline, it trains on the shared copy of the text
+        text = SHARED_DATA / "tinyshakespeare.txt"
+        if not text.is_file():
+            pytest.skip(f"{text} not present (and TFDS cannot download here)")
+        monkeypatch.setenv("TFM_TEXT_FILE", str(text))
     monkeypatch.setenv("TFM_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("TFM_NOTEBOOK_WORKDIR", str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")

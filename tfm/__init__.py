@@ -7,6 +7,9 @@ The public API, bottom to top:
 * Flax modules: :class:`MultiHeadAttention`, blocks, and the three models
   (:class:`EncoderDecoder`, :class:`DecoderLM`, :class:`EncoderClassifier`) via :func:`build_model`.
 
+* inference: :func:`generate` and :func:`translate`, from a workdir or in-memory params
+  (``tfm.inference.load`` gives a :class:`tfm.inference.Pretrained`).
+
 Training, data and decoding live in ``tfm.training``, ``tfm.data`` and ``tfm.decoding``.
 """
 
@@ -20,6 +23,8 @@ from tfm.attention import (
     segment_mask,
 )
 from tfm.config import Activation, Arch, ModelConfig, NormPosition, Pooling, PositionalKind, Remat, get_preset
+from tfm import decoding, inference
+from tfm.inference import generate, translate
 from tfm.layers import Block, DecoderBlock, Embedder, EncoderBlock, FeedForward, Stack
 from tfm.models import (
     Decoder,
@@ -46,6 +51,6 @@ __all__ = [
     "EncoderBlock", "EncoderClassifier", "EncoderDecoder", "FeedForward", "LearnedPositions",
     "ModelConfig", "MultiHeadAttention", "NormPosition", "Pooling", "PositionalKind", "Remat",
     "RotaryPositions", "SinusoidalPositions", "Stack", "apply_rope", "attention_weights",
-    "build_model", "causal_mask", "combine_masks", "dummy_inputs", "get_preset", "padding_mask",
+    "build_model", "causal_mask", "decoding", "generate", "inference", "translate", "combine_masks", "dummy_inputs", "get_preset", "padding_mask",
     "param_count", "scaled_dot_product_attention", "segment_mask", "sinusoidal_encoding",
 ]
