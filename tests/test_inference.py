@@ -218,3 +218,21 @@ def test_workdir_of_the_real_training_loop(tmp_path, capsys):
     run(RunConfig.from_config_dict(config), mt_dir)
     assert translate_main(["--workdir", mt_dir, "three hundred twenty-one"]) == 0
     assert capsys.readouterr().out.count("\n") == 1
+
+
+def test_importing_the_cli_modules_keeps_tfm_generate_and_translate_callable(monkeypatch):
+    """``import tfm.generate`` rebinds the package attribute to the CLI module; the module
+    forwards calls to the library function, so ``tfm.generate(...)`` keeps working."""
+    import importlib
+
+    import tfm
+    from tfm import inference
+
+    calls = []
+    monkeypatch.setattr(inference, "generate", lambda *a, **k: calls.append(("generate", a, k)) or "g")
+    monkeypatch.setattr(inference, "translate", lambda *a, **k: calls.append(("translate", a, k)) or "t")
+    importlib.import_module("tfm.generate")
+    importlib.import_module("tfm.translate")
+    assert tfm.generate("m", "ROMEO:", seed=3) == "g"
+    assert tfm.translate("m", "one") == "t"
+    assert calls == [("generate", ("m", "ROMEO:"), {"seed": 3}), ("translate", ("m", "one"), {})]

@@ -24,7 +24,7 @@ from tfm.attention import (
 )
 from tfm.config import Activation, Arch, ModelConfig, NormPosition, Pooling, PositionalKind, Remat, get_preset
 from tfm import decoding, inference
-from tfm.inference import generate, translate
+from tfm.inference import Pretrained, generate, translate
 from tfm.layers import Block, DecoderBlock, Embedder, EncoderBlock, FeedForward, Stack
 from tfm.models import (
     Decoder,
@@ -49,8 +49,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Activation", "Arch", "Block", "Decoder", "DecoderBlock", "DecoderLM", "Embedder", "Encoder",
     "EncoderBlock", "EncoderClassifier", "EncoderDecoder", "FeedForward", "LearnedPositions",
-    "ModelConfig", "MultiHeadAttention", "NormPosition", "Pooling", "PositionalKind", "Remat",
-    "RotaryPositions", "SinusoidalPositions", "Stack", "apply_rope", "attention_weights",
-    "build_model", "causal_mask", "decoding", "generate", "inference", "translate", "combine_masks", "dummy_inputs", "get_preset", "padding_mask",
-    "param_count", "scaled_dot_product_attention", "segment_mask", "sinusoidal_encoding",
+    "ModelConfig", "MultiHeadAttention", "NormPosition", "Pooling", "PositionalKind", "Pretrained",
+    "Remat", "RotaryPositions", "SinusoidalPositions", "Stack", "apply_rope", "attention_weights",
+    "build_model", "causal_mask", "combine_masks", "decoding", "dummy_inputs", "generate",
+    "get_preset", "inference", "padding_mask", "param_count", "scaled_dot_product_attention",
+    "segment_mask", "sinusoidal_encoding", "translate",
 ]

@@ -1,9 +1,24 @@
-"""``python -m tfm.translate --workdir DIR "three hundred twenty-one"`` (or one sentence per line
-on stdin): see :func:`tfm.cli.translate_main`."""
+"""``python -m tfm.translate --workdir DIR "three hundred twenty-one"``: the command line of
+:func:`tfm.inference.translate` (see :func:`tfm.cli.translate_main`).
+
+The library function and this module share the name ``tfm.translate``. Importing this module
+(``import tfm.translate``) rebinds that attribute of the package to the module, so the module is
+made callable with the function's signature: ``tfm.translate(...)`` works either way.
+"""
 
 import sys
+import types
 
+from tfm import inference
 from tfm.cli import translate_main
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        return inference.translate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(translate_main())
