@@ -98,6 +98,28 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoi
     assert sorted(read_metrics(str(tmp_path))) == [1]
 
 
+def test_mixed_precision_step_computes_in_bfloat16_and_keeps_float32_parameters():
+    """Traced only (no compilation): the switch reaches the model and the state stays float32."""
+    from tfm.models import build_model
+    from tfm.training import state as state_lib, steps
+    from tfm.training.loop import make_schedule, make_tx
+    from tfm.training.config import RunConfig
+
+    cfg = RunConfig.from_config_dict(tiny_config(**{"model.dtype": "bfloat16", "model.vocab_size": 40}))
+    model = build_model(cfg.model)
+    schedule = make_schedule(cfg.train, cfg.model)
+    tx = make_tx(cfg.train, schedule)
+    state = jax.eval_shape(state_lib.init_fn(model, cfg.model, tx), jax.random.key(0))
+    batch = {k: jax.ShapeDtypeStruct((4, 6), np.int32) for k in ("inputs", "decoder_inputs", "targets")}
+    step = steps.make_train_step(model, cfg.model.arch, tx, schedule, label_smoothing=0.1)
+    new_state, metrics = jax.eval_shape(step, state, batch, jax.random.key(1))
+    dtypes = {x.dtype for x in jax.tree.leaves(new_state.params)}
+    assert dtypes == {np.dtype("float32")} and metrics["loss_sum"].dtype == np.float32
+    jaxpr = str(jax.make_jaxpr(step)(state, batch, jax.random.key(1)))
+    assert "bf16" in jaxpr  # the matmuls run in bfloat16
+
+
+@pytest.mark.slow
 def test_mixed_precision_trains_with_float32_parameters(tmp_path):
     """--config.model.dtype=bfloat16: bfloat16 compute, float32 parameters and optimiser state."""
     run(tiny_config(**{"model.dtype": "bfloat16", "train.num_steps": 2,

@@ -73,3 +73,15 @@ def test_two_processes_log_the_same_losses_as_one(strategy, one_process, tmp_pat
     assert sorted(os.listdir(tmp_path / "checkpoints")) == [str(STEPS)]
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == STEPS
+
+
+def test_a_single_process_does_not_start_jax_distributed(monkeypatch):
+    from tfm.training.parallel import initialize_distributed
+
+    for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
+                "TFM_DISTRIBUTED", "SLURM_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    assert initialize_distributed() is False
+    assert initialize_distributed("localhost:1234", num_processes=1, process_id=0) is False
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "1")
+    assert initialize_distributed() is False

@@ -8,6 +8,7 @@ Identical means bitwise: same parameters, optimiser state, data position and dro
 import json
 import logging
 import os
+import shutil
 import signal
 
 import pytest
@@ -88,21 +89,17 @@ def test_sigkill_after_the_step_n_checkpoint_then_restart_continues_exactly(
     assert_identical_after_n(tmp_path, reference)
 
 
-def truncate_biggest_file(step_dir):
-    files = [os.path.join(d, f) for d, _, fs in os.walk(step_dir) for f in fs]
-    biggest = max(files, key=os.path.getsize)
-    with open(biggest, "r+b") as f:
-        f.truncate(os.path.getsize(biggest) // 2)
+def truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
 
 
 def test_damaged_newest_checkpoint_restores_the_previous_step(uninterrupted, tmp_path, caplog):
     workdir, reference = uninterrupted
     # a copy of the finished run whose newest checkpoint (2N) is truncated
-    import shutil
-
     copy = tmp_path / "run"
     shutil.copytree(workdir, copy)
-    truncate_biggest_file(copy / "checkpoints" / str(2 * N) / "state")
+    truncate(copy / "checkpoints" / str(2 * N) / "state" / "manifest.ocdbt")  # the array index
     with caplog.at_level(logging.WARNING):
         result = run(config(), copy)
     assert f"checkpoint at step {2 * N} cannot be restored" in caplog.text
@@ -112,6 +109,6 @@ def test_damaged_newest_checkpoint_restores_the_previous_step(uninterrupted, tmp
 
     # every checkpoint damaged: an error, never a silent fresh start
     for step in os.listdir(copy / "checkpoints"):
-        truncate_biggest_file(copy / "checkpoints" / step / "state")
+        truncate(copy / "checkpoints" / step / "state" / "_METADATA")  # the tree's structure
     with pytest.raises(CheckpointError, match="refusing to start the run over"):
         run(config(), copy)

@@ -29,6 +29,7 @@ One run, in order:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -306,61 +307,89 @@ def run(
     Raises:
       WorkdirMismatchError, NonFiniteLossError, CheckpointError, ValueError (bad config).
     """
-    with _StopSignals() as stop:  # from the start: a signal during set-up stops cleanly too
-        return _run(as_run_config(config), os.path.abspath(workdir), hooks, stop)
+    # Signals are handled from the start, so that one arriving during set-up stops cleanly too.
+    with _StopSignals() as stop, contextlib.ExitStack() as cleanup:
+        setup = _Setup.build(as_run_config(config), os.path.abspath(workdir))
+        checkpointer = Checkpointer(
+            os.path.join(setup.workdir, CHECKPOINT_DIR), keep=setup.config.train.keep_checkpoints,
+            async_save=setup.config.train.async_checkpointing,
+        )
+        cleanup.callback(checkpointer.close)  # waits for saves in flight, also on errors
+        return _train(setup, checkpointer, cleanup, hooks, stop)
 
 
-def _run(config: RunConfig, workdir: str, hooks: Sequence[Hook], stop: _StopSignals) -> dict[str, Any]:
+@dataclasses.dataclass
+class _Setup:
+    """Everything built before the first step: resolved config, strategy, data, model, and the
+    compiled (on first call) steps."""
+
+    config: RunConfig
+    workdir: str
+    parallel: parallel_lib.Parallel
+    pipe: Pipeline
+    model: Any
+    boxed_init: Callable
+    init_rng: jax.Array
+    dropout_rng: jax.Array
+    train_step: Callable
+    eval_step: Callable
+
+    @classmethod
+    def build(cls, config: RunConfig, workdir: str) -> "_Setup":
+        train = config.train
+        # strategy and batch sizes first: a bad combination fails before any work
+        parallel = parallel_lib.make_parallel(train)
+        parallel_lib.check_batch_sizes(
+            parallel, batch_size=config.data.batch_size, grad_accum_steps=train.grad_accum_steps,
+            eval_batch_size=config.data.eval_batch_size,
+        )
+        check_workdir(config, workdir)
+        if jax.process_index() == 0:
+            os.makedirs(workdir, exist_ok=True)
+
+        # data, vocabulary, resolved config
+        pipe = build_pipeline(
+            config.data, config.model.arch, workdir=workdir,
+            process_index=jax.process_index(), process_count=jax.process_count(),
+            batch_multiple=parallel.num_devices,
+        )
+        config = resolve_model(config, pipe)
+        check_workdir(config, workdir)
+        if jax.process_index() == 0:
+            _write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+        model_cfg = config.model
+        log.info("model: %s, %s parameters; %s", model_cfg.arch.value,
+                 f"{_param_count(model_cfg):,}", parallel.describe())
+
+        # model, optimiser, steps
+        model = build_model(model_cfg)
+        schedule = make_schedule(train, model_cfg)
+        tx = make_tx(train, schedule)
+        boxed_init = state_lib.boxed_init_fn(model, model_cfg, tx)
+        init_rng, dropout_rng = jax.random.split(jax.random.key(train.seed))
+        parallel.prepare(boxed_init, init_rng)
+        axis = parallel_lib.PMAP_AXIS if isinstance(parallel, parallel_lib.Pmap) else None
+        train_step = parallel.train_step(steps_lib.make_train_step(
+            model, model_cfg.arch, tx, schedule, label_smoothing=train.label_smoothing,
+            grad_accum_steps=train.grad_accum_steps, axis_name=axis,
+            gather_params=parallel.gather_params(),
+        ))
+        eval_step = parallel.eval_step(steps_lib.make_eval_step(
+            model, model_cfg.arch, label_smoothing=train.label_smoothing, axis_name=axis,
+            gather_params=parallel.gather_params(),
+        ))
+        return cls(config, workdir, parallel, pipe, model, boxed_init, init_rng, dropout_rng,
+                   train_step, eval_step)
+
+
+def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitStack,
+           hooks: Sequence[Hook], stop: _StopSignals) -> dict[str, Any]:
+    """Restores or initialises the state, then runs the steps (see the module docstring)."""
+    config, parallel, pipe = setup.config, setup.parallel, setup.pipe
+    train, model_cfg = config.train, config.model
     is_chief = jax.process_index() == 0
-    train = config.train
 
-    # -- strategy and batch sizes first: a bad combination fails before any work
-    parallel = parallel_lib.make_parallel(train)
-    parallel_lib.check_batch_sizes(
-        parallel, batch_size=config.data.batch_size, grad_accum_steps=train.grad_accum_steps,
-        eval_batch_size=config.data.eval_batch_size,
-    )
-    check_workdir(config, workdir)
-    if is_chief:
-        os.makedirs(workdir, exist_ok=True)
-
-    # -- data, vocabulary, resolved config
-    pipe = build_pipeline(
-        config.data, config.model.arch, workdir=workdir,
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        batch_multiple=parallel.num_devices,
-    )
-    config = resolve_model(config, pipe)
-    check_workdir(config, workdir)
-    if is_chief:
-        _write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
-    model_cfg = config.model
-    log.info("model: %s, %s; %s", model_cfg.arch.value,
-             f"{_param_count(model_cfg):,} parameters", parallel.describe())
-
-    # -- model, optimiser, steps
-    model = build_model(model_cfg)
-    schedule = make_schedule(train, model_cfg)
-    tx = make_tx(train, schedule)
-    boxed_init = state_lib.boxed_init_fn(model, model_cfg, tx)
-    init_rng, dropout_rng = jax.random.split(jax.random.key(train.seed))
-    parallel.prepare(boxed_init, init_rng)
-    axis = parallel_lib.PMAP_AXIS if isinstance(parallel, parallel_lib.Pmap) else None
-    train_step = parallel.train_step(steps_lib.make_train_step(
-        model, model_cfg.arch, tx, schedule, label_smoothing=train.label_smoothing,
-        grad_accum_steps=train.grad_accum_steps, axis_name=axis,
-        gather_params=parallel.gather_params(),
-    ))
-    eval_step = parallel.eval_step(steps_lib.make_eval_step(
-        model, model_cfg.arch, label_smoothing=train.label_smoothing, axis_name=axis,
-        gather_params=parallel.gather_params(),
-    ))
-
-    # -- restore or initialise
-    checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
-                                keep=train.keep_checkpoints, async_save=train.async_checkpointing)
-    abstract = parallel.canonical_abstract(boxed_init, init_rng)
-    restored = checkpointer.restore_latest(abstract)
+    restored = checkpointer.restore_latest(parallel.canonical_abstract(setup.boxed_init, setup.init_rng))
     if restored is not None:
         start_step, canonical_state, meta = restored
         state = parallel.from_canonical(canonical_state)
@@ -369,11 +398,15 @@ def _run(config: RunConfig, workdir: str, hooks: Sequence[Hook], stop: _StopSign
         log.info("restored step %d from %s", start_step, checkpointer.directory)
     else:
         start_step = 0
-        state = parallel.init_state(boxed_init, init_rng)
-        log.info("initialised a new run in %s", workdir)
+        state = parallel.init_state(setup.boxed_init, setup.init_rng)
+        dropout_rng = setup.dropout_rng
+        log.info("initialised a new run in %s", setup.workdir)
 
-    writer = MetricWriter(workdir, enabled=is_chief,
+    writer = MetricWriter(setup.workdir, enabled=is_chief,
                           purge_step=start_step + 1 if restored is not None else None)
+    cleanup.callback(writer.close)
+    bar = _progress_bar(train, start_step, enabled=is_chief)
+    cleanup.callback(bar.close)
     peak = train.peak_flops_per_device or flops_lib.peak_flops(jax.devices()[0].device_kind)
     result: dict[str, Any] = {"step": start_step, "preempted": False, "train": {}, "eval": {}}
 
@@ -386,13 +419,12 @@ def _run(config: RunConfig, workdir: str, hooks: Sequence[Hook], stop: _StopSign
         checkpointer.save(step, parallel.canonical(state), meta)
 
     def run_eval(step: int) -> None:
-        metrics = evaluate(parallel, eval_step, state, pipe)
-        if (model_cfg.arch is Arch.ENCODER_DECODER and train.eval_decode_examples > 0):
-            params = parallel.canonical(state).params
+        metrics = evaluate(parallel, setup.eval_step, state, pipe)
+        if model_cfg.arch is Arch.ENCODER_DECODER and train.eval_decode_examples > 0:
             decoded, examples = translation_metrics(
-                model, params, pipe, num_examples=train.eval_decode_examples,
-                beam_size=train.eval_beam_size, batch_size=config.data.eval_batch_size,
-                max_len=config.data.max_target_len,
+                setup.model, parallel.canonical(state).params, pipe,
+                num_examples=train.eval_decode_examples, beam_size=train.eval_beam_size,
+                batch_size=config.data.eval_batch_size, max_len=config.data.max_target_len,
             )
             metrics.update(decoded)
             writer.write_text(step, "translations", examples)
@@ -401,54 +433,50 @@ def _run(config: RunConfig, workdir: str, hooks: Sequence[Hook], stop: _StopSign
         if is_chief:
             log.info("eval step %d: %s", step, _fmt(metrics))
 
-    bar = _progress_bar(train, start_step, enabled=is_chief)
     pending: list[tuple[int, Any]] = []
     window = _Window(time.time())
     step = start_step
-    try:
-        if _agree(stop.requested):  # a collective: every process calls it
-            log.warning("%s received before the first step; nothing new to save",
-                        stop.signal_name or "a signal on another process")
-            result["preempted"] = True
-        while step < train.num_steps and not result["preempted"]:
-            batch = next(pipe.train_iter)
-            window.flops += flops_lib.batch_train_flops(model_cfg, batch) * jax.process_count()
-            state, metrics = train_step(state, parallel.shard_batch(batch), dropout_rng)
-            step += 1
-            pending.append((step, metrics))
-            bar.update(1)
-            for hook in hooks:
-                hook(step)
+    if _agree(stop.requested):  # a collective: every process calls it
+        log.warning("%s received before the first step; nothing new to save",
+                    stop.signal_name or "a signal on another process")
+        result["preempted"] = True
+    while step < train.num_steps and not result["preempted"]:
+        batch = next(pipe.train_iter)
+        window.flops += flops_lib.batch_train_flops(model_cfg, batch) * jax.process_count()
+        state, metrics = setup.train_step(state, parallel.shard_batch(batch), dropout_rng)
+        step += 1
+        pending.append((step, metrics))
+        bar.update(1)
+        for hook in hooks:
+            hook(step)
 
-            last = step == train.num_steps
-            eval_now = (last and train.eval_at_end) or bool(
-                train.eval_every_steps and step % train.eval_every_steps == 0)
-            ckpt_now = last or step % train.checkpoint_every_steps == 0
-            flush_now = eval_now or ckpt_now or step % train.log_every_steps == 0
-            stopping = stop.requested if jax.process_count() == 1 else False
-            if flush_now or stopping:
-                stopping = _agree(stop.requested)
-                result["train"] = _flush(pending, parallel, window, peak, writer, bar)
-                pending = []
-            if stopping:
-                save(step)
-                checkpointer.wait()
-                result["preempted"] = True
-                log.warning("stopped by %s at step %d; checkpoint saved",
-                            stop.signal_name or "a signal on another process", step)
-                break
-            if eval_now:
-                run_eval(step)
-            if ckpt_now:
-                save(step)
-            if eval_now or ckpt_now:
-                window.reset(time.time())
-        result["step"] = step
-        checkpointer.wait()
-    finally:
-        bar.close()
-        writer.close()
-        checkpointer.close()
+        last = step == train.num_steps
+        eval_now = (last and train.eval_at_end) or bool(
+            train.eval_every_steps and step % train.eval_every_steps == 0)
+        ckpt_now = last or step % train.checkpoint_every_steps == 0
+        flush_now = eval_now or ckpt_now or step % train.log_every_steps == 0
+        # One process checks its own flag every step; several agree at the flush steps.
+        stopping = stop.requested if jax.process_count() == 1 else False
+        if flush_now or stopping:
+            stopping = _agree(stop.requested)
+            # NaN/Inf raises here, before any checkpoint of this step is written
+            result["train"] = _flush(pending, parallel, window, peak, writer, bar)
+            pending = []
+        if stopping:
+            save(step)
+            checkpointer.wait()
+            result["preempted"] = True
+            log.warning("stopped by %s at step %d; checkpoint saved",
+                        stop.signal_name or "a signal on another process", step)
+            break
+        if eval_now:
+            run_eval(step)
+        if ckpt_now:
+            save(step)
+        if eval_now or ckpt_now:
+            window.reset(time.time())
+    result["step"] = step
+    checkpointer.wait()
     return result
 
 

@@ -76,10 +76,11 @@ def initialize_distributed(
     """Starts jax.distributed when the run has several processes; returns whether it did.
 
     The arguments come from flags; when they are absent, the standard environment variables
-    (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``) are read, and on
-    a cluster JAX recognises (SLURM, Open MPI, Cloud TPU, ...) ``jax.distributed.initialize()``
-    detects them itself when ``TFM_DISTRIBUTED=1`` or the cluster's variables are set. A single
-    process without any of these does nothing. Must run before any other JAX call.
+    (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``) are read. On a
+    cluster JAX recognises (SLURM, Open MPI, Cloud TPU, ...), set ``TFM_DISTRIBUTED=1`` (SLURM
+    with several tasks is recognised by itself) and ``jax.distributed.initialize()`` detects
+    whatever is missing. A single process without any of these does nothing. Must run before
+    any other JAX call.
     """
     env = os.environ
     coordinator_address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS") or None
@@ -90,8 +91,10 @@ def initialize_distributed(
     cluster = env.get("TFM_DISTRIBUTED") == "1" or int(env.get("SLURM_NTASKS", "1")) > 1
     if jax.distributed.is_initialized():
         return True  # the caller did it already
-    if not cluster and (num_processes is None or num_processes <= 1):
-        return False
+    if num_processes is not None and num_processes <= 1:
+        return False  # explicitly one process
+    if coordinator_address is None and num_processes is None and not cluster:
+        return False  # nothing says there are several processes
     jax.distributed.initialize(
         coordinator_address=coordinator_address,
         num_processes=num_processes,
