@@ -49,6 +49,8 @@ def test_explicit_weights_replace_the_padding_mask(data):
     out = losses.classification_metrics(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(w), 0.1)
     loss, nll, correct, weight = reference(logits, targets, w.astype(np.float64), 0.1)
     np.testing.assert_allclose(float(out["loss_sum"]), loss, rtol=1e-6)
+    np.testing.assert_allclose(float(out["nll_sum"]), nll, rtol=1e-6)
+    np.testing.assert_allclose(float(out["correct_sum"]), correct, rtol=1e-6)
     np.testing.assert_allclose(float(out["weight_sum"]), weight, rtol=1e-6)
 
 
@@ -83,8 +85,8 @@ def test_classification_labels_weigh_one_per_example():
     logits = rs.randn(4, 3).astype(np.float32)
     labels = np.array([0, 2, 1, 0], np.int32)  # label 0 is a class here, not padding
     out = losses.classification_metrics(jnp.asarray(logits), jnp.asarray(labels), None, 0.0)
-    loss, nll, correct, weight = reference(logits, labels, np.ones(4), 0.0)
-    assert float(out["weight_sum"]) == 4
+    _, nll, correct, weight = reference(logits, labels, np.ones(4), 0.0)
+    assert float(out["weight_sum"]) == weight == 4
     np.testing.assert_allclose(float(out["nll_sum"]), nll, rtol=1e-6)
     np.testing.assert_allclose(float(out["correct_sum"]), correct)
 

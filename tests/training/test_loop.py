@@ -9,12 +9,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from conftest import tiny_config
 
 from tfm.config import ModelConfig
 from tfm.training.loop import NonFiniteLossError, WorkdirMismatchError, model_differences, run
 from tfm.training.writer import read_metrics
-
-from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +38,7 @@ def test_workdir_holds_everything_a_run_needs(finished):
 
 
 def test_metrics_are_logged_every_n_steps_with_throughput_and_mfu(finished):
-    workdir, _, result = finished
+    workdir, _, _ = finished
     train = read_metrics(str(workdir), "train")
     assert sorted(train) == [2, 4]  # pulled every log_every_steps=2, not every step
     record = train[4]
@@ -101,9 +100,10 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoi
 def test_mixed_precision_step_computes_in_bfloat16_and_keeps_float32_parameters():
     """Traced only (no compilation): the switch reaches the model and the state stays float32."""
     from tfm.models import build_model
-    from tfm.training import state as state_lib, steps
-    from tfm.training.loop import make_schedule, make_tx
+    from tfm.training import state as state_lib
+    from tfm.training import steps
     from tfm.training.config import RunConfig
+    from tfm.training.loop import make_schedule, make_tx
 
     cfg = RunConfig.from_config_dict(tiny_config(**{"model.dtype": "bfloat16", "model.vocab_size": 40}))
     model = build_model(cfg.model)

@@ -10,10 +10,9 @@ import os
 import socket
 
 import pytest
+from conftest import driver_command, start, subprocess_env, tiny_config, train_losses
 
 from tfm.training.loop import run
-
-from conftest import driver_command, start, subprocess_env, tiny_config, train_losses
 
 STEPS = 6
 

@@ -11,12 +11,11 @@ strategies agree to ~4e-7.
 import jax
 import numpy as np
 import pytest
+from conftest import tiny_config, train_losses
 from jax.sharding import PartitionSpec as P
 
 from tfm.training import parallel
 from tfm.training.loop import run
-
-from conftest import tiny_config, train_losses
 
 STEPS = 20
 

@@ -12,11 +12,10 @@ import shutil
 import signal
 
 import pytest
+from conftest import driver_command, start, subprocess_env, tiny_config, train_losses
 
 from tfm.training.checkpoint import CheckpointError
 from tfm.training.loop import run
-
-from conftest import driver_command, start, subprocess_env, tiny_config, train_losses
 
 N = 4
 

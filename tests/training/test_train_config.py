@@ -7,14 +7,13 @@ import jax
 import ml_collections
 import pytest
 from absl import flags
+from conftest import REPO
 from ml_collections import config_flags
 
 from tfm.config import ModelConfig
 from tfm.data.config import DataConfig
 from tfm.training import parallel
 from tfm.training.config import RunConfig, Strategy, TrainConfig, default_config_dict
-
-from conftest import REPO
 
 CONFIG_FILES = sorted((REPO / "configs").glob("*.py"))
 CONFIG_FILES = [p for p in CONFIG_FILES if p.name != "__init__.py"]

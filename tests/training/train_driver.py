@@ -22,16 +22,17 @@ parser.add_argument("--num_processes", type=int, default=None)
 parser.add_argument("--process_id", type=int, default=None)
 args = parser.parse_args()
 
-from tfm.training import parallel  # noqa: E402  (before any JAX backend starts)
+# jax.distributed must start before anything touches a JAX backend
+from tfm.training import parallel
 
 parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
-import logging  # noqa: E402
+import logging
 
-import jax  # noqa: E402
+import jax
 
-from tfm.training.config import RunConfig  # noqa: E402
-from tfm.training.loop import run  # noqa: E402
+from tfm.training.config import RunConfig
+from tfm.training.loop import run
 
 logging.basicConfig(level=logging.WARNING, stream=sys.stdout)
 

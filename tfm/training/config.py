@@ -180,10 +180,10 @@ class TrainConfig:
         return _to_plain_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         return _from_plain_dict(cls, d)
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
@@ -233,7 +233,7 @@ class RunConfig:
 
     # ------------------------------------------------------------------ conversions
     @classmethod
-    def from_config_dict(cls, config: ml_collections.ConfigDict | dict) -> "RunConfig":
+    def from_config_dict(cls, config: ml_collections.ConfigDict | dict) -> RunConfig:
         """Builds (and validates) the dataclasses from a config file's ConfigDict."""
         d = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
         unknown = sorted(set(d) - {"model", "data", "train"})
@@ -250,7 +250,7 @@ class RunConfig:
         return {"model": self.model.to_dict(), "data": self.data.to_dict(),
                 "train": self.train.to_dict()}
 
-    def replace(self, **changes) -> "RunConfig":
+    def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
 

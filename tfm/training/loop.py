@@ -335,7 +335,7 @@ class _Setup:
     eval_step: Callable
 
     @classmethod
-    def build(cls, config: RunConfig, workdir: str) -> "_Setup":
+    def build(cls, config: RunConfig, workdir: str) -> _Setup:
         train = config.train
         # strategy and batch sizes first: a bad combination fails before any work
         parallel = parallel_lib.make_parallel(train)

@@ -35,7 +35,8 @@ class MetricWriter:
         if not enabled:
             return
         os.makedirs(workdir, exist_ok=True)
-        self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")
+        # open for the writer's lifetime (closed by close()), appended to on resume
+        self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")  # noqa: SIM115
         try:
             from tensorboardX import SummaryWriter
 
