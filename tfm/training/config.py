@@ -73,10 +73,13 @@ class TrainConfig:
       label_smoothing: eps_ls of the paper (0.1); see :mod:`tfm.losses`.
       strategy: single device, pmap, or sharded (see :class:`Strategy`). The default is
         sharded with mesh_data=-1, mesh_fsdp=1, i.e. plain data parallelism over every device
-        through jax.jit: it was the fastest of the three in our measurement (numbers model,
-        8 CPU devices: ~136 ms/step sharded, ~217 pmap, ~270 single), pmap is in maintenance
-        mode since JAX 0.8 and itself built on jit + shard_map, and the same path shards the
-        parameters (mesh_fsdp > 1) when a model does not fit replicated.
+        through jax.jit. Measured (numbers model, batch 64, interleaved rounds, best of 6):
+        one CPU device: single 115 ms/step, pmap 118, sharded 116; 8 simulated devices on 2
+        cores: single 249, pmap 224, sharded 8x1 222, 2x4 219, 1x8 237 -- equal within noise,
+        which is what one expects now that pmap is itself built on jit + shard_map (JAX >= 0.8,
+        maintenance mode). Sharded wins on everything else: one code path from one device to
+        FSDP (mesh_fsdp > 1) for models that do not fit replicated, global arrays across hosts,
+        no leading device axis on the state.
       mesh_data, mesh_fsdp: sharded strategy mesh shape; -1 in one of them means "all the
         remaining devices". Parameters and optimiser state are sharded over 'fsdp'; the batch
         over both axes.
