@@ -107,7 +107,7 @@ def initialize_distributed(
 # ---------------------------------------------------------------------- the interface
 class Parallel:
     """Base class; see the module docstring. ``num_devices`` counts every device of every
-    process taking part; ``num_replicas`` the ways the batch is split."""
+    process taking part (the batch is split that many ways)."""
 
     strategy: Strategy
     num_devices: int
