@@ -56,22 +56,26 @@ def time_compile(jit_fn: Callable, *args) -> tuple[Callable, float]:
 
 def time_steps(
     step: Callable[[Any], tuple[Any, Any]], carry: Any, *, n_warmup: int, n_steps: int
-) -> tuple[Any, list[float]]:
+) -> tuple[Any, list[float], list[float]]:
     """Runs ``carry, out = step(carry)`` repeatedly and times each call to completion.
 
     Each step is timed from dispatch until its outputs are ready (``jax.block_until_ready``),
-    so the times are true per-step latencies. Returns (final carry, n_steps times in seconds).
+    so the times are true per-step latencies. Returns (final carry, wall seconds per step,
+    process CPU seconds per step). The CPU seconds add up every thread of this process; on a
+    machine shared with other work they change much less than wall time does.
     """
     for _ in range(n_warmup):
         carry, out = step(carry)
         jax.block_until_ready(out)
-    times = []
+    times, cpu_times = [], []
     for _ in range(n_steps):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         carry, out = step(carry)
         jax.block_until_ready((carry, out))
         times.append(time.perf_counter() - t0)
-    return carry, times
+        cpu_times.append(time.process_time() - c0)
+    return carry, times, cpu_times
 
 
 def time_pipelined(step: Callable[[Any], tuple[Any, Any]], carry: Any, *, n_steps: int) -> tuple[Any, float]:
@@ -102,20 +106,29 @@ def matmul_peak(n: int = 2048, dtype: Any = jnp.float32, repeats: int = 10) -> d
 
     Returns the best and the median of ``repeats`` timed calls (after one warm-up). The best
     is the peak used for MFU on CPU (interference from other processes only ever slows a call
-    down); the median shows how steady the machine was.
+    down); the median shows how steady the machine was. ``flops_per_cpu_s`` is FLOPs per
+    process CPU-second (all threads), the per-core rate that :func:`time_steps`' CPU times
+    compare with.
     """
     key_a, key_b = jax.random.split(jax.random.key(0))
     a = jax.random.normal(key_a, (n, n), dtype)
     b = jax.random.normal(key_b, (n, n), dtype)
     mm = jax.jit(jnp.matmul)
     mm(a, b).block_until_ready()
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         mm(a, b).block_until_ready()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     flop = 2.0 * n**3
-    return {"flops_best": flop / min(times), "flops_median": flop / statistics.median(times), "n": n}
+    return {
+        "flops_best": flop / min(times),
+        "flops_median": flop / statistics.median(times),
+        "flops_per_cpu_s": flop / statistics.median(cpu_times),
+        "n": n,
+    }
 
 
 def device_peak(device: jax.Device | None = None) -> float | None:

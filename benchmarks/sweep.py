@@ -6,7 +6,8 @@ Each variant runs in its own process (XLA flags are fixed when a process starts)
 variants take turns, ``--rounds`` times (A B C A B C ...), so that a burst of load from other
 processes on a shared machine hits every variant alike. The table reports, per variant, the
 median over rounds of: step time, tokens/s, MFU (each run against the matmul peak it measured
-itself), pipelined step time and compile time. Results: benchmarks/results/sweep_<config>.json.
+itself), pipelined step time, compile time, and the CPU-time MFU (FLOPs per process
+CPU-second over the matmul's: the number least disturbed by other processes). Results: benchmarks/results/sweep_<config>.json.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ VARIANTS: dict[str, list[str]] = {
     "no_xnn": ["--xla-flags=--xla_cpu_use_xnnpack=false"],
     "onednn": ["--xla-flags=--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true"],
     "one_thread": ["--xla-flags=--xla_cpu_multi_thread_eigen=false"],
+    # data parallelism over the cores: the host split into 2 XLA CPU devices
+    "pmap2": ["--xla-flags=none", "--strategy", "pmap", "--devices", "2"],
+    "sharded2": ["--xla-flags=none", "--strategy", "sharded", "--devices", "2"],
+    "scan_sharded2": ["--xla-flags=none", "--strategy", "sharded", "--devices", "2", "--set", "scan_layers=true"],
 }
 
 
@@ -89,6 +94,8 @@ def main(argv=None) -> None:
             pipe_ms=med(rs, lambda r: r["pipelined_step_s"] * 1e3),
             compile_s=med(rs, lambda r: r["compile_s"]),
             mfu=med(rs, lambda r: r["mfu"] and r["mfu"] * 100),
+            mfu_cpu=med(rs, lambda r: r.get("mfu_cpu_time") and r["mfu_cpu_time"] * 100),
+            cpu_ms=med(rs, lambda r: r.get("cpu_s_per_step") and r["cpu_s_per_step"] * 1e3),
             peak=med(rs, lambda r: r["peak_flops_per_s"] and r["peak_flops_per_s"] / 1e9),
             mem=med(rs, lambda r: r["peak_memory"]["bytes"] / 2**20),
             loss=med(rs, lambda r: r["final_loss"]),
@@ -97,7 +104,7 @@ def main(argv=None) -> None:
     common.print_table(rows, [
         ("name", "variant", "s"), ("tok_s", "tokens/s", ".0f"), ("step_ms", "step ms", ".1f"),
         ("pipe_ms", "pipelined ms", ".1f"), ("compile_s", "compile s", ".1f"), ("mfu", "MFU %", ".1f"),
-        ("peak", "peak GFLOP/s", ".0f"), ("mem", "peak MiB", ".0f"), ("n", "runs", "d"),
+        ("cpu_ms", "CPU ms/step", ".0f"), ("mfu_cpu", "CPU-time MFU %", ".1f"), ("peak", "peak GFLOP/s", ".0f"), ("mem", "peak MiB", ".0f"), ("n", "runs", "d"),
     ])
     path = common.write_json(f"sweep_{args.config}", {
         "config": args.config, "rounds": args.rounds, "rows": rows, "runs": runs,

@@ -33,11 +33,12 @@ import sys
 CPU_XLA_FLAGS = ""
 GPU_XLA_FLAGS = " ".join(
     [
-        # Overlap communication and compute; these are the flags JAX's GPU performance guide
-        # (docs/gpu_performance_tips) recommends for single-host training. Unmeasured here.
+        # From JAX's GPU performance tips (docs/gpu_performance_tips.md): schedule to overlap
+        # independent work, and cuBLAS rather than Triton for the large bf16 GEMMs.
+        # NOT yet measured on a GPU (no GPU in the sessions so far): compare with
+        # `sweep.py --config gpu_gpt2_small --variants baseline,recommended` before trusting them.
         "--xla_gpu_enable_latency_hiding_scheduler=true",
         "--xla_gpu_enable_triton_gemm=false",
-        "--xla_gpu_enable_command_buffer=",
     ]
 )
 
@@ -91,7 +92,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     set_xla_flags(args)
 
-    import dataclasses  # noqa: F401 (after the flags: nothing below may import jax earlier)
+    import statistics
 
     import jax
     import jax.numpy as jnp
@@ -145,7 +146,7 @@ def main(argv=None) -> dict:
     def step(st):
         return compiled(st, batch, rng)
 
-    state, times = common.time_steps(step, state, n_warmup=args.warmup, n_steps=args.steps)
+    state, times, cpu_times = common.time_steps(step, state, n_warmup=args.warmup, n_steps=args.steps)
     state, pipelined_s = common.time_pipelined(step, state, n_steps=args.steps)
     _, metrics = step(state)
     metrics = jax.tree.map(lambda x: np.asarray(x).reshape(-1)[0], metrics)  # pmap: per device
@@ -155,9 +156,13 @@ def main(argv=None) -> dict:
     timing = common.summarize(times)
     flop = common.flop_breakdown(cfg, bench.length, bench.source_length)
     flops_per_step = flop["flops_per_token"] * tokens_per_step
+    cpu_s = statistics.median(cpu_times)
+    mfu_cpu_time = None
     if device.platform == "cpu":
         peaks = [p for p in (peak_before, peak_after) if p]
         peak = max(p["flops_best"] for p in peaks) if peaks else None
+        if peaks:  # FLOPs per CPU-second of the step over those of the matmul
+            mfu_cpu_time = flops_per_step / cpu_s / max(p["flops_per_cpu_s"] for p in peaks)
         peak_kind = "measured float32 2048^3 jnp.matmul, best of the run"
     else:
         peak = common.device_peak(device)
@@ -189,6 +194,8 @@ def main(argv=None) -> dict:
         "matmul_peak_before": peak_before,
         "matmul_peak_after": peak_after,
         "mfu": achieved / peak if peak else None,
+        "cpu_s_per_step": cpu_s,
+        "mfu_cpu_time": mfu_cpu_time,
         "mfu_pipelined": flops_per_step / pipelined_s / peak if peak else None,
         "peak_memory": memory,
         "final_loss": loss,
@@ -205,6 +212,7 @@ def main(argv=None) -> dict:
         gflops=achieved / 1e9,
         peak=(peak or float("nan")) / 1e9,
         mfu=(result["mfu"] or float("nan")) * 100,
+        mfu_cpu=(mfu_cpu_time or float("nan")) * 100,
         mem=memory["bytes"] / 2**20,
     )
     common.print_table(
@@ -219,6 +227,7 @@ def main(argv=None) -> dict:
             ("gflops", "model GFLOP/s", ".1f"),
             ("peak", "peak GFLOP/s", ".1f"),
             ("mfu", "MFU %", ".1f"),
+            ("mfu_cpu", "CPU-time MFU %", ".1f"),
             ("mem", "peak mem MiB", ".0f"),
         ],
     )
