@@ -177,14 +177,12 @@ def make_train_step(
 
         # optax mixes float and int32 (bias correction `b ** count`), which strict dtype
         # promotion (on in the tests) rejects; our own code above stays strict.
+        # The same holds for optax's schedules (warmup_cosine), whose value is logged below.
         with jax.numpy_dtype_promotion("standard"):
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            learning_rate = jnp.asarray(schedule(state.step), jnp.float32)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(
-            stats,
-            grad_norm=optax.tree.norm(grads),
-            learning_rate=jnp.asarray(schedule(state.step), jnp.float32),
-        )
+        metrics = dict(stats, grad_norm=optax.tree.norm(grads), learning_rate=learning_rate)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, metrics
 
