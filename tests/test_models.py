@@ -151,16 +151,18 @@ def test_scan_and_remat_compute_the_same_function_as_unrolled(name):
     cfg = get_preset(name)
     model, params = init(cfg)
     x = tuple(tokens(i, (2, 7)) for i in range(len(dummy_inputs(cfg))))
-    ref = model.apply({"params": params}, *x)
-    grad_ref = jax.grad(lambda p: model.apply({"params": p}, *x).sum())(params)
+    ref = jax.jit(model.apply)({"params": params}, *x)
+    grad_ref = jax.jit(jax.grad(lambda p: model.apply({"params": p}, *x).sum()))(params)
     scanned = _stack_layers(params)
-    for scan, remat in [(True, "none"), (True, "full"), (False, "full"), (True, "dots")]:
+    for scan, remat in [(True, "none"), (False, "full"), (True, "dots")]:
         variant = build_model(cfg.replace(scan_layers=scan, remat=remat))
         p = scanned if scan else params
-        shapes = jax.tree.map(jnp.shape, nn.meta.unbox(variant.init(jax.random.key(0), *x))["params"])
+        abstract = jax.eval_shape(lambda: variant.init(jax.random.key(0), *x))
+        shapes = jax.tree.map(jnp.shape, nn.meta.unbox(abstract)["params"])
         assert shapes == jax.tree.map(jnp.shape, p)
-        np.testing.assert_allclose(np.asarray(variant.apply({"params": p}, *x)), np.asarray(ref), rtol=1e-5, atol=1e-5)
-        g = jax.grad(lambda p: variant.apply({"params": p}, *x).sum())(p)
+        out = jax.jit(variant.apply)({"params": p}, *x)
+        np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
+        g = jax.jit(jax.grad(lambda p: variant.apply({"params": p}, *x).sum()))(p)
         g_ref = _stack_layers(grad_ref) if scan else grad_ref
         for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
