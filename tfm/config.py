@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class Arch(str, enum.Enum):
@@ -52,8 +52,53 @@ class Pooling(str, enum.Enum):
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
+class ConfigBase:
+    """What tfm's frozen config dataclasses share (ModelConfig, DataConfig, TrainConfig).
+
+    Enum fields (listed in ``_ENUMS``) accept their string values (config files, JSON) and
+    store the enum, with an error naming the field for an unknown value; ``validate()`` runs on
+    construction; ``to_dict``/``from_dict`` round-trip through plain JSON-able dicts.
+    """
+
+    _ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {}
+
+    def __post_init__(self):
+        name = type(self).__name__
+        for field, enum_cls in self._ENUMS.items():
+            value = getattr(self, field)
+            if not isinstance(value, enum_cls):
+                try:
+                    object.__setattr__(self, field, enum_cls(value))
+                except ValueError:
+                    valid = ", ".join(repr(m.value) for m in enum_cls)
+                    raise ValueError(f"{name}.{field}: unknown value {value!r}; expected one of {valid}") from None
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first offending field (subclasses override)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (enums as their string values)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.value if isinstance(value, enum.Enum) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(ConfigBase):
     """Everything that defines the network. Sizes use the paper's names.
 
     Attributes:
@@ -117,19 +162,14 @@ class ModelConfig:
     attention_impl: str = "auto"
     rope_base: float = 10000.0
 
-    def __post_init__(self):
-        # Accept plain strings for the enums (config files, JSON) and store the enum.
-        for field, enum_cls in _ENUM_FIELDS.items():
-            value = getattr(self, field)
-            if not isinstance(value, enum_cls):
-                try:
-                    object.__setattr__(self, field, enum_cls(value))
-                except ValueError:
-                    valid = ", ".join(repr(m.value) for m in enum_cls)
-                    raise ValueError(
-                        f"ModelConfig.{field}: unknown value {value!r}; expected one of {valid}"
-                    ) from None
-        self.validate()
+    _ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {
+        "arch": Arch,
+        "activation": Activation,
+        "norm": NormPosition,
+        "positional": PositionalKind,
+        "remat": Remat,
+        "pooling": Pooling,
+    }
 
     # ------------------------------------------------------------------ derived sizes
     @property
@@ -182,36 +222,6 @@ class ModelConfig:
                 "ModelConfig.vocab_size=0: the vocabulary size is unknown; set it, or let the "
                 "training loop take it from the tokenizer"
             )
-
-    # ------------------------------------------------------------------ (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (enums as their string values)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = value.value if isinstance(value, enum.Enum) else value
-        return out
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"ModelConfig: unknown field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
-
-    def replace(self, **changes) -> "ModelConfig":
-        return dataclasses.replace(self, **changes)
-
-
-_ENUM_FIELDS = {
-    "arch": Arch,
-    "activation": Activation,
-    "norm": NormPosition,
-    "positional": PositionalKind,
-    "remat": Remat,
-    "pooling": Pooling,
-}
 
 
 # ---------------------------------------------------------------------- presets

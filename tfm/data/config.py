@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any
+from typing import ClassVar
+
+from tfm.config import ConfigBase
 
 
 class Dataset(str, enum.Enum):
@@ -64,7 +66,7 @@ ARCH_OF_TASK: dict[Task, str] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(ConfigBase):
     """Everything that defines the data a model is trained and evaluated on.
 
     Attributes:
@@ -146,19 +148,11 @@ class DataConfig:
     numbers_test_size: int = 2000
     numbers_split_seed: int = 0
 
-    def __post_init__(self):
-        # Accept plain strings for the enums (config files, JSON) and store the enum.
-        for field, enum_cls in _ENUM_FIELDS.items():
-            value = getattr(self, field)
-            if not isinstance(value, enum_cls):
-                try:
-                    object.__setattr__(self, field, enum_cls(value))
-                except ValueError:
-                    valid = ", ".join(repr(m.value) for m in enum_cls)
-                    raise ValueError(
-                        f"DataConfig.{field}: unknown value {value!r}; expected one of {valid}"
-                    ) from None
-        self.validate()
+    _ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {
+        "dataset": Dataset,
+        "tokenizer": TokenizerKind,
+        "overlong": Overlong,
+    }
 
     # ------------------------------------------------------------------ derived
     @property
@@ -221,30 +215,3 @@ class DataConfig:
                 fail("tokens_per_batch", "must hold at least one example of the maximum length")
         if self.pack and self.task is Task.CLASSIFICATION:
             fail("pack", "classification examples cannot be packed (one label per row)")
-
-    # ------------------------------------------------------------------ (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (enums as their string values)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = value.value if isinstance(value, enum.Enum) else value
-        return out
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DataConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"DataConfig: unknown field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
-
-    def replace(self, **changes) -> "DataConfig":
-        return dataclasses.replace(self, **changes)
-
-
-_ENUM_FIELDS = {
-    "dataset": Dataset,
-    "tokenizer": TokenizerKind,
-    "overlong": Overlong,
-}

@@ -19,12 +19,12 @@ import dataclasses
 import enum
 import types
 import typing
-from typing import Any
+from typing import Any, ClassVar
 
 import ml_collections
 from ml_collections import config_dict
 
-from tfm.config import ModelConfig
+from tfm.config import ConfigBase, ModelConfig
 from tfm.data.config import DataConfig
 
 
@@ -48,7 +48,7 @@ class Schedule(str, enum.Enum):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigBase):
     """Everything about how a model is trained (not what it is, nor what it reads).
 
     The global batch size is ``DataConfig.batch_size`` (rows per optimiser step, all hosts and
@@ -128,9 +128,9 @@ class TrainConfig:
     peak_flops_per_device: float = 0.0
     progress_bar: bool = True
 
-    def __post_init__(self):
-        _coerce_enums(self, "TrainConfig", _TRAIN_ENUMS)
-        self.validate()
+    _ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {
+        "optimizer": Optimizer, "schedule": Schedule, "strategy": Strategy,
+    }
 
     def validate(self) -> None:
         """Raises ValueError naming the first offending field."""
@@ -179,18 +179,7 @@ class TrainConfig:
             if not isinstance(getattr(self, field), bool):
                 fail(field, "must be a bool")
 
-    def to_dict(self) -> dict[str, Any]:
-        return _to_plain_dict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        return _from_plain_dict(cls, d)
-
-    def replace(self, **changes) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
-
-
-_TRAIN_ENUMS = {"optimizer": Optimizer, "schedule": Schedule, "strategy": Strategy}
 
 # ModelConfig fields that change how the same network is computed, not which network it is:
 # a workdir may be resumed with different values of these (e.g. turning mixed precision on).
@@ -296,31 +285,3 @@ def _non_none_type(hint) -> type:
             return args[0]
     return object
 
-
-def _coerce_enums(obj, name: str, enums: dict[str, type[enum.Enum]]) -> None:
-    for field, enum_cls in enums.items():
-        value = getattr(obj, field)
-        if not isinstance(value, enum_cls):
-            try:
-                object.__setattr__(obj, field, enum_cls(value))
-            except ValueError:
-                valid = ", ".join(repr(m.value) for m in enum_cls)
-                raise ValueError(
-                    f"{name}.{field}: unknown value {value!r}; expected one of {valid}"
-                ) from None
-
-
-def _to_plain_dict(obj) -> dict[str, Any]:
-    out = {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        out[f.name] = value.value if isinstance(value, enum.Enum) else value
-    return out
-
-
-def _from_plain_dict(cls, d: dict[str, Any]):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known fields: {sorted(known)}")
-    return cls(**d)
