@@ -70,8 +70,7 @@ def forward(
             deterministic=deterministic,
             rngs=rngs,
         )
-        targets = batch["targets"]
-    elif arch is Arch.DECODER_LM:
+    else:  # decoder_lm and encoder_classifier take the same inputs
         logits = model.apply(
             variables,
             batch["inputs"],
@@ -80,19 +79,7 @@ def forward(
             deterministic=deterministic,
             rngs=rngs,
         )
-        targets = batch["targets"]
-    elif arch is Arch.ENCODER_CLASSIFIER:
-        logits = model.apply(
-            variables,
-            batch["inputs"],
-            segment_ids=get("segment_ids"),
-            positions=get("positions"),
-            deterministic=deterministic,
-            rngs=rngs,
-        )
-        targets = batch["label"]
-    else:  # pragma: no cover - Arch is exhaustive
-        raise ValueError(f"unknown arch {arch}")
+    targets = batch["label"] if arch is Arch.ENCODER_CLASSIFIER else batch["targets"]
     return logits, targets, get("weights")
 
 
