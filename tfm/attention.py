@@ -127,7 +127,7 @@ def scaled_dot_product_attention(
     dropout_active = dropout_rate > 0.0 and not deterministic
     if _use_cudnn(q, dropout_active, implementation):
         if mask is not None:
-            mask = jnp.broadcast_to(mask, (q.shape[0], 1, q.shape[1], k.shape[1]))
+            mask = jnp.broadcast_to(mask, (q.shape[0], mask.shape[1], q.shape[1], k.shape[1]))
         out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation="cudnn")
         if mask is not None:  # cuDNN leaves rows with no valid key undefined: zero them as the reference does
             out = jnp.where(mask.any(-1).transpose(0, 2, 1)[..., None], out, 0)
