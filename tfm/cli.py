@@ -44,15 +44,11 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
     if args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1 or args.num_samples < 1:
         parser.error("need --temperature >= 0, --top_k >= 0, 0 < --top_p <= 1, --num_samples >= 1")
 
-    _quiet_logs()
-    from tfm import inference
-    from tfm.config import Arch
-
-    try:
-        lm = inference.load(args.workdir, step=args.step, arch=Arch.DECODER_LM)
-    except inference.WorkdirError as e:
-        print(f"error: {e}", file=sys.stderr)
+    lm = _load(args, "decoder_lm")
+    if lm is None:
         return 2
+    from tfm import inference
+
     samples = inference.generate(
         lm, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, seed=args.seed, num_samples=args.num_samples,
@@ -62,6 +58,19 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
             print("\n---------------")
         print(args.prompt + text)
     return 0
+
+
+def _load(args: argparse.Namespace, arch: str):
+    """The model of ``args.workdir`` (a tfm.inference.Pretrained), or None after printing to
+    stderr why that workdir cannot be used (missing parts, wrong model kind)."""
+    _quiet_logs()
+    from tfm import inference  # imported late: --help and argument errors stay fast
+
+    try:
+        return inference.load(args.workdir, step=args.step, arch=arch)
+    except inference.WorkdirError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
 
 
 def translate_main(argv: Sequence[str] | None = None) -> int:
@@ -82,15 +91,11 @@ def translate_main(argv: Sequence[str] | None = None) -> int:
     if args.beam_size < 1 or args.batch_size < 1 or args.extra_len < 1:
         parser.error("--beam_size, --batch_size and --extra_len must be >= 1")
 
-    _quiet_logs()
-    from tfm import inference
-    from tfm.config import Arch
-
-    try:
-        mt = inference.load(args.workdir, step=args.step, arch=Arch.ENCODER_DECODER)
-    except inference.WorkdirError as e:
-        print(f"error: {e}", file=sys.stderr)
+    mt = _load(args, "encoder_decoder")
+    if mt is None:
         return 2
+    from tfm import inference
+
     sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
     translations = inference.translate(
         mt, sentences, beam_size=args.beam_size, alpha=args.alpha, extra_len=args.extra_len,
