@@ -83,6 +83,11 @@ class DataConfig(ConfigBase):
       vocab_size: SentencePiece vocabulary size, including pad/bos/eos/unk. A soft limit: on a
         small corpus the trained vocabulary may come out smaller (the model's vocab_size must
         be taken from ``tokenizer.vocab_size``, never from here). Unused for ``char``.
+      tokenizer_character_coverage: SentencePiece's character_coverage: the fraction of the
+        training text's characters that get their own piece; the rarest rest become unk. 1.0
+        (SentencePiece's advice for alphabetic languages) keeps every character: at 0.9995 the
+        numbers task lost its only rare letter, the "ö" of "zwölf", and could never produce it.
+        Below 1 only for large-alphabet text (0.9995 for Chinese or Japanese). Unused for ``char``.
       tokenizer_max_examples: at most this many training examples (the first ones of a large
         TFDS split, else a fixed-seed sample) build the tokenizer; a streamed LM text is split
         into lines for SentencePiece and used whole for the character vocabulary.
@@ -130,6 +135,7 @@ class DataConfig(ConfigBase):
     valid_fraction: float = 0.1
     tokenizer: TokenizerKind = TokenizerKind.SENTENCEPIECE
     vocab_size: int = 256
+    tokenizer_character_coverage: float = 1.0
     tokenizer_max_examples: int = 10_000
     chunk_size: int = 100_000
     max_len: int = 16
@@ -194,6 +200,9 @@ class DataConfig(ConfigBase):
             fail("max_target_len", "must be at least 2 (a token and eos)")
         if not is_int(self.vocab_size) or self.vocab_size < 8:
             fail("vocab_size", "must be an integer >= 8 (4 ids are reserved: pad, bos, eos, unk)")
+        coverage = self.tokenizer_character_coverage
+        if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0.9 <= coverage <= 1.0:
+            fail("tokenizer_character_coverage", "must be in [0.9, 1] (1.0 keeps every character)")
         if not isinstance(self.valid_fraction, (int, float)) or not 0.0 < self.valid_fraction < 1.0:
             fail("valid_fraction", "must be in (0, 1)")
         if self.dataset is Dataset.TEXT_FILE and not self.text_file:

@@ -267,7 +267,8 @@ def build_tokenizer(cfg: DataConfig) -> Tokenizer:
     if cfg.tokenizer is TokenizerKind.CHAR:
         return tokenizers_lib.CharTokenizer.train(texts)
     return tokenizers_lib.SentencePieceTokenizer.train(
-        texts, cfg.vocab_size, max_sentences=max(len(texts), 1), seed=cfg.shuffle_seed)
+        texts, cfg.vocab_size, max_sentences=max(len(texts), 1), seed=cfg.shuffle_seed,
+        character_coverage=cfg.tokenizer_character_coverage)
 
 
 def get_tokenizer(cfg: DataConfig, workdir: str | os.PathLike | None = None,

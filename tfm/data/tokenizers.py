@@ -168,9 +168,12 @@ class SentencePieceTokenizer(Tokenizer):
         *,
         max_sentences: int = 300_000,
         seed: int = 0,
-        character_coverage: float = 0.9995,
+        character_coverage: float = 1.0,
     ) -> "SentencePieceTokenizer":
         """Trains a unigram model on ``texts`` (at most ``max_sentences``, sampled with ``seed``).
+
+        ``character_coverage`` < 1 maps the rarest characters (that fraction of the text's
+        characters is covered) to unk; 1.0 keeps them all.
 
         ``vocab_size`` is a soft limit: on a small corpus the model may come out smaller.
         """
