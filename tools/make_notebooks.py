@@ -203,8 +203,8 @@ learn a *non-monotonic* alignment — a real translation problem in miniature. W
 paper's encoder-decoder (small), watch the loss, translate held-out numbers with beam search,
 and look at where the decoder's cross-attention looks.
 
-Set `TFM_NOTEBOOK_SMALL=1` for a one-minute run (the test suite does); the full budget (about 10 minutes
-on 2 CPU cores) reaches about 97% exact match.
+Set `TFM_NOTEBOOK_SMALL=1` for a one-minute run (the test suite does); the full budget (about 9 minutes
+on 2 CPU cores) reaches about 99.8% exact match.
 """)
 code(r"""
 import os
@@ -227,8 +227,9 @@ md(r"""
 ## Configure and train
 
 The same settings as `configs/numbers.py`: a post-LN encoder-decoder with 2+2 layers of width
-128, the paper's Adam (β₂ = 0.98, ε = 1e-9), its inverse-square-root warmup schedule and label
-smoothing 0.1, and no dropout (a million distinct training numbers cannot be memorised).
+128, the paper's Adam (β₂ = 0.98, ε = 1e-9) and label smoothing 0.1, a linear warm-up then
+cosine decay to zero (on a budget this short it beats the paper's inverse-square-root schedule,
+which never anneals), and no dropout (a million distinct training numbers cannot be memorised).
 `run` writes everything to the workdir; running this cell again resumes there.
 """)
 code(r"""
@@ -236,9 +237,12 @@ cd = default_config_dict()            # every default, from the dataclasses
 cd.model.update(d_model=128, num_heads=4, num_layers=2, d_ff=512, max_len=64, dropout_rate=0.0)
 cd.train.update(
     num_steps=400 if SMALL else 4000,
-    warmup_steps=200 if SMALL else 400,
+    schedule="warmup_cosine",
+    learning_rate=3e-3,
+    end_learning_rate_ratio=0.0,
+    warmup_steps=100 if SMALL else 400,
     log_every_steps=20,
-    eval_every_steps=200 if SMALL else 500,
+    eval_every_steps=200 if SMALL else 1000,
     checkpoint_every_steps=200 if SMALL else 500,
     eval_decode_examples=128 if SMALL else 512,
     progress_bar=False,
