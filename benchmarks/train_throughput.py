@@ -66,6 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(--xla_force_host_platform_device_count), for --strategy pmap/sharded")
     p.add_argument("--no-donate", action="store_true", help="do not donate the state to the step")
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="then trace N more steps with jax.profiler and print where the time goes, "
+                        "per HLO op and per category (benchmarks/op_profile.py)")
     p.add_argument("--name", default=None, help="JSON file name (default: the config name)")
     p.add_argument("--out-dir", default=None, help="directory of the JSON (default benchmarks/results)")
     return p.parse_args(argv)
@@ -100,6 +103,7 @@ def main(argv=None) -> dict:
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import common
+    import op_profile
     from bench_configs import get_bench_config
 
     from tfm.models import build_model
@@ -148,6 +152,11 @@ def main(argv=None) -> dict:
 
     state, times, cpu_times = common.time_steps(step, state, n_warmup=args.warmup, n_steps=args.steps)
     state, pipelined_s = common.time_pipelined(step, state, n_steps=args.steps)
+    profile = None
+    if args.profile:
+        state, events, wall_s = op_profile.trace_ops(step, state, args.profile)
+        profile = op_profile.summarize(events, compiled.as_text(), args.profile)
+        profile["wall_ms"] = wall_s * 1e3
     _, metrics = step(state)
     metrics = jax.tree.map(lambda x: np.asarray(x).reshape(-1)[0], metrics)  # pmap: per device
     loss = float(metrics["loss_sum"] / metrics["weight_sum"])
@@ -200,6 +209,7 @@ def main(argv=None) -> dict:
         "peak_memory": memory,
         "final_loss": loss,
         "model_config": cfg.to_dict(),
+        "profile": profile,
         "machine": common.machine_info(),
     }
     row = dict(
@@ -231,6 +241,8 @@ def main(argv=None) -> dict:
             ("mem", "peak mem MiB", ".0f"),
         ],
     )
+    if profile:
+        op_profile.print_summary(profile, timing["median_s"] * 1e3)
     path = common.write_json(result["name"], result, args.out_dir)
     print(f"wrote {path}")
     return result

@@ -71,6 +71,36 @@ def test_train_throughput_runs(tmp_path):
     assert saved["flops"]["flops_per_token"] > 0
 
 
+def test_op_profile_times_every_op_and_counts_matmul_flops():
+    import jax.numpy as jnp
+    import numpy as np
+    import op_profile
+
+    m, k, n, p = 48, 32, 24, 16
+    f = jax.jit(lambda a, b, c: jnp.maximum(a @ b, 0.0) @ c)
+    args = [jnp.asarray(np.random.default_rng(i).standard_normal(s), jnp.float32)
+            for i, s in enumerate([(m, k), (k, n), (n, p)])]
+    compiled = f.lower(*args).compile()
+    _, events, wall = op_profile.trace_ops(lambda c: (c, compiled(*args)), None, 3)
+    summary = op_profile.summarize(events, compiled.as_text(), 3)
+    assert wall > 0 and summary["busy_ms"] > 0
+    # Both products ran (as dots or inside fusions) and their FLOPs are read off the HLO.
+    assert sum(r["flops"] for r in summary["ops"]) == 2 * m * k * n + 2 * m * n * p
+    assert summary["categories"][0]["ms"] == max(c["ms"] for c in summary["categories"])
+
+
+def test_train_throughput_profile(tmp_path):
+    import train_throughput
+
+    with jax.numpy_dtype_promotion("standard"):
+        train_throughput.main(["--config", "tiny", "--steps", "1", "--warmup", "0", "--no-peak",
+                               "--profile", "2", "--out-dir", str(tmp_path)])
+    profile = json.loads((tmp_path / "tiny.json").read_text())["profile"]
+    assert profile["wall_ms"] > 0 and profile["ops"]
+    matmul = [c for c in profile["categories"] if c["category"] == "matmul"]
+    assert matmul and matmul[0]["flops"] > 0
+
+
 def test_matmul_peak_small():
     peak = common.matmul_peak(n=64, repeats=2)
     assert peak["flops_best"] >= peak["flops_median"] > 0
