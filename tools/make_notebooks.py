@@ -203,8 +203,8 @@ learn a *non-monotonic* alignment — a real translation problem in miniature. W
 paper's encoder-decoder (small), watch the loss, translate held-out numbers with beam search,
 and look at where the decoder's cross-attention looks.
 
-Set `TFM_NOTEBOOK_SMALL=1` for a one-minute run (the test suite does); the full budget (about 9 minutes
-on 2 CPU cores) reaches about 99.8% exact match.
+Set `TFM_NOTEBOOK_SMALL=1` for a one-minute run (the test suite does); the full budget (about 7 minutes
+on 2 CPU cores) reaches about 99.9% exact match.
 """)
 code(r"""
 import os
