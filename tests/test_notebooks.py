@@ -12,7 +12,6 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-from conftest import SHARED_DATA
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -22,11 +21,13 @@ def test_notebooks_exist():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_and_draws(path, tmp_path, monkeypatch):
+def test_notebook_runs_and_draws(path, tmp_path, monkeypatch, request):
     nb = nbformat.read(path, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name} is stored with outputs"
     if "shakespeare" in path.stem:  # offline, it trains on the shared copy of the text
-        text = SHARED_DATA / "tinyshakespeare.txt"
+        # the fixture, not an import of conftest: with tests/training/conftest.py collected
+        # first, "from conftest import" finds that module instead
+        text = request.getfixturevalue("shared_data") / "tinyshakespeare.txt"
         if not text.is_file():
             pytest.skip(f"{text} not present (and TFDS cannot download here)")
         monkeypatch.setenv("TFM_TEXT_FILE", str(text))
