@@ -10,9 +10,27 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import types
 from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def make_module_callable(module_name: str, function_name: str) -> None:
+    """Makes module ``module_name`` callable as ``tfm.inference.<function_name>``.
+
+    ``tfm.generate`` and ``tfm.translate`` are both library functions and ``python -m`` modules;
+    importing the module rebinds the package attribute to it, and this keeps ``tfm.X(...)``
+    working. The function is looked up at call time (so it can be patched in tests).
+    """
+
+    class _CallableModule(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            from tfm import inference
+
+            return getattr(inference, function_name)(*args, **kwargs)
+
+    sys.modules[module_name].__class__ = _CallableModule
 
 
 def _quiet_logs() -> None:

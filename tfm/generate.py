@@ -7,18 +7,10 @@ made callable with the function's signature: ``tfm.generate(...)`` works either 
 """
 
 import sys
-import types
 
-from tfm import inference
-from tfm.cli import generate_main
+from tfm.cli import generate_main, make_module_callable
 
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        return inference.generate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, "generate")
 
 if __name__ == "__main__":
     sys.exit(generate_main())

@@ -7,18 +7,10 @@ made callable with the function's signature: ``tfm.translate(...)`` works either
 """
 
 import sys
-import types
 
-from tfm import inference
-from tfm.cli import translate_main
+from tfm.cli import make_module_callable, translate_main
 
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        return inference.translate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, "translate")
 
 if __name__ == "__main__":
     sys.exit(translate_main())
