@@ -42,6 +42,7 @@ VARIANTS: dict[str, list[str]] = {
     # data parallelism over the cores: the host split into 2 XLA CPU devices
     "pmap2": ["--xla-flags=none", "--strategy", "pmap", "--devices", "2"],
     "sharded2": ["--xla-flags=none", "--strategy", "sharded", "--devices", "2"],
+    "sharded2_1t": ["--xla-flags=--xla_cpu_multi_thread_eigen=false", "--strategy", "sharded", "--devices", "2"],
     "scan_sharded2": ["--xla-flags=none", "--strategy", "sharded", "--devices", "2", "--set", "scan_layers=true"],
 }
 

@@ -64,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--devices", type=int, default=None,
                    help="CPU only: split the host into this many XLA devices "
                         "(--xla_force_host_platform_device_count), for --strategy pmap/sharded")
+    p.add_argument("--mesh-fsdp", type=int, default=1,
+                   help="--strategy sharded: devices the parameters and optimiser state are "
+                        "sharded over (TrainConfig.mesh_fsdp; the rest is data parallel)")
     p.add_argument("--no-donate", action="store_true", help="do not donate the state to the step")
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
     p.add_argument("--profile", type=int, default=0, metavar="N",
@@ -125,13 +128,13 @@ def main(argv=None) -> dict:
     elif args.strategy == "pmap":
         strategy = parallel_lib.Pmap()
     else:
-        strategy = parallel_lib.Sharded()
+        strategy = parallel_lib.Sharded(mesh_data=-1, mesh_fsdp=args.mesh_fsdp)
     boxed_init = state_lib.boxed_init_fn(model, cfg, tx)
     strategy.prepare(boxed_init, jax.random.key(0))
     state = strategy.init_state(boxed_init, jax.random.key(0))
     step_fn = steps_lib.make_train_step(
         model, cfg.arch, tx, schedule, label_smoothing=bench.label_smoothing,
-        axis_name=parallel_lib.PMAP_AXIS if args.strategy == "pmap" else None,
+        axis_name=strategy.axis_name, gather_params=strategy.gather_params(),
     )
     if args.no_donate:
         if args.strategy != "single":
@@ -188,6 +191,7 @@ def main(argv=None) -> dict:
         "feed": args.feed,
         "donate": not args.no_donate,
         "strategy": args.strategy,
+        "mesh_fsdp": args.mesh_fsdp if args.strategy == "sharded" else None,
         "devices": jax.device_count(),
         "compile_s": compile_s,
         "step": timing,

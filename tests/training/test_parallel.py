@@ -1,6 +1,7 @@
-"""Parallel strategies: one device, pmap over 8 and a (data=2, fsdp=4) mesh log the same losses
-from the same seed and global batch; gradient accumulation changes nothing; a checkpoint
-written under one strategy resumes under another.
+"""Parallel strategies: one device, pmap over 8, shard_map data parallelism over 8 (mesh data=8,
+fsdp=1) and a GSPMD (data=2, fsdp=4) mesh log the same losses from the same seed and global
+batch; gradient accumulation changes nothing; a checkpoint written under one strategy resumes
+under another.
 
 The tiny config scales the paper's learning rate by 0.2: for d_model=16 the formula alone
 peaks at 0.08, where 20 Adam steps are chaotic enough to turn float rounding (which differs
@@ -9,6 +10,7 @@ strategies agree to ~4e-7.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import tiny_config, train_losses
@@ -16,6 +18,7 @@ from jax.sharding import PartitionSpec as P
 
 from tfm.training import parallel
 from tfm.training.loop import run
+from tfm.training.steps import psum_flat
 
 STEPS = 20
 
@@ -53,6 +56,40 @@ def test_pmap_and_sharded_log_the_same_losses_as_one_device(reference, tmp_path)
     # a checkpoint written under pmap resumes under the sharded strategy
     run(config("sharded", STEPS + 4, **{"train.mesh_data": 2, "train.mesh_fsdp": 4}), pmap_dir)
     assert_same(train_losses(pmap_dir), reference, range(STEPS + 1, STEPS + 5))
+
+
+def test_data_parallel_shard_map_logs_the_same_losses_and_resumes_under_gspmd(reference, tmp_path):
+    strategy = parallel.Sharded()  # the default mesh: data = all 8 devices, fsdp = 1
+    assert strategy.axis_name == "data" and parallel.Sharded(mesh_fsdp=2).axis_name is None
+    run(config("sharded"), tmp_path)
+    assert_same(train_losses(tmp_path), reference, range(1, STEPS + 1))
+    run(config("sharded", STEPS + 4, **{"train.mesh_data": 4, "train.mesh_fsdp": 2}), tmp_path)
+    assert_same(train_losses(tmp_path), reference, range(STEPS + 1, STEPS + 5))
+
+
+def test_psum_flat_equals_psum_for_mixed_dtypes_and_shapes():
+    mesh = jax.make_mesh((8,), ("d",), axis_types=(jax.sharding.AxisType.Auto,))
+    rng = np.random.default_rng(0)
+    tree = {
+        "w": rng.normal(size=(8, 3, 5)).astype(np.float32),
+        "b": rng.normal(size=(8, 5)).astype(np.float32),
+        "s": rng.normal(size=(8,)).astype(np.float32),  # a scalar per device
+        "h": rng.normal(size=(8, 4)).astype(jnp.bfloat16),
+        "n": rng.integers(0, 100, size=(8, 2)).astype(np.int32),
+    }
+
+    def per_device(fn):
+        return jax.jit(jax.shard_map(lambda t: fn(jax.tree.map(lambda x: x[0], t), "d"),
+                                     mesh=mesh, in_specs=P("d"), out_specs=P()))
+
+    got, want = per_device(psum_flat)(tree), per_device(jax.lax.psum)(tree)
+    for key, x in tree.items():
+        assert got[key].dtype == x.dtype and got[key].shape == x.shape[1:]
+        np.testing.assert_array_equal(np.asarray(got[key], np.float64),
+                                      np.asarray(want[key], np.float64))
+    # and against a float64 sum written here
+    np.testing.assert_allclose(got["w"], tree["w"].astype(np.float64).sum(0), rtol=1e-6)
+    np.testing.assert_array_equal(got["n"], tree["n"].sum(0))
 
 
 def test_gradient_accumulation_gives_the_same_updates(reference, tmp_path):

@@ -368,7 +368,7 @@ class _Setup:
         boxed_init = state_lib.boxed_init_fn(model, model_cfg, tx)
         init_rng, dropout_rng = jax.random.split(jax.random.key(train.seed))
         parallel.prepare(boxed_init, init_rng)
-        axis = parallel_lib.PMAP_AXIS if isinstance(parallel, parallel_lib.Pmap) else None
+        axis = parallel.axis_name
         train_step = parallel.train_step(steps_lib.make_train_step(
             model, model_cfg.arch, tx, schedule, label_smoothing=train.label_smoothing,
             grad_accum_steps=train.grad_accum_steps, axis_name=axis,

@@ -21,9 +21,15 @@ Strategies (``TrainConfig.strategy``):
   (``device_put_replicated`` / ``device_put_sharded`` are deprecated).
 * :class:`Sharded` -- ``jax.jit`` over a ``Mesh(('data', 'fsdp'))``: the batch is split over both
   axes, parameters and optimiser state are sharded over 'fsdp' by their logical axis names
-  (:data:`LOGICAL_AXIS_RULES`), XLA inserts the all-gathers / reduce-scatters. With fsdp=1 it
-  is plain data parallelism; with fsdp = all devices it is ZeRO-3-style sharding for models that
-  do not fit replicated.
+  (:data:`LOGICAL_AXIS_RULES`), XLA inserts the all-gathers / reduce-scatters. With fsdp = all
+  devices it is ZeRO-3-style sharding for models that do not fit replicated. With fsdp=1 (and
+  several devices) it is plain data parallelism, written explicitly: the step runs under
+  ``jax.shard_map`` over 'data' and sums its gradients with one flat all-reduce
+  (``axis_name``), which on a CPU host split into devices is faster than the per-tensor
+  all-reduces GSPMD inserts (benchmarks/README.md).
+
+``axis_name`` is the named axis the pure steps sum gradients and metrics over (None when the
+step is written for the whole batch).
 
 Multi-host: :func:`initialize_distributed` starts ``jax.distributed`` when the run has several
 processes; every process then feeds only its own rows (the data pipeline shards by process) and
@@ -111,6 +117,7 @@ class Parallel:
 
     strategy: Strategy
     num_devices: int
+    axis_name: str | None = None  # see the module docstring
 
     def prepare(self, boxed_init: Callable[[jax.Array], TrainState], rng: jax.Array) -> None:
         """Reads what the layout needs from the model (its parameter shapes and logical axis
@@ -208,6 +215,7 @@ class Pmap(Parallel):
     local devices (the form pmap takes per process)."""
 
     strategy = Strategy.PMAP
+    axis_name = PMAP_AXIS
 
     def __init__(self):
         self.local_devices = jax.local_devices()
@@ -272,7 +280,8 @@ class Pmap(Parallel):
 
 # ---------------------------------------------------------------------- sharded (jit + mesh)
 class Sharded(Parallel):
-    """jax.jit over Mesh(('data', 'fsdp')); parameters sharded over 'fsdp' by logical names."""
+    """jax.jit over Mesh(('data', 'fsdp')); parameters sharded over 'fsdp' by logical names
+    (fsdp > 1, GSPMD), or data parallelism under shard_map over 'data' (fsdp = 1)."""
 
     strategy = Strategy.SHARDED
 
@@ -295,6 +304,8 @@ class Sharded(Parallel):
         self.num_devices = n
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P(("data", "fsdp")))
+        # one device: the step sees the whole batch, nothing to sum
+        self.axis_name = "data" if fsdp == 1 and data > 1 else None
         self._state_shardings = None
 
     def describe(self):
@@ -357,22 +368,36 @@ class Sharded(Parallel):
         # The shardings are explicit, so no logical-rules or mesh context is entered: under
         # `nn.logical_axis_rules`, flax 0.12 constrains DenseGeneral's flattened multi-axis
         # kernels ((N*H, D)) with their 3-axis logical names and fails.
-        jitted = jax.jit(
+        state = self._state_shardings
+        if self.axis_name is not None:
+            fn = self._per_device(fn, (state, self.batch_sharding, self.replicated),
+                                  (state, self.replicated))
+        return jax.jit(
             fn,
-            in_shardings=(self._state_shardings, self.batch_sharding, self.replicated),
-            out_shardings=(self._state_shardings, self.replicated),
+            in_shardings=(state, self.batch_sharding, self.replicated),
+            out_shardings=(state, self.replicated),
             donate_argnums=0,
         )
-        return jitted
 
     def eval_step(self, fn):
         assert self._state_shardings is not None, "call prepare() first"
-        jitted = jax.jit(
-            fn,
-            in_shardings=(self._state_shardings.params, self.batch_sharding),
-            out_shardings=self.replicated,
-        )
-        return jitted
+        params = self._state_shardings.params
+        if self.axis_name is not None:
+            fn = self._per_device(fn, (params, self.batch_sharding), self.replicated)
+        return jax.jit(fn, in_shardings=(params, self.batch_sharding),
+                       out_shardings=self.replicated)
+
+    def _per_device(self, fn, in_shardings, out_shardings):
+        """``fn`` (written for one device's rows, summing over ``axis_name``) under shard_map
+        with the specs of these shardings: with fsdp = 1 every parameter is whole on every
+        device, so only the batch is split. ``check_vma=False`` gives pmap's semantics: the
+        gradients of the replicated parameters are each device's own partial sums (summed
+        explicitly by the step), not summed implicitly by autodiff."""
+        def specs(tree):
+            return jax.tree.map(lambda s: s.spec, tree)
+
+        return jax.shard_map(fn, mesh=self.mesh, in_specs=specs(in_shardings),
+                             out_specs=specs(out_shardings), check_vma=False)
 
     def shard_batch(self, batch):
         ways = self.num_devices // jax.process_count()

@@ -10,8 +10,9 @@ How a batch becomes one update (the same whatever the device layout):
    the device index), so it needs no state of its own and a resumed run draws the same masks.
 2. The batch is split into ``grad_accum_steps`` micro-batches (rows ``j::k``, so a batch that is
    sharded by rows splits without moving data) and ``lax.scan`` adds their gradients.
-3. Gradients are gradients of the *summed* smoothed loss. Under pmap they are summed over
-   devices (``lax.psum``), and the sum is divided once by the global number of target tokens.
+3. Gradients are gradients of the *summed* smoothed loss. Under pmap or shard_map they are
+   summed over devices (:func:`psum_flat`: one all-reduce of one buffer), and the sum is divided
+   once by the global number of target tokens.
    This is the global token-mean loss exactly, however the batch was split. (Averaging
    per-device mean gradients with ``lax.pmean`` would weight a device with few real tokens as
    much as one with many, so pmap would not match one device.)
@@ -29,6 +30,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from tfm import losses
@@ -98,6 +100,27 @@ def split_micro_batches(batch: Batch, k: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
+def psum_flat(tree: Any, axis_name: str | tuple[str, ...]) -> Any:
+    """``lax.psum`` of a pytree as one flat buffer per dtype: a bucketed all-reduce.
+
+    Same result as ``lax.psum(tree, axis_name)``. XLA combines a pytree's all-reduces into one
+    op over a tuple of buffers, which XLA:CPU's in-process collectives then run buffer by buffer,
+    each with its own rendezvous of every device: for cpu_small's 68 gradient leaves on 2 CPU
+    devices that was ~8 ms of an ~60 ms step. Concatenating the leaves first costs one copy of
+    the gradients and leaves a single rendezvous (benchmarks/README.md)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    groups: dict[Any, list[int]] = {}
+    for i, leaf in enumerate(leaves):
+        groups.setdefault(jnp.result_type(leaf), []).append(i)
+    out = list(leaves)
+    for idx in groups.values():
+        flat = jax.lax.psum(jnp.concatenate([jnp.ravel(leaves[i]) for i in idx]), axis_name)
+        offsets = np.cumsum([np.size(leaves[i]) for i in idx])[:-1]
+        for i, piece in zip(idx, jnp.split(flat, offsets)):
+            out[i] = piece.reshape(jnp.shape(leaves[i]))
+    return jax.tree.unflatten(treedef, out)
+
+
 def make_train_step(
     model: nn.Module,
     arch: Arch,
@@ -117,7 +140,8 @@ def make_train_step(
       schedule: the learning-rate schedule inside ``tx`` (reported as a metric).
       label_smoothing: eps_ls of the paper.
       grad_accum_steps: micro-batches per update (see the module docstring).
-      axis_name: the pmap axis to sum gradients and metrics over; None under jit.
+      axis_name: the pmap / shard_map axis to sum gradients and metrics over; None when the
+        step sees the whole batch (one device, or GSPMD under jit).
       gather_params: applied to the parameters inside the differentiated function (the
         sharded strategy all-gathers FSDP-sharded parameters here, so that activations stay
         sharded by batch and gradients are reduce-scattered back).
@@ -158,7 +182,7 @@ def make_train_step(
             )
 
         if axis_name is not None:
-            grads, stats = jax.lax.psum((grads, stats), axis_name)
+            grads, stats = psum_flat((grads, stats), axis_name)
         denominator = jnp.maximum(stats["weight_sum"], 1.0)
         grads = jax.tree.map(lambda g: g / denominator.astype(g.dtype), grads)
 
@@ -192,7 +216,7 @@ def make_eval_step(
         logits, targets, weights = forward(model, arch, params, batch, deterministic=True)
         stats = losses.classification_metrics(logits, targets, weights, label_smoothing)
         if axis_name is not None:
-            stats = jax.lax.psum(stats, axis_name)
+            stats = psum_flat(stats, axis_name)
         return stats
 
     return eval_step
