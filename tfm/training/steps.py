@@ -7,7 +7,8 @@ wraps them in ``jax.jit`` with shardings or in ``jax.pmap``; the loop does all I
 How a batch becomes one update (the same whatever the device layout):
 
 1. The dropout key is ``fold_in(rng, state.step)`` (then the micro-batch index, and under pmap
-   the device index), so it needs no state of its own and a resumed run draws the same masks.
+   or shard_map the device index), so it needs no state of its own and a resumed run draws the
+   same masks.
 2. The batch is split into ``grad_accum_steps`` micro-batches (rows ``j::k``, so a batch that is
    sharded by rows splits without moving data) and ``lax.scan`` adds their gradients.
 3. Gradients are gradients of the *summed* smoothed loss. Under pmap or shard_map they are
