@@ -122,6 +122,8 @@ def main(argv=None) -> dict:
     device = jax.devices()[0]
     if args.feed == "host" and args.strategy != "single":
         raise SystemExit("--feed host is only for --strategy single")
+    if args.mesh_fsdp != 1 and args.strategy != "sharded":
+        raise SystemExit("--mesh-fsdp is only for --strategy sharded")
 
     if args.strategy == "single":
         strategy = parallel_lib.SingleDevice()
