@@ -9,8 +9,8 @@ API (what a benchmark needs, and nothing it does not):
 * :func:`time_compile` -- ``jit_fn.lower(*args).compile()`` timed on its own.
 * :func:`time_steps` -- run a stateful step ``n_warmup + n_steps`` times, blocking after each
   step; per-step wall times (the median is the headline number).
-* :func:`time_pipelined` -- the same steps without any host synchronisation inside the loop
-  (one block at the end): what a training loop that does not pull metrics every step gets.
+* :func:`time_pipelined` -- the same steps without waiting for each one: at most 2 outstanding
+  (``tfm.training.inflight.InFlight``, as the training loop does), one block at the end.
 * :func:`matmul_peak` -- the float32 (or bfloat16) matmul FLOP/s JAX reaches on this machine,
   measured now (the CPU "peak" of MFU); :func:`device_peak` -- datasheet peak on accelerators.
 * :func:`peak_memory_bytes` -- device ``peak_bytes_in_use`` on GPU/TPU, the process's RSS
@@ -78,12 +78,21 @@ def time_steps(
     return carry, times, cpu_times
 
 
-def time_pipelined(step: Callable[[Any], tuple[Any, Any]], carry: Any, *, n_steps: int) -> tuple[Any, float]:
-    """Seconds per step over ``n_steps`` dispatched back to back, blocking only at the end."""
+def time_pipelined(
+    step: Callable[[Any], tuple[Any, Any]], carry: Any, *, n_steps: int, max_in_flight: int = 2
+) -> tuple[Any, float]:
+    """Seconds per step over ``n_steps`` dispatched without waiting for each one.
+
+    At most ``max_in_flight`` steps are outstanding, as in the training loop: an unbounded queue
+    of all-reducing steps hangs XLA:CPU with several devices (``tfm.training.inflight``)."""
+    from tfm.training.inflight import InFlight
+
     jax.block_until_ready(carry)
+    in_flight = InFlight(max_in_flight)
     t0 = time.perf_counter()
     for _ in range(n_steps):
         carry, out = step(carry)
+        in_flight.push(out)
     jax.block_until_ready((carry, out))
     return carry, (time.perf_counter() - t0) / n_steps
 

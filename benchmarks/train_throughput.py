@@ -13,8 +13,8 @@ passes a NumPy batch every step instead.
 
 Reported: compile time (lower + compile, separately); the median step time over ``--steps``
 steps after ``--warmup`` steps, each step timed to completion; tokens/s from that median; the
-pipelined step time (the same steps dispatched back to back with no host synchronisation inside
-the loop); MFU = model FLOPs/s / peak, with model FLOPs from PaLM appendix B
+pipelined step time (the same steps dispatched without waiting for each, at most 2 outstanding as
+in the training loop); MFU = model FLOPs/s / peak, with model FLOPs from PaLM appendix B
 (:func:`benchmarks.common.flop_breakdown`: 6 N + 12 L T D per token); the peak is the float32
 2048^3 ``jnp.matmul`` FLOP/s measured in the same run on CPU (best of the timings taken before
 and after the steps), the datasheet dense bf16 peak on GPU (H100: 989 TFLOP/s); peak memory

@@ -71,7 +71,8 @@ def test_command_line_overrides_reach_the_dataclasses(monkeypatch):
     "field, value",
     [("num_steps", 0), ("grad_accum_steps", -1), ("learning_rate", 0.0), ("b2", 1.0),
      ("label_smoothing", 1.0), ("strategy", "ring"), ("mesh_fsdp", 0), ("eps", 0.0),
-     ("weight_decay", 0.1), ("warmup_steps", -5), ("progress_bar", "yes")],
+     ("weight_decay", 0.1), ("warmup_steps", -5), ("progress_bar", "yes"),
+     ("max_steps_in_flight", 0)],
 )
 def test_invalid_train_fields_are_named(field, value):
     with pytest.raises(ValueError, match=rf"TrainConfig\.{field}"):

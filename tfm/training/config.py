@@ -85,6 +85,10 @@ class TrainConfig(ConfigBase):
         over both axes.
       log_every_steps: metrics are pulled from the devices, checked for NaN/Inf and written
         (TensorBoard, metrics.jsonl, the progress bar) every this many steps -- not every step.
+      max_steps_in_flight: at most this many train (or eval) steps are dispatched and not yet
+        finished; the loop waits for the oldest beyond that. 2 hides the host's dispatch and
+        data loading; an unbounded queue can hang XLA:CPU with several devices
+        (:mod:`tfm.training.inflight`).
       eval_every_steps: evaluate (loss, accuracy, perplexity; translation: also BLEU and exact
         match of decoded sentences) every this many steps; 0 = no periodic evaluation.
       eval_at_end: also evaluate after the last step.
@@ -118,6 +122,7 @@ class TrainConfig(ConfigBase):
     mesh_data: int = -1
     mesh_fsdp: int = 1
     log_every_steps: int = 100
+    max_steps_in_flight: int = 2
     eval_every_steps: int = 1000
     eval_at_end: bool = True
     eval_decode_examples: int = 256
@@ -144,8 +149,8 @@ class TrainConfig(ConfigBase):
         def is_num(v) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-        for field in ("num_steps", "grad_accum_steps", "log_every_steps", "eval_beam_size",
-                      "checkpoint_every_steps", "keep_checkpoints"):
+        for field in ("num_steps", "grad_accum_steps", "log_every_steps", "max_steps_in_flight",
+                      "eval_beam_size", "checkpoint_every_steps", "keep_checkpoints"):
             if not is_int(getattr(self, field)) or getattr(self, field) <= 0:
                 fail(field, "must be a positive integer")
         for field in ("seed", "warmup_steps", "eval_every_steps", "eval_decode_examples"):

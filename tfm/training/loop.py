@@ -12,7 +12,8 @@ One run, in order:
 4. The newest checkpoint is restored (TrainState, data position, dropout key); a damaged newest
    checkpoint falls back to the previous one (:mod:`tfm.training.checkpoint`). Otherwise the
    state is initialised from ``TrainConfig.seed``.
-5. Steps run asynchronously; every ``log_every_steps`` the metrics of the last steps are pulled
+5. Steps run asynchronously, at most ``max_steps_in_flight`` ahead of the devices
+   (:mod:`tfm.training.inflight`); every ``log_every_steps`` the metrics of the last steps are pulled
    to the host in one transfer, checked (a NaN/Inf loss or gradient norm raises
    :class:`NonFiniteLossError` naming the step -- checkpoints are only written after this check,
    so the newest checkpoint is always a good one), and written: progress bar (step, loss,
@@ -61,6 +62,7 @@ from tfm.training.config import (
     Schedule,
     TrainConfig,
 )
+from tfm.training.inflight import InFlight
 from tfm.training.writer import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -224,13 +226,16 @@ def evaluate(
     state: state_lib.TrainState,
     pipe: Pipeline,
     split: str = "validation",
+    max_in_flight: int = 2,
 ) -> dict[str, float]:
     """Loss, nll, perplexity, accuracy over the whole split (sums on device, one transfer)."""
     params = parallel.params_of(state)
     total = None
+    in_flight = InFlight(max_in_flight)
     for batch in pipe.eval_batches(split):
         sums = eval_step(params, parallel.shard_batch(batch))
         total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
+        in_flight.push(total)
     if total is None:
         return {}
     sums = parallel.to_host(total)
@@ -419,7 +424,8 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
         checkpointer.save(step, parallel.canonical(state), meta)
 
     def run_eval(step: int) -> None:
-        metrics = evaluate(parallel, setup.eval_step, state, pipe)
+        metrics = evaluate(parallel, setup.eval_step, state, pipe,
+                           max_in_flight=train.max_steps_in_flight)
         if model_cfg.arch is Arch.ENCODER_DECODER and train.eval_decode_examples > 0:
             decoded, examples = translation_metrics(
                 setup.model, parallel.canonical(state).params, pipe,
@@ -434,6 +440,7 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
             log.info("eval step %d: %s", step, _fmt(metrics))
 
     pending: list[tuple[int, Any]] = []
+    in_flight = InFlight(train.max_steps_in_flight)
     window = _Window(time.time())
     step = start_step
     if _agree(stop.requested):  # a collective: every process calls it
@@ -446,6 +453,7 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
         state, metrics = setup.train_step(state, parallel.shard_batch(batch), dropout_rng)
         step += 1
         pending.append((step, metrics))
+        in_flight.push(metrics)
         bar.update(1)
         for hook in hooks:
             hook(step)
