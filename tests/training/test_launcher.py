@@ -49,3 +49,16 @@ def test_no_arguments_trains_the_default_and_sigterm_exits_0(tmp_path, jax_cache
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"restored step {saved[0]}" in done.stderr
     assert f"finished at step {end}" in done.stderr
+
+
+@pytest.mark.slow
+def test_cpu_devices_splits_the_host_into_data_parallel_devices(tmp_path, jax_cache_dir):
+    env = subprocess_env(jax_cache_dir, XLA_FLAGS=FAST_CPU)  # 1 device unless --cpu_devices
+    done = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--cpu_devices=2", "--workdir=wd",
+         "--config.train.num_steps=2", "--config.train.eval_at_end=False"],
+        env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mesh data=2 x fsdp=1 (2 devices)" in done.stderr
+    assert "finished at step 2" in done.stderr
