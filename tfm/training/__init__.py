@@ -5,8 +5,8 @@
 
 Modules, bottom to top: ``config`` (TrainConfig, RunConfig), ``state`` (TrainState),
 ``steps`` (train_step / eval_step), ``parallel`` (single / pmap / sharded, multi-host init),
-``checkpoint`` (orbax), ``flops`` (MFU), ``writer`` (TensorBoard + metrics.jsonl), ``loop``
-(``run``).
+``checkpoint`` (orbax), ``flops`` (MFU), ``writer`` (TensorBoard + metrics.jsonl), ``inflight``
+(how many dispatched steps may be outstanding), ``loop`` (``run``).
 """
 
 from tfm.training.config import Optimizer, RunConfig, Schedule, Strategy, TrainConfig, default_config_dict

@@ -4,15 +4,16 @@ JAX returns from a jitted call as soon as the work is queued, so a Python loop c
 ahead of the devices. Two or three queued steps are all that hiding the host's dispatch needs;
 more buy nothing and can hang a run:
 
-XLA:CPU lets each device hold a fixed number of queued computations (``max_inflight_computations
-_per_device``, 32 in jaxlib 0.10). With several CPU devices in one process
-(``--xla_force_host_platform_device_count``) and a step that all-reduces across them, once a
-loop has queued more than that, one device can run its part of a step and wait in the
-all-reduce while the other device's part of the same step never starts (gdb: its launch waits
-on that device's in-flight semaphore), and after 40 s XLA aborts the process ("Termination timeout for `all reduce
-RendezvousKey{...}` ... only 1 of them arrived"). Measured on cpu_small over 2 CPU devices
-(benchmarks/README.md): 30 steps outstanding ran 2,500 steps; 40 outstanding, and the training
-loop logging every 200 steps, aborted within a few hundred steps.
+XLA:CPU lets each device hold a fixed number of queued computations
+(``max_inflight_computations_per_device``, 32 in jaxlib 0.10). With several CPU devices in one
+process (``--xla_force_host_platform_device_count``, ``jax_num_cpu_devices``) and a step that
+all-reduces across them, a loop that has queued more than that can hang: one device runs its
+part of a step and waits in the all-reduce, while the other device's part of the same step
+never starts (gdb: its launch waits on that device's in-flight semaphore). After 40 s XLA
+aborts the process ("Termination timeout for `all reduce RendezvousKey{...}` ... only 1 of
+them arrived"). Measured on cpu_small over 2 CPU devices (benchmarks/README.md): 30 steps
+outstanding ran 2,500 steps; 40 outstanding aborted, and so did the training loop logging
+every 200 steps, within a few hundred steps.
 
 :class:`InFlight` keeps at most ``limit`` steps outstanding by waiting for the oldest one
 (``jax.block_until_ready`` on an output of it: no transfer to the host).

@@ -13,8 +13,8 @@ One run, in order:
    checkpoint falls back to the previous one (:mod:`tfm.training.checkpoint`). Otherwise the
    state is initialised from ``TrainConfig.seed``.
 5. Steps run asynchronously, at most ``max_steps_in_flight`` ahead of the devices
-   (:mod:`tfm.training.inflight`); every ``log_every_steps`` the metrics of the last steps are pulled
-   to the host in one transfer, checked (a NaN/Inf loss or gradient norm raises
+   (:mod:`tfm.training.inflight`); every ``log_every_steps`` the metrics of the last steps are
+   pulled to the host in one transfer, checked (a NaN/Inf loss or gradient norm raises
    :class:`NonFiniteLossError` naming the step -- checkpoints are only written after this check,
    so the newest checkpoint is always a good one), and written: progress bar (step, loss,
    tokens/s, learning rate), TensorBoard and ``metrics.jsonl`` (process 0 only), with the MFU
