@@ -42,6 +42,7 @@ import jax.numpy as jnp
 
 from tfm.config import Arch, ModelConfig
 from tfm.training import flops as flops_lib
+from tfm.training.inflight import InFlight
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -85,8 +86,6 @@ def time_pipelined(
 
     At most ``max_in_flight`` steps are outstanding, as in the training loop: an unbounded queue
     of all-reducing steps hangs XLA:CPU with several devices (``tfm.training.inflight``)."""
-    from tfm.training.inflight import InFlight
-
     jax.block_until_ready(carry)
     in_flight = InFlight(max_in_flight)
     t0 = time.perf_counter()
