@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tfm.matmul import dense_dot_general
 from tfm.positional import apply_rope
 
 Implementation = Literal["auto", "xla", "cudnn"]
@@ -178,6 +179,7 @@ class MultiHeadAttention(nn.Module):
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
+            dot_general=dense_dot_general,
             name=name,
         )
 
@@ -244,6 +246,7 @@ class MultiHeadAttention(nn.Module):
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
+            dot_general=dense_dot_general,
             name="out",
         )(out)  # (B, T, D)
 

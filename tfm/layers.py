@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from tfm.attention import MultiHeadAttention
 from tfm.config import Activation, ModelConfig, NormPosition, PositionalKind, Remat
+from tfm.matmul import dense_dot_general
 
 
 def dtypes(cfg: ModelConfig) -> dict[str, Any]:
@@ -52,7 +53,8 @@ class Embedder(nn.Module):
         return x
 
     def attend(self, x: jax.Array) -> jax.Array:
-        return jnp.einsum("BTD,VD->BTV", x, self.embedding.astype(x.dtype))
+        table = self.embedding.astype(x.dtype).T  # (D, V)
+        return dense_dot_general(x, table, (((x.ndim - 1,), (0,)), ((), ())))  # (B, T, V)
 
 
 class FeedForward(nn.Module):
@@ -69,6 +71,7 @@ class FeedForward(nn.Module):
             kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), axes),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
             name=name,
+            dot_general=dense_dot_general,
             **dtypes(cfg),
         )
         h = dense(cfg.d_ff, ("embed", "mlp"), "wi")(x)  # (B, T, F)

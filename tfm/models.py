@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from tfm.attention import causal_mask, combine_masks, padding_mask, segment_mask
 from tfm.config import Arch, ModelConfig, Pooling, PositionalKind
 from tfm.layers import Context, DecoderBlock, Embedder, EncoderBlock, Stack, dtypes
+from tfm.matmul import dense_dot_general
 from tfm.positional import LearnedPositions, SinusoidalPositions
 
 PAD_ID = 0
@@ -140,6 +141,7 @@ class Decoder(_Tower):
                 kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", "vocab")),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
                 name="logits",
+                dot_general=dense_dot_general,
                 **dtypes(cfg),
             )(x)
         return logits.astype(jnp.float32)  # (B, T, V)
@@ -245,6 +247,7 @@ class EncoderClassifier(nn.Module):
             cfg.num_classes,
             kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", "classes")),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("classes",)),
+            dot_general=dense_dot_general,
             **dtypes(cfg),
         )
 
