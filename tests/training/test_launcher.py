@@ -21,7 +21,7 @@ def test_no_arguments_trains_the_default_and_sigterm_exits_0(tmp_path, jax_cache
     try:
         for line in proc.stdout:  # tqdm's carriage returns arrive as newlines (text mode)
             output.append(line)
-            match = re.search(r"\b(\d+)/3000\b", line)
+            match = re.search(r"\b(\d+)/\d+ \[", line)  # tqdm's "step/num_steps [elapsed"
             if match and int(match.group(1)) >= 3:
                 proc.send_signal(signal.SIGTERM)
                 break
