@@ -3,7 +3,8 @@
 The public API, bottom to top:
 
 * configuration: :class:`ModelConfig` and its enums, :func:`get_preset`;
-* pure functions: :func:`scaled_dot_product_attention`, masks, positional encodings;
+* pure functions: :func:`scaled_dot_product_attention`, masks, positional encodings, and
+  :func:`dense_dot_general` (the dense layers' product, for your own ``nn.Dense``);
 * Flax modules: :class:`MultiHeadAttention`, blocks, and the three models
   (:class:`EncoderDecoder`, :class:`DecoderLM`, :class:`EncoderClassifier`) via :func:`build_model`.
 
@@ -26,6 +27,7 @@ from tfm.config import Activation, Arch, ModelConfig, NormPosition, Pooling, Pos
 from tfm import decoding, inference
 from tfm.inference import Pretrained, generate, translate
 from tfm.layers import Block, DecoderBlock, Embedder, EncoderBlock, FeedForward, Stack
+from tfm.matmul import dense_dot_general
 from tfm.models import (
     Decoder,
     DecoderLM,
@@ -47,11 +49,12 @@ from tfm.positional import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Activation", "Arch", "Block", "Decoder", "DecoderBlock", "DecoderLM", "Embedder", "Encoder",
-    "EncoderBlock", "EncoderClassifier", "EncoderDecoder", "FeedForward", "LearnedPositions",
-    "ModelConfig", "MultiHeadAttention", "NormPosition", "Pooling", "PositionalKind", "Pretrained",
-    "Remat", "RotaryPositions", "SinusoidalPositions", "Stack", "apply_rope", "attention_weights",
-    "build_model", "causal_mask", "combine_masks", "decoding", "dummy_inputs", "generate",
-    "get_preset", "inference", "padding_mask", "param_count", "scaled_dot_product_attention",
-    "segment_mask", "sinusoidal_encoding", "translate",
+    "Activation", "Arch", "Block", "Decoder", "DecoderBlock", "DecoderLM", "Embedder",
+    "Encoder", "EncoderBlock", "EncoderClassifier", "EncoderDecoder", "FeedForward",
+    "LearnedPositions", "ModelConfig", "MultiHeadAttention", "NormPosition", "Pooling",
+    "PositionalKind", "Pretrained", "Remat", "RotaryPositions", "SinusoidalPositions", "Stack",
+    "apply_rope", "attention_weights", "build_model", "causal_mask", "combine_masks",
+    "decoding", "dense_dot_general", "dummy_inputs", "generate", "get_preset", "inference",
+    "padding_mask", "param_count", "scaled_dot_product_attention", "segment_mask",
+    "sinusoidal_encoding", "translate",
 ]
