@@ -38,7 +38,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", None,
     "Split the host CPU into this many XLA devices (jax_num_cpu_devices), for data parallelism "
-    "on a multi-core CPU host: 2 on 2 cores trains cpu_small ~20% faster (benchmarks/README.md). "
+    "on a multi-core CPU host: 2 on 2 cores cut cpu_small's step by 18-33% (benchmarks/README.md). "
     "Default: JAX's (1 device, or XLA_FLAGS=--xla_force_host_platform_device_count).",
     lower_bound=1,
 )
