@@ -45,7 +45,7 @@ class Remat(str, enum.Enum):
 
 
 class Pooling(str, enum.Enum):
-    MEAN = "mean"  # mean over non-padding tokens
+    MEAN = "mean"  # mean over the tokens with segment id > 0 (every token without segment ids)
     FIRST = "first"  # the first token (a [CLS]-style token put there by the data)
 
 
