@@ -38,7 +38,7 @@ def padding_mask(k_valid: jax.Array) -> jax.Array:
     ``k_valid`` (B, S) says which keys are real: a boolean mask, or segment ids (0 = padding,
     1, 2, ... = real; see :func:`segment_mask`). Token ids never decide it: every id is a token.
     """
-    return (k_valid != 0)[:, None, None, :]
+    return jnp.asarray(k_valid).astype(jnp.bool_)[:, None, None, :]
 
 
 def segment_mask(q_segment_ids: jax.Array, k_segment_ids: jax.Array) -> jax.Array:

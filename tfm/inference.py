@@ -216,12 +216,26 @@ def _bucket(n: int, multiple: int, cap: int) -> int:
     return min(-(-n // multiple) * multiple, cap)
 
 
-def _left_pad(rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
+def _left_pad(rows: Sequence[Sequence[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, mask), each (len(rows), width): the rows right-aligned, True on their tokens.
+    The padding holds 0, but only the mask says what is real (0 may be a real token)."""
     out = np.zeros((len(rows), width), np.int32)
+    mask = np.zeros((len(rows), width), bool)
     for i, r in enumerate(rows):
         if r:
             out[i, width - len(r):] = r
-    return out
+            mask[i, width - len(r):] = True
+    return out, mask
+
+
+def _right_pad(rows: Sequence[Sequence[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, mask), each (len(rows), width): the rows left-aligned, True on their tokens."""
+    out = np.zeros((len(rows), width), np.int32)
+    mask = np.zeros((len(rows), width), bool)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+        mask[i, :len(r)] = True
+    return out, mask
 
 
 # ---------------------------------------------------------------------- language models
@@ -339,9 +353,11 @@ def generate_ids(
             width = _bucket(max(len(c) for c in contexts), 8, keep)
             steps = max_len + 1 - width
         batch = _bucket(len(live), 8, max(len(live), 8))  # pad rows to a multiple of 8
-        prompts = _left_pad(contexts + [[1]] * (batch - len(live)), width)
+        # filler rows: a one-token prompt (any id); their output is discarded
+        prompts, mask = _left_pad(contexts + [[0]] * (batch - len(live)), width)
         decoded = decoding.lm_generate(
-            model, lm.params, prompts, max_new_tokens=steps, rng=jax.random.fold_in(rng, segment),
+            model, lm.params, prompts, prompt_mask=mask, max_new_tokens=steps,
+            rng=jax.random.fold_in(rng, segment),
             temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id,
         )
         tokens, lengths = np.asarray(decoded.tokens), np.asarray(decoded.lengths)
@@ -393,17 +409,17 @@ def translate(
         chunk = order[start:start + batch_size]
         width = _bucket(max(len(sources[i]) for i in chunk), 8, cfg.max_len)
         rows = _bucket(len(chunk), 8, max(len(chunk), batch_size))
-        inputs = np.zeros((rows, width), np.int32)
-        inputs[len(chunk):, 0] = tok.eos_id  # filler rows: one token, output discarded
-        for r, i in enumerate(chunk):
-            inputs[r, : len(sources[i])] = sources[i]
+        # filler rows: one token (EOS), output discarded
+        inputs, mask = _right_pad([sources[i] for i in chunk] + [[tok.eos_id]] * (rows - len(chunk)), width)
         if beam_size > 1:
-            out = decoding.encdec_beam_search(net, mt.params, inputs, beam_size=beam_size, alpha=alpha, extra_len=extra_len)
-            tokens = np.asarray(out.tokens)[:, 0]
+            out = decoding.encdec_beam_search(
+                net, mt.params, inputs, inputs_mask=mask, beam_size=beam_size, alpha=alpha, extra_len=extra_len
+            ).best()
         else:
-            tokens = np.asarray(decoding.encdec_greedy(net, mt.params, inputs, extra_len=extra_len).tokens)
+            out = decoding.encdec_greedy(net, mt.params, inputs, inputs_mask=mask, extra_len=extra_len)
+        ids = out.to_lists()
         for r, i in enumerate(chunk):
-            results[i] = tok.decode(tokens[r])
+            results[i] = tok.decode(ids[r])
     return results[0] if isinstance(sentences, str) else results
 
 

@@ -108,7 +108,7 @@ class Decoder(_Tower):
             if positions is None:
                 positions = _default_positions(tokens, cache_index)
             if not self.is_initializing():
-                real = jnp.ones(tokens.shape, jnp.bool_) if segment_ids is None else segment_ids != 0
+                real = jnp.ones(tokens.shape, jnp.bool_) if segment_ids is None else segment_ids.astype(jnp.bool_)
                 valid.value = jax.lax.dynamic_update_slice(valid.value, real, (0, cache_index))
                 index.value = cache_index + length
             mask = combine_masks(
@@ -264,7 +264,7 @@ class EncoderClassifier(nn.Module):
         if self.cfg.pooling is Pooling.FIRST:
             pooled = x[:, 0]
         else:
-            real = jnp.ones(inputs.shape, jnp.bool_) if segment_ids is None else segment_ids > 0
+            real = jnp.ones(inputs.shape, jnp.bool_) if segment_ids is None else segment_ids.astype(jnp.bool_)
             valid = real[..., None].astype(x.dtype)  # (B, S, 1)
             pooled = (x * valid).sum(1) / jnp.maximum(valid.sum(1), 1).astype(x.dtype)  # (B, D)
         return self.head(pooled).astype(jnp.float32)  # (B, num_classes)

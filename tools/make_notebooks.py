@@ -168,14 +168,17 @@ md(r"""
 ## 6. Masks
 
 A decoder must not look at future tokens: the causal mask lets query $t$ see keys $s \le t$.
-Padding tokens (id 0) must not be attended to at all. Masks are boolean (True = may attend) and
-combine with a logical AND; masked keys get exactly zero weight.
+Padding must not be attended to at all. Which positions are padding is data carried next to
+the tokens (a validity mask, or segment ids with 0 = padding), never a token id: every id, 0
+included, is a real token. Masks are boolean (True = may attend) and combine with a logical AND;
+masked keys get exactly zero weight.
 """)
 code(r"""
-tokens = jnp.array([[5, 9, 4, 7, 0, 0]])               # two padding tokens at the end
+tokens = jnp.array([[5, 9, 0, 7, 0, 0]])               # the first 0 is a real token ...
+valid = jnp.array([[True, True, True, True, False, False]])  # ... the last two are padding
 causal = tfm.causal_mask(6)[0, 0]
-padding = jnp.broadcast_to(tfm.padding_mask(tokens)[0, 0], (6, 6))
-both = tfm.combine_masks(tfm.causal_mask(6), tfm.padding_mask(tokens))[0, 0]
+padding = jnp.broadcast_to(tfm.padding_mask(valid)[0, 0], (6, 6))
+both = tfm.combine_masks(tfm.causal_mask(6), tfm.padding_mask(valid))[0, 0]
 fig, axes = plt.subplots(1, 3, figsize=(9, 3))
 for ax, m, title in zip(axes, (causal, padding, both), ("causal", "padding", "causal AND padding")):
     ax.imshow(m, cmap="Greys", vmin=0, vmax=1); ax.set_title(title); ax.set_xlabel("key"); ax.set_ylabel("query")

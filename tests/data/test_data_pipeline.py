@@ -28,6 +28,10 @@ def pipe():
     return build_pipeline(small())
 
 
+TRANSLATION_KEYS = {"inputs", "decoder_inputs", "targets", "inputs_segment_ids", "inputs_positions",
+                    "targets_segment_ids", "targets_positions", "weights"}
+
+
 def _same(a, b):
     assert a.keys() == b.keys()
     for k in a:
@@ -37,15 +41,18 @@ def _same(a, b):
 def test_numbers_batch_format(pipe):
     assert pipe.arch == "encoder_decoder" and pipe.vocab_size == pipe.tokenizer.vocab_size
     b = next(pipe.train_iter)
-    assert set(b) == {"inputs", "decoder_inputs", "targets"}
-    for v in b.values():
-        assert v.shape == (8, 48) and v.dtype == np.int32
+    assert set(b) == TRANSLATION_KEYS  # padded (unpacked) batches carry segment ids too
+    for k, v in b.items():
+        assert v.shape == (8, 48) and v.dtype == (np.float32 if k == "weights" else np.int32)
     for row in range(8):
         x, d, y = b["inputs"][row], b["decoder_inputs"][row], b["targets"][row]
         nx, ny = int((x != 0).sum()), int((y != 0).sum())
         assert x[nx - 1] == 2 and (x[:nx - 1] > 3).all() and (x[nx:] == 0).all()  # ids, eos, pad
         assert y[ny - 1] == 2 and (y[ny:] == 0).all()
         assert d[0] == 1 and (d[1:ny] == y[:ny - 1]).all() and (d[ny:] == 0).all()
+        np.testing.assert_array_equal(b["inputs_segment_ids"][row], np.arange(48) < nx)
+        np.testing.assert_array_equal(b["targets_segment_ids"][row], np.arange(48) < ny)
+        np.testing.assert_array_equal(b["weights"][row], np.arange(48) < ny)
         source, target = pipe.tokenizer.decode(x), pipe.tokenizer.decode(y)
         assert GERMAN_OF[source] == target
 
@@ -106,8 +113,7 @@ def test_two_hosts_equal_one():
 def test_packed_numbers():
     p = build_pipeline(small(pack=True, max_len=96, max_target_len=96))
     b = next(p.train_iter)
-    keys = {"inputs", "decoder_inputs", "targets", "inputs_segment_ids", "inputs_positions",
-            "targets_segment_ids", "targets_positions"}
+    keys = TRANSLATION_KEYS
     assert set(b) == keys and all(b[k].shape == (8, 96) for k in keys)
     assert (b["inputs_segment_ids"].max(1) >= 2).all()  # short examples really are packed
     np.testing.assert_array_equal(b["inputs_segment_ids"].max(1), b["targets_segment_ids"].max(1))
@@ -156,6 +162,10 @@ def test_encode_inputs(pipe):
     x = pipe.encode_inputs(["three hundred twenty-one", "five"])
     assert x.shape == (2, 48) and x.dtype == np.int32
     assert pipe.decode(x) == ["three hundred twenty-one", "five"]
+    same, mask = pipe.encode_inputs(["three hundred twenty-one", "five"], return_mask=True)
+    np.testing.assert_array_equal(same, x)
+    assert mask.dtype == bool
+    np.testing.assert_array_equal(mask.sum(1), [len(pipe.tokenizer.encode(t)) + 1 for t in ["three hundred twenty-one", "five"]])
 
 
 def test_tokenizer_saved_and_reused(tmp_path, monkeypatch):
@@ -210,7 +220,8 @@ def test_text_file_lm(tmp_path):
                      batch_size=4, eval_batch_size=8)
     p = build_pipeline(cfg, "decoder_lm")
     b = next(p.train_iter)
-    assert set(b) == {"inputs", "targets"} and b["inputs"].shape == (4, 32)
+    assert set(b) == {"inputs", "targets", "segment_ids", "positions", "weights"}
+    assert b["inputs"].shape == (4, 32) and (b["segment_ids"] == 1).all()
     np.testing.assert_array_equal(b["targets"][:, :-1], b["inputs"][:, 1:])
     assert all(s in TEXT for s in p.decode(b["inputs"]))
     held_out = TEXT[int(len(TEXT) * 0.9):]

@@ -36,7 +36,8 @@ batch_multiple=1) -> Pipeline``
 ``Pipeline`` attributes and methods:
 
   * ``config`` (DataConfig), ``task`` (Task), ``arch`` (str, the tfm.config.Arch value).
-  * ``tokenizer``: a :class:`tfm.data.tokenizers.Tokenizer` (pad 0, bos 1, eos 2, unk 3).
+  * ``tokenizer``: a :class:`tfm.data.tokenizers.Tokenizer` (pad 0, bos 1, eos 2, unk 3; the
+    pad id only fills padded positions: what is padding is said by segment ids and weights).
   * ``vocab_size``: ``tokenizer.vocab_size`` -- set the model's vocab_size from it.
   * ``num_classes``: classification only (2 for sst2), else None.
   * ``train_iter``: :class:`tfm.data.batching.BatchIterator`; infinite; ``next(it)`` gives
@@ -44,17 +45,18 @@ batch_multiple=1) -> Pipeline``
     ``set_state(dict)``: after ``set_state(s)`` the next batch is exactly the one the
     uninterrupted run would have produced after ``s`` was taken.
   * ``eval_batches(split="validation") -> Iterator[dict]``: a fresh finite pass over the
-    split (no shuffling, no packing, fixed shapes (eval_batch_size/P, max_len)); every eval
-    batch carries ``weights`` (0 on padding tokens and on the padding rows that fill the
-    last batch). Global eval batch j holds examples ``[j*E, (j+1)*E)`` of the split in order
+    split (no shuffling, no packing, fixed shapes (eval_batch_size/P, max_len)); the
+    ``weights`` are also 0 on the padding rows that fill the last batch. Global eval batch j holds examples ``[j*E, (j+1)*E)`` of the split in order
     (E = eval_batch_size), so row r of host i is example ``j*E + i*E/P + r``.
   * ``num_eval_examples(split="validation") -> int``: real (non-padding) rows over all batches.
   * ``eval_pairs(split="validation") -> list[tuple[str, str]]``: translation only: (source
     text, reference text) in the same order as the rows of ``eval_batches`` -- for BLEU and
     exact match on detokenized text.
-  * ``encode_inputs(texts) -> np.ndarray``: translation / classification: (len(texts),
-    max_len) int32 model inputs for new text, built exactly like the ``inputs`` of a batch
-    (truncated, padded). For LM prompts use ``tokenizer.encode`` (no eos is added there).
+  * ``encode_inputs(texts, return_mask=False) -> np.ndarray``: translation / classification:
+    (len(texts), max_len) int32 model inputs for new text, built exactly like the ``inputs`` of
+    a batch (truncated, padded); with ``return_mask`` also the (len(texts), max_len) bool mask
+    of real tokens (what :mod:`tfm.decoding` takes as ``inputs_mask``). For LM prompts use
+    ``tokenizer.encode`` (no eos is added there).
   * ``decode(ids) -> list[str]``: (B, T) ids -> texts, each cut at its first eos.
   * ``bleu_tokenize``: the sacrebleu tokenizer to score this task with ("13a" normally;
     "char" for the numbers task, whose German outputs are single words, so word-level BLEU
@@ -70,18 +72,23 @@ a text file's "validation" and "test" are both its held-out tail.
 
 Batches
 -------
-Dicts of host-local NumPy arrays, int32 unless said (the shared contract):
+Dicts of host-local NumPy arrays, int32 unless said (the shared contract). Padding is data:
+every batch, training or eval, packed or not, carries segment ids (0 = padding, 1, 2, ... =
+the example within a packed row; an unpacked row is 1 on its real tokens), per-example
+positions, and ``weights`` float32 (1 on real targets, 0 on padding), which the model and the
+loss use; no token id means padding (padded positions hold 0, which is just filler).
 
-  * decoder_lm: ``inputs`` (B,T), ``targets`` (B,T) = inputs shifted left by one. Streamed
-    LMs (tiny_shakespeare, text_file) are random windows of T+1 tokens of the training
-    stream (nanoGPT); sentence LMs (lm1b) are ``[bos] + ids + [eos]`` split into inputs
-    ``seq[:-1]`` and targets ``seq[1:]``, padded (or packed: + ``segment_ids``, ``positions``).
+  * decoder_lm: ``inputs`` (B,T), ``targets`` (B,T) = inputs shifted left by one,
+    ``segment_ids``, ``positions``, ``weights`` (B,T). Streamed LMs (tiny_shakespeare,
+    text_file) are random windows of T+1 tokens of the training stream (nanoGPT; all
+    real); sentence LMs (lm1b) are ``[bos] + ids + [eos]`` split into inputs ``seq[:-1]``
+    and targets ``seq[1:]``, padded or packed.
   * encoder_decoder: ``inputs`` (B,S) = source ids + eos; ``decoder_inputs`` (B,T) =
-    ``[bos] + target[:-1]``; ``targets`` (B,T) = target ids + eos; packed adds
-    ``inputs_segment_ids``, ``inputs_positions``, ``targets_segment_ids``,
-    ``targets_positions`` (decoder_inputs restart with bos at each segment).
-  * encoder_classifier: ``inputs`` (B,S) = ``[bos] + ids + [eos]``, ``label`` (B,).
-  * eval batches add ``weights`` float32, the shape of ``targets`` (classification: (B,)).
+    ``[bos] + target[:-1]`` (restarting with bos at each packed segment); ``targets`` (B,T)
+    = target ids + eos; ``inputs_segment_ids``, ``inputs_positions`` (B,S),
+    ``targets_segment_ids``, ``targets_positions``, ``weights`` (B,T).
+  * encoder_classifier: ``inputs``, ``segment_ids``, ``positions`` (B,S) with inputs
+    ``[bos] + ids + [eos]``; ``label`` (B,), ``weights`` (B,) (1 per real example).
 
 What the training loop must do
 ------------------------------
@@ -186,22 +193,24 @@ class Pipeline:
     def _eval_assemble(self, enc: batching.Encoded, rows) -> dict[str, np.ndarray]:
         cfg = self.config
         if self.task is Task.TRANSLATION:
-            return batching.assemble_translation(enc, rows, cfg.max_len, cfg.max_target_len,
-                                                 packed=False)
+            return batching.assemble_translation(enc, rows, cfg.max_len, cfg.max_target_len)
         if self.task is Task.LM:
-            return batching.assemble_lm(enc, rows, cfg.max_len, packed=False)
+            return batching.assemble_lm(enc, rows, cfg.max_len)
         return batching.assemble_classification(enc, rows, cfg.max_len)
 
     # ------------------------------------------------------------------ new text
-    def encode_inputs(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), max_len) int32 inputs for new source / classification text."""
+    def encode_inputs(self, texts: Sequence[str], return_mask: bool = False):
+        """(len(texts), max_len) int32 inputs for new source / classification text, and with
+        ``return_mask`` the bool mask of their real tokens: ``(inputs, mask)``."""
         if self.task is Task.LM:
             raise ValueError("encode_inputs is for translation and classification; encode LM "
                              "prompts with pipe.tokenizer.encode")
         raw = [(t, "") for t in texts] if self.task is Task.TRANSLATION else [(t, 0) for t in texts]
         enc = encode_examples(self.task, self.tokenizer, raw, self.config, drop=False)
         rows = [[i] for i in range(len(enc))]
-        return self._eval_assemble(enc, rows)["inputs"]
+        batch = self._eval_assemble(enc, rows)
+        seg = batch["inputs_segment_ids" if self.task is Task.TRANSLATION else "segment_ids"]
+        return (batch["inputs"], seg > 0) if return_mask else batch["inputs"]
 
     def decode(self, ids: np.ndarray) -> list[str]:
         """(B, T) ids -> B texts, each cut at its first eos."""
@@ -373,15 +382,15 @@ def _planner(cfg: DataConfig, batch_multiple: int):
 
 def _assembler(cfg: DataConfig):
     """(Encoded, host rows, PlannedBatch) -> batch, per the task of ``cfg``."""
-    task, packed = cfg.task, cfg.pack
+    task = cfg.task
 
     def assemble(enc, rows, planned: batching.PlannedBatch):
         if task is Task.TRANSLATION:
             src_len = planned.length or cfg.max_len
             tgt_len = planned.length or cfg.max_target_len
-            return batching.assemble_translation(enc, rows, src_len, tgt_len, packed=packed)
+            return batching.assemble_translation(enc, rows, src_len, tgt_len)
         if task is Task.LM:
-            return batching.assemble_lm(enc, rows, cfg.max_len, packed=packed)
+            return batching.assemble_lm(enc, rows, cfg.max_len)
         return batching.assemble_classification(enc, rows, cfg.max_len)
 
     return assemble

@@ -1,7 +1,10 @@
 """Tokenizers: character level and SentencePiece, one interface, saved in the workdir.
 
 Every tokenizer reserves the same special ids (the project's token conventions):
-``pad = 0`` (padding; masks are ``tokens != 0``), ``bos = 1``, ``eos = 2``, ``unk = 3``.
+``pad = 0``, ``bos = 1``, ``eos = 2``, ``unk = 3`` (kept, so that older workdirs keep working).
+The pad id is only the filler written into padded positions: what is padding travels with the
+batch as segment ids and weights, and no model, loss or search infers it from a token id (other
+tokenizers, e.g. GPT-2's, have no pad token at all).
 Neither adds bos/eos by itself: ``encode`` returns the bare ids of the text and the batching
 code places bos/eos where the batch format wants them.
 

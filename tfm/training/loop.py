@@ -272,15 +272,13 @@ def translation_metrics(
     hypotheses: list[str] = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
-        inputs = pipe.encode_inputs([source for source, _ in chunk])
+        inputs, mask = pipe.encode_inputs([source for source, _ in chunk], return_mask=True)
         if beam_size > 1:
-            out = decoding.encdec_beam_search(model, params, inputs, beam_size=beam_size,
-                                              max_len=max_len)
-            tokens = np.asarray(jax.device_get(out.tokens))[:, 0]
+            out = decoding.encdec_beam_search(model, params, inputs, inputs_mask=mask,
+                                              beam_size=beam_size, max_len=max_len).best()
         else:
-            out = decoding.encdec_greedy(model, params, inputs, max_len=max_len)
-            tokens = np.asarray(jax.device_get(out.tokens))
-        hypotheses.extend(pipe.decode(tokens))
+            out = decoding.encdec_greedy(model, params, inputs, inputs_mask=mask, max_len=max_len)
+        hypotheses.extend(pipe.tokenizer.decode(ids) for ids in out.to_lists())
     references = [reference for _, reference in pairs]
     metrics = {
         "bleu": evaluation.bleu(hypotheses, references, tokenize=pipe.bleu_tokenize),
