@@ -216,25 +216,17 @@ def _bucket(n: int, multiple: int, cap: int) -> int:
     return min(-(-n // multiple) * multiple, cap)
 
 
-def _left_pad(rows: Sequence[Sequence[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens, mask), each (len(rows), width): the rows right-aligned, True on their tokens.
-    The padding holds 0, but only the mask says what is real (0 may be a real token)."""
+def _pad(rows: Sequence[Sequence[int]], width: int, *, left: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, mask), each (len(rows), width): the rows right-aligned (``left`` padding, for LM
+    prompts) or left-aligned (sources), the mask True on their tokens. The padding holds 0, but
+    only the mask says what is real: 0 may be a real token, and a tokenizer need not have a pad."""
     out = np.zeros((len(rows), width), np.int32)
     mask = np.zeros((len(rows), width), bool)
     for i, r in enumerate(rows):
+        cols = slice(width - len(r), width) if left else slice(0, len(r))
         if r:
-            out[i, width - len(r):] = r
-            mask[i, width - len(r):] = True
-    return out, mask
-
-
-def _right_pad(rows: Sequence[Sequence[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens, mask), each (len(rows), width): the rows left-aligned, True on their tokens."""
-    out = np.zeros((len(rows), width), np.int32)
-    mask = np.zeros((len(rows), width), bool)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = r
-        mask[i, :len(r)] = True
+            out[i, cols] = r
+            mask[i, cols] = True
     return out, mask
 
 
@@ -354,7 +346,7 @@ def generate_ids(
             steps = max_len + 1 - width
         batch = _bucket(len(live), 8, max(len(live), 8))  # pad rows to a multiple of 8
         # filler rows: a one-token prompt (any id); their output is discarded
-        prompts, mask = _left_pad(contexts + [[0]] * (batch - len(live)), width)
+        prompts, mask = _pad(contexts + [[0]] * (batch - len(live)), width, left=True)
         decoded = decoding.lm_generate(
             model, lm.params, prompts, prompt_mask=mask, max_new_tokens=steps,
             rng=jax.random.fold_in(rng, segment),
@@ -410,7 +402,7 @@ def translate(
         width = _bucket(max(len(sources[i]) for i in chunk), 8, cfg.max_len)
         rows = _bucket(len(chunk), 8, max(len(chunk), batch_size))
         # filler rows: one token (EOS), output discarded
-        inputs, mask = _right_pad([sources[i] for i in chunk] + [[tok.eos_id]] * (rows - len(chunk)), width)
+        inputs, mask = _pad([sources[i] for i in chunk] + [[tok.eos_id]] * (rows - len(chunk)), width, left=False)
         if beam_size > 1:
             out = decoding.encdec_beam_search(
                 net, mt.params, inputs, inputs_mask=mask, beam_size=beam_size, alpha=alpha, extra_len=extra_len
