@@ -111,7 +111,7 @@ import numpy as np
 from tfm.data import batching, sources
 from tfm.data import tokenizers as tokenizers_lib
 from tfm.data.config import DataConfig, Overlong, Task, TokenizerKind
-from tfm.data.tokenizers import EOS_ID, Tokenizer
+from tfm.data.tokenizers import Tokenizer
 
 TOKENIZER_DIR = "tokenizer"
 
@@ -225,14 +225,15 @@ def encode_examples(task: Task, tok: Tokenizer, raw: Sequence[Any], cfg: DataCon
 def encode_stream(tok: Tokenizer, text: str) -> np.ndarray:
     """A text stream -> one int32 token stream.
 
-    Character level: every character, newlines included. SentencePiece normalises newlines
-    away, so the text is encoded line by line with eos between lines.
+    Character level and byte-level BPE (GPT-2): the whole text, newlines included.
+    SentencePiece normalises newlines away, so the text is encoded line by line with eos
+    between lines.
     """
-    if tok.kind == TokenizerKind.CHAR.value:
+    if tok.keeps_newlines:
         return tok.encode_batch([text])[0]
     lines = [line for line in text.split("\n") if line.strip()]
     ids = tok.encode_batch(lines)
-    eos = np.array([EOS_ID], np.int32)
+    eos = np.array([tok.eos_id], np.int32)
     return np.concatenate([part for line in ids for part in (line, eos)]).astype(np.int32)
 
 
