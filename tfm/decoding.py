@@ -434,7 +434,8 @@ def lm_decoder(model: DecoderLM, params: PyTree, prompts: jax.Array, cache_len: 
 
 
 def encdec_decoder(
-    model: EncoderDecoder, params: PyTree, inputs: jax.Array, cache_len: int, beam_size: int = 1
+    model: EncoderDecoder, params: PyTree, inputs: jax.Array, cache_len: int, beam_size: int = 1,
+    bos_id: int = BOS_ID,
 ) -> tuple[StepFn, Start]:
     """Encodes the source once; each step feeds one target token (BOS first).
 
@@ -443,6 +444,7 @@ def encdec_decoder(
       cache_len: target tokens the cache holds (= the maximum output length), <= cfg.max_len.
       beam_size: the step function serves B * beam_size rows (the encoder output is repeated;
         the search repeats the state).
+      bos_id: the decoder's start token (the tokenizer's; Marian starts from its pad id).
     Returns:
       ``(step_fn, start)``; the state is the Flax 'cache' collection. Cross-attention keys and
       values are projected from the encoder output on the first step and cached.
@@ -465,7 +467,7 @@ def encdec_decoder(
         )  # (B*K, 1, V)
         return logits[:, 0], variables["cache"]
 
-    first = jnp.full((batch,), BOS_ID, jnp.int32)
+    first = jnp.full((batch,), bos_id, jnp.int32)
     return step_fn, Start(state=cache, first_tokens=first, state_axes=axes)
 
 
@@ -596,10 +598,10 @@ def _encdec_lengths(model: EncoderDecoder, inputs: jax.Array, extra_len: int, ma
     return buffer, limits
 
 
-@functools.partial(jax.jit, static_argnames=("model", "extra_len", "max_len", "eos_id"))
-def _encdec_greedy(model, params, inputs, *, extra_len, max_len, eos_id):
+@functools.partial(jax.jit, static_argnames=("model", "extra_len", "max_len", "eos_id", "bos_id"))
+def _encdec_greedy(model, params, inputs, *, extra_len, max_len, eos_id, bos_id):
     buffer, limits = _encdec_lengths(model, inputs, extra_len, max_len)
-    step_fn, start = encdec_decoder(model, params, inputs, buffer)
+    step_fn, start = encdec_decoder(model, params, inputs, buffer, bos_id=bos_id)
     return greedy_search(
         step_fn, start.state, start.first_tokens, max_len=buffer, eos_id=eos_id, max_lengths=limits
     )
@@ -613,21 +615,23 @@ def encdec_greedy(
     extra_len: int = 50,
     max_len: int | None = None,
     eos_id: int = EOS_ID,
+    bos_id: int = BOS_ID,
 ) -> Decoded:
-    """Greedy translation of sources (B, S) (compiled).
+    """Greedy translation of sources (B, S) (compiled); decoding starts from ``bos_id``.
 
     Row b generates at most (its input length + ``extra_len``) tokens; the output buffer is
     ``min(S + extra_len, max_len, cfg.max_len)`` long.
     """
     return _encdec_greedy(
-        model, params, jnp.asarray(inputs, jnp.int32), extra_len=extra_len, max_len=max_len, eos_id=eos_id
+        model, params, jnp.asarray(inputs, jnp.int32), extra_len=extra_len, max_len=max_len, eos_id=eos_id,
+        bos_id=bos_id,
     )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "beam_size", "extra_len", "max_len", "eos_id"))
-def _encdec_beam_search(model, params, inputs, alpha, *, beam_size, extra_len, max_len, eos_id):
+@functools.partial(jax.jit, static_argnames=("model", "beam_size", "extra_len", "max_len", "eos_id", "bos_id"))
+def _encdec_beam_search(model, params, inputs, alpha, *, beam_size, extra_len, max_len, eos_id, bos_id):
     buffer, limits = _encdec_lengths(model, inputs, extra_len, max_len)
-    step_fn, start = encdec_decoder(model, params, inputs, buffer, beam_size=beam_size)
+    step_fn, start = encdec_decoder(model, params, inputs, buffer, beam_size=beam_size, bos_id=bos_id)
     return beam_search(
         step_fn,
         start.state,
@@ -651,9 +655,11 @@ def encdec_beam_search(
     extra_len: int = 50,
     max_len: int | None = None,
     eos_id: int = EOS_ID,
+    bos_id: int = BOS_ID,
 ) -> Beams:
     """Beam search translation of sources (B, S) with the paper's settings by default
-    (beam 4, alpha 0.6, at most input length + 50 output tokens). Compiled."""
+    (beam 4, alpha 0.6, at most input length + 50 output tokens), starting from ``bos_id``.
+    Compiled."""
     return _encdec_beam_search(
         model,
         params,
@@ -663,4 +669,5 @@ def encdec_beam_search(
         extra_len=extra_len,
         max_len=max_len,
         eos_id=eos_id,
+        bos_id=bos_id,
     )

@@ -91,6 +91,10 @@ def read_config(workdir: str | os.PathLike) -> tuple[ModelConfig, DataConfig | N
         raise WorkdirError(f"{workdir} is not a tfm workdir: {CONFIG_FILE} is missing (train.py writes it)")
     with open(path, encoding="utf-8") as f:
         saved = json.load(f)
+    if "model_type" in saved:
+        raise WorkdirError(
+            f"{workdir} is a Hugging Face model directory (model_type {saved['model_type']!r}), not a "
+            "tfm workdir: load it with tfm.from_pretrained, or --pretrained on the command line")
     if "model" not in saved:
         raise WorkdirError(f"{path} has no 'model' section")
     model_cfg = ModelConfig.from_dict(saved["model"])
@@ -397,11 +401,13 @@ def translate(
         inputs[len(chunk):, 0] = tok.eos_id  # filler rows: one token, output discarded
         for r, i in enumerate(chunk):
             inputs[r, : len(sources[i])] = sources[i]
+        special = dict(bos_id=tok.bos_id, eos_id=tok.eos_id)  # the tokenizer's own (Marian: start = pad)
         if beam_size > 1:
-            out = decoding.encdec_beam_search(net, mt.params, inputs, beam_size=beam_size, alpha=alpha, extra_len=extra_len)
+            out = decoding.encdec_beam_search(net, mt.params, inputs, beam_size=beam_size, alpha=alpha,
+                                              extra_len=extra_len, **special)
             tokens = np.asarray(out.tokens)[:, 0]
         else:
-            tokens = np.asarray(decoding.encdec_greedy(net, mt.params, inputs, extra_len=extra_len).tokens)
+            tokens = np.asarray(decoding.encdec_greedy(net, mt.params, inputs, extra_len=extra_len, **special).tokens)
         for r, i in enumerate(chunk):
             results[i] = tok.decode(tokens[r])
     return results[0] if isinstance(sentences, str) else results

@@ -97,6 +97,9 @@ def make_gpt2(out: pathlib.Path) -> None:
     model.save_pretrained(out, safe_serialization=True)
     hf_tok.save_pretrained(out)
     tok.model.save(str(out))  # vocab.json + merges.txt too, as the Hub's gpt2 has them
+    vocab_json = json.loads((out / "vocab.json").read_text(encoding="utf-8"))
+    vocab_json["<|endoftext|>"] = tok.token_to_id("<|endoftext|>")  # GPT-2's vocab.json lists it
+    (out / "vocab.json").write_text(json.dumps(vocab_json, ensure_ascii=False), encoding="utf-8")
     hf_tok = AutoTokenizer.from_pretrained(out)  # what a user's transformers reads back
 
     # Inputs: the second has token 0 ("!"); the other has none.
