@@ -160,6 +160,28 @@ def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
     return saved
 
 
+# ModelConfig fields a run that starts from an imported model keeps from its own config.
+INIT_FROM_KEPT_FIELDS = EXECUTION_ONLY_MODEL_FIELDS | {"dropout_rate", "attention_dropout_rate"}
+
+
+def resolve_init_from(config: RunConfig) -> RunConfig:
+    """With ``train.init_from``: the imported model's architecture (its config.json), keeping
+    the run's execution-only fields and dropout rates (:data:`INIT_FROM_KEPT_FIELDS`)."""
+    if not config.train.init_from:
+        return config
+    from tfm import interop
+
+    imported = interop.read_model_config(config.train.init_from)
+    kept = {f: getattr(config.model, f) for f in INIT_FROM_KEPT_FIELDS}
+    model = imported.replace(**kept)
+    ignored = [d.replace(" in the workdir", " in init_from") for d in model_differences(model, config.model)
+               if d.split(":")[0].split(".")[1] != "vocab_size"]
+    if ignored:
+        log.info("train.init_from=%s decides the architecture; config values not used:\n  %s",
+                 config.train.init_from, "\n  ".join(ignored))
+    return config.replace(model=model)
+
+
 def resolve_model(config: RunConfig, pipe: Pipeline) -> RunConfig:
     """Fills in what the data decides: vocab_size (from the tokenizer), num_classes."""
     model = config.model
@@ -348,15 +370,21 @@ class _Setup:
             parallel, batch_size=config.data.batch_size, grad_accum_steps=train.grad_accum_steps,
             eval_batch_size=config.data.eval_batch_size,
         )
+        config = resolve_init_from(config)
         check_workdir(config, workdir)
         if jax.process_index() == 0:
             os.makedirs(workdir, exist_ok=True)
 
         # data, vocabulary, resolved config
+        pretrained_tokenizer = None
+        if config.train.init_from:
+            from tfm import interop
+
+            pretrained_tokenizer = interop.load_tokenizer(config.train.init_from)
         pipe = build_pipeline(
             config.data, config.model.arch, workdir=workdir,
             process_index=jax.process_index(), process_count=jax.process_count(),
-            batch_multiple=parallel.num_devices,
+            batch_multiple=parallel.num_devices, pretrained_tokenizer=pretrained_tokenizer,
         )
         config = resolve_model(config, pipe)
         check_workdir(config, workdir)
@@ -405,7 +433,11 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
         start_step = 0
         state = parallel.init_state(setup.boxed_init, setup.init_rng)
         dropout_rng = setup.dropout_rng
-        log.info("initialised a new run in %s", setup.workdir)
+        if train.init_from:
+            state = _with_imported_params(parallel, state, train.init_from, model_cfg)
+            log.info("initialised a new run in %s from the parameters of %s", setup.workdir, train.init_from)
+        else:
+            log.info("initialised a new run in %s", setup.workdir)
 
     writer = MetricWriter(setup.workdir, enabled=is_chief,
                           purge_step=start_step + 1 if restored is not None else None)
@@ -486,6 +518,21 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
     result["step"] = step
     checkpointer.wait()
     return result
+
+
+def _with_imported_params(parallel, state, directory: str, model_cfg: ModelConfig):
+    """``state`` with its parameters replaced by those of a Hugging Face model directory, each
+    placed like the parameter it replaces (the optimiser state of a fresh run does not depend
+    on the parameter values)."""
+    from tfm import interop
+
+    imported_cfg, params = interop.load_model(directory)
+    if imported_cfg.replace(**{f: getattr(model_cfg, f) for f in INIT_FROM_KEPT_FIELDS}) != model_cfg:
+        raise WorkdirMismatchError(f"{directory} no longer holds the model this run was configured from")
+    canonical = parallel.canonical(state)
+    placed = jax.tree.map(lambda old, new: jax.device_put(np.asarray(new, old.dtype), old.sharding),
+                          canonical.params, params)
+    return parallel.from_canonical(canonical.replace(params=placed))
 
 
 # ====================================================================== logging helpers
