@@ -85,9 +85,8 @@ def _header(path: pathlib.Path) -> dict:
     return header
 
 
-def _read_tensor(path: pathlib.Path, name: str) -> np.ndarray:
-    header = _header(path)
-    info = header[name]
+def _read_tensor(path: pathlib.Path, name: str, info: dict) -> np.ndarray:
+    """Tensor ``name`` of ``path``, whose header entry is ``info``."""
     if info["dtype"] == "BF16":  # NumPy has no bfloat16: widen the raw bits to float32
         with open(path, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
@@ -113,10 +112,12 @@ class TensorReader:
     def __init__(self, directory: str | os.PathLike, ignore: Iterable[str] = ()):
         self.directory = pathlib.Path(directory).expanduser()
         self.files = weight_files(self.directory)
-        self._shapes = {}
+        self._info: dict[str, dict] = {}
         for path in sorted(set(self.files.values())):
             for name, info in _header(path).items():
-                self._shapes[name] = tuple(info["shape"])
+                if self.files.get(name) == path:
+                    self._info[name] = info
+        self._shapes = {name: tuple(info["shape"]) for name, info in self._info.items()}
         missing = sorted(set(self.files) - set(self._shapes))
         if missing:
             raise HFFormatError(f"{INDEX_FILE} lists tensors its shards do not hold: {missing[:5]}")
@@ -141,7 +142,7 @@ class TensorReader:
                 f"tensor {name!r} in {self.files[name]} has shape {list(self._shapes[name])}, but "
                 f"the model (from {CONFIG_FILE}) needs {list(shape)}")
         self.used.add(name)
-        return np.asarray(_read_tensor(self.files[name], name)).astype(dtype, copy=False)
+        return np.asarray(_read_tensor(self.files[name], name, self._info[name])).astype(dtype, copy=False)
 
     def finish(self) -> None:
         """HFFormatError naming the tensors that were neither used nor ignorable."""
