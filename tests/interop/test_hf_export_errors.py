@@ -31,7 +31,7 @@ def _assert_bitwise_equal(a, b):
 @pytest.mark.parametrize("name", ["gpt2", "marian"])
 @pytest.mark.parametrize("shards", [None, 40_000], ids=["single", "sharded"])
 def test_export_then_import_is_bitwise_identical(tmp_path, name, shards):
-    cfg, params = interop.load_model(FIXTURES / name)
+    cfg, params = interop.load_model(FIXTURES / name, check=True)
     tok = interop.load_tokenizer(FIXTURES / name)
     written = interop.save_pretrained((cfg, params, tok), tmp_path / "out", max_shard_bytes=shards)
     if shards:

@@ -1,8 +1,10 @@
 """Files of a model directory in Hugging Face's layout: ``config.json`` and safetensors weights.
 
-Reading needs no torch: tensors come from ``safetensors`` as NumPy arrays (bfloat16 ones are
-widened to float32 from the raw bytes, which NumPy cannot name), from ``model.safetensors`` or
-from the shards that ``model.safetensors.index.json`` lists. :class:`TensorReader` hands them out
+Reading needs no torch: the safetensors files (``model.safetensors``, or the shards that
+``model.safetensors.index.json`` lists) are memory-mapped as the format intends -- a JSON
+header, then each tensor's little-endian bytes -- and the converted parameters are copied
+once out of the mapping, into NumPy or straight onto the device (bfloat16, which NumPy cannot
+hold, is widened to float32). :class:`TensorReader` hands them out
 by name and shape and, at the end, refuses any tensor nobody asked for, so a checkpoint that
 does not fit the model fails with the name of the tensor and the file instead of loading wrong.
 
@@ -85,19 +87,34 @@ def _header(path: pathlib.Path) -> dict:
     return header
 
 
-def _read_tensor(path: pathlib.Path, name: str, info: dict) -> np.ndarray:
-    """Tensor ``name`` of ``path``, whose header entry is ``info``."""
-    if info["dtype"] == "BF16":  # NumPy has no bfloat16: widen the raw bits to float32
-        with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            start, end = info["data_offsets"]
-            f.seek(8 + size + start)
-            raw = np.frombuffer(f.read(end - start), dtype="<u2")
-        return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
-    from safetensors import safe_open
+_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+           "I8": "i1", "U8": "u1", "BOOL": "?"}
 
-    with safe_open(path, framework="numpy") as f:
-        return f.get_tensor(name)
+
+def _read_tensor(path: pathlib.Path, name: str, info: dict, data_start: int) -> np.ndarray:
+    """Tensor ``name`` of ``path`` (header entry ``info``; data from byte ``data_start``): a
+    read-only view of the memory-mapped file; bfloat16, which NumPy cannot hold, is widened to
+    float32."""
+    start, end = info["data_offsets"]
+    shape = tuple(info["shape"])
+    dtype = "<u2" if info["dtype"] == "BF16" else _DTYPES.get(info["dtype"])
+    if dtype is None:
+        raise HFFormatError(f"tensor {name!r} in {path} has dtype {info['dtype']}, which tfm does not read")
+    count = int(np.prod(shape, dtype=np.int64))
+    if end - start != count * np.dtype(dtype).itemsize:
+        raise HFFormatError(f"tensor {name!r} in {path}: {end - start} bytes for shape {list(shape)} "
+                            f"of {info['dtype']} (the file is damaged)")
+    if count == 0:
+        return np.zeros(shape, dtype)
+    array = np.memmap(path, dtype=dtype, mode="r", offset=data_start + start, shape=shape)
+    if info["dtype"] == "BF16":
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    return array
+
+
+def _data_start(path: pathlib.Path) -> int:
+    with open(path, "rb") as f:
+        return 8 + struct.unpack("<Q", f.read(8))[0]
 
 
 class TensorReader:
@@ -118,6 +135,7 @@ class TensorReader:
                 if self.files.get(name) == path:
                     self._info[name] = info
         self._shapes = {name: tuple(info["shape"]) for name, info in self._info.items()}
+        self._data_start = {path: _data_start(path) for path in set(self.files.values())}
         missing = sorted(set(self.files) - set(self._shapes))
         if missing:
             raise HFFormatError(f"{INDEX_FILE} lists tensors its shards do not hold: {missing[:5]}")
@@ -134,7 +152,10 @@ class TensorReader:
         return self._shapes[name]
 
     def take(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
-        """Tensor ``name`` as ``dtype``; HFFormatError if it is missing or not of ``shape``."""
+        """Tensor ``name`` as ``dtype``; HFFormatError if it is missing or not of ``shape``.
+
+        The result is a read-only view of the memory-mapped file (when the dtypes agree): copy
+        it before the file may change (:func:`tfm.interop.load_model` does)."""
         if name not in self.files:
             raise HFFormatError(f"tensor {name!r} is missing from {self._where(name)}")
         if self._shapes[name] != tuple(shape):
@@ -142,7 +163,8 @@ class TensorReader:
                 f"tensor {name!r} in {self.files[name]} has shape {list(self._shapes[name])}, but "
                 f"the model (from {CONFIG_FILE}) needs {list(shape)}")
         self.used.add(name)
-        return np.asarray(_read_tensor(self.files[name], name, self._info[name])).astype(dtype, copy=False)
+        path = self.files[name]
+        return _read_tensor(path, name, self._info[name], self._data_start[path]).astype(dtype, copy=False)
 
     def finish(self) -> None:
         """HFFormatError naming the tensors that were neither used nor ignorable."""
