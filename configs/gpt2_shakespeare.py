@@ -15,14 +15,16 @@ transformers.
 
 import os
 
-from configs import default
+from configs import shakespeare_char
 
 _TEXT = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                                       "tinyshakespeare.txt"))
 
 
 def get_config():
-    config = default.get_config()
+    # nanoGPT's AdamW settings of configs/shakespeare_char.py (beta2 0.99, eps 1e-8, weight
+    # decay 0.1, clipping 1.0, no label smoothing), at a constant fine-tuning learning rate.
+    config = shakespeare_char.get_config()
     config.data.dataset = "text_file"
     config.data.text_file = _TEXT
     config.data.valid_fraction = 0.1
@@ -34,24 +36,16 @@ def get_config():
     config.data.max_eval_examples = 64
 
     # Replaced by the imported model's architecture (train.init_from); set so that the config
-    # validates before the import (a decoder-only model with GPT-2's context).
-    config.model.arch = "decoder_lm"
+    # validates before the import (a decoder-only model with GPT-2's context and dropout).
     config.model.max_len = 1024
     config.model.dropout_rate = 0.1
     config.model.attention_dropout_rate = 0.1
 
     config.train.init_from = ""  # required: --config.train.init_from=DIR
     config.train.num_steps = 200
-    config.train.optimizer = "adamw"
     config.train.schedule = "constant"
     config.train.learning_rate = 3e-5
     config.train.warmup_steps = 0
-    config.train.b2 = 0.99
-    config.train.eps = 1e-8
-    config.train.weight_decay = 0.1
-    config.train.grad_clip_norm = 1.0
-    config.train.label_smoothing = 0.0
-    config.train.log_every_steps = 10
     config.train.eval_every_steps = 50
     config.train.checkpoint_every_steps = 50
     return config

@@ -85,6 +85,16 @@ def test_finetune_starts_from_the_import_and_resumes(text_file, tmp_path):
     assert max(float(np.abs(np.asarray(got[k]) - want[k]).max()) for k in want) < 6e-3
     assert max(float(np.abs(np.asarray(got[k]) - want[k]).max()) for k in want) > 0
 
+    # the fine-tuned workdir exports to Hugging Face's layout (tokenizer included), bitwise
+    from tfm.cli import export_main
+
+    assert export_main(["--workdir", str(full), "--out", str(tmp_path / "hf")]) == 0
+    cfg2, exported = interop.load_model(tmp_path / "hf")
+    assert cfg2 == lm.config.replace(dropout_rate=cfg2.dropout_rate, attention_dropout_rate=cfg2.attention_dropout_rate)
+    for k, v in flat_paths(exported).items():
+        assert np.asarray(got[k]).tobytes() == v.tobytes(), k
+    assert interop.load_tokenizer(tmp_path / "hf").encode("ROMEO:") == lm.tokenizer.encode("ROMEO:")
+
     # interrupted after step 2, then resumed: the same parameters as the uninterrupted run
     part = tmp_path / "part"
     assert run(_config(text_file, **{"train.num_steps": 2}), part)["step"] == 2

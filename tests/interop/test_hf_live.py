@@ -129,6 +129,7 @@ def test_marian_logits_and_every_gradient(tmp_path, shape):
     _compare_grads(marian_lib, cfg, grads, torch_grads)
 
 
+@pytest.mark.slow  # the offline fixture tests check token 0 in the default run
 @needs_token0
 def test_gpt2_logits_with_token_0(tmp_path):
     torch.manual_seed(0)

@@ -90,3 +90,13 @@ def require(condition: bool, source: str, message: str) -> None:
     """HFFormatError("{source}: {message}") unless ``condition``."""
     if not condition:
         raise HFFormatError(f"{source}: {message}")
+
+
+def read_activation(hf: dict, where: str, required: tuple[str, ...], default: str, table: dict):
+    """Checks that config.json has the ``required`` keys; its activation_function mapped by
+    ``table`` (HFFormatError naming the file otherwise)."""
+    for key in required:
+        require(key in hf, where, f"has no {key!r}")
+    act = hf.get("activation_function", default)
+    require(act in table, where, f"activation_function={act!r} is not supported; supported: {sorted(table)}")
+    return table[act]

@@ -48,10 +48,8 @@ EXPORT_ACTIVATIONS = {Activation.GELU: "gelu_new", Activation.GELU_EXACT: "gelu"
 def config_from_hf(hf: dict, source: str) -> ModelConfig:
     """The ModelConfig of a GPT-2 ``config.json``; HFFormatError for what tfm cannot express."""
     where = f"{source}/{CONFIG_FILE}"
-    for key in ("n_embd", "n_layer", "n_head", "vocab_size"):
-        require(key in hf, where, f"has no {key!r}")
-    act = hf.get("activation_function", "gelu_new")
-    require(act in ACTIVATIONS, where, f"activation_function={act!r} is not supported; supported: {sorted(ACTIVATIONS)}")
+    activation = convert.read_activation(hf, where, ("n_embd", "n_layer", "n_head", "vocab_size"), "gelu_new",
+                                         ACTIVATIONS)
     require(hf.get("scale_attn_weights", True), where, "scale_attn_weights=false is not supported")
     require(not hf.get("scale_attn_by_inverse_layer_idx", False), where,
             "scale_attn_by_inverse_layer_idx=true is not supported")
@@ -73,7 +71,7 @@ def config_from_hf(hf: dict, source: str) -> ModelConfig:
         max_len=hf.get("n_positions", hf.get("n_ctx", 1024)),
         dropout_rate=float(resid),
         attention_dropout_rate=float(hf.get("attn_pdrop", 0.1)),
-        activation=ACTIVATIONS[act],
+        activation=activation,
         norm=NormPosition.PRE,
         positional=PositionalKind.LEARNED,
         share_embeddings=True,

@@ -51,10 +51,8 @@ _ATTN = (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value"))
 def config_from_hf(hf: dict, source: str) -> ModelConfig:
     """The ModelConfig of a Marian ``config.json``; HFFormatError for what tfm cannot express."""
     where = f"{source}/{CONFIG_FILE}"
-    for key in ("d_model", "vocab_size", "encoder_layers", "decoder_layers"):
-        require(key in hf, where, f"has no {key!r}")
-    act = hf.get("activation_function", "gelu")
-    require(act in ACTIVATIONS, where, f"activation_function={act!r} is not supported; supported: {sorted(ACTIVATIONS)}")
+    activation = convert.read_activation(hf, where, ("d_model", "vocab_size", "encoder_layers", "decoder_layers"),
+                                         "gelu", ACTIVATIONS)
     heads = hf.get("encoder_attention_heads", 16), hf.get("decoder_attention_heads", 16)
     require(heads[0] == heads[1], where, f"encoder_attention_heads={heads[0]} != decoder_attention_heads="
             f"{heads[1]}: tfm uses one num_heads")
@@ -79,7 +77,7 @@ def config_from_hf(hf: dict, source: str) -> ModelConfig:
         max_len=hf.get("max_position_embeddings", 1024),
         dropout_rate=float(hf.get("dropout", 0.1)),
         attention_dropout_rate=float(hf.get("attention_dropout", 0.0)),
-        activation=ACTIVATIONS[act],
+        activation=activation,
         norm=NormPosition.POST,
         positional=PositionalKind.SINUSOIDAL,
         sinusoidal_layout=SinusoidalLayout.SPLIT,
@@ -104,9 +102,31 @@ def _positions_table(cfg: ModelConfig) -> np.ndarray:
     return out
 
 
+def _modules(cfg: ModelConfig):
+    """(kind, Hugging Face name, tfm path, (in, out) of a linear) of every block module, in the
+    order both directions of the conversion walk them."""
+    D, F = cfg.d_model, cfg.d_ff
+    for side, layers in (("encoder", cfg.num_layers), ("decoder", cfg.decoder_layers)):
+        for i in range(layers):
+            h, p = f"model.{side}.layers.{i}.", f"{side}/stack/layer_{i}/"
+            yield "attention", h + "self_attn.", p + "self_attention", None
+            yield "norm", h + "self_attn_layer_norm", p + "self_attention_norm", None
+            if side == "decoder":
+                yield "attention", h + "encoder_attn.", p + "cross_attention", None
+                yield "norm", h + "encoder_attn_layer_norm", p + "cross_attention_norm", None
+            yield "linear", h + "fc1", p + "feed_forward/wi", (D, F)
+            yield "linear", h + "fc2", p + "feed_forward/wo", (F, D)
+            yield "norm", h + "final_layer_norm", p + "feed_forward_norm", None
+
+
+def _linear(reader: TensorReader, name: str, n_in: int, n_out: int):
+    """A torch Linear's weight (out, in), transposed to (in, out), and its bias."""
+    return reader.take(name + ".weight", (n_out, n_in)).T, reader.take(name + ".bias", (n_out,))
+
+
 def read_params(reader: TensorReader, cfg: ModelConfig) -> dict:
     """tfm's EncoderDecoder parameters from a Marian checkpoint (see the module docstring)."""
-    D, N, F, V = cfg.d_model, cfg.num_heads, cfg.d_ff, cfg.vocab_size
+    D, N, V = cfg.d_model, cfg.num_heads, cfg.vocab_size
     params: dict = {}
     shared_name = "model.shared.weight"
     if not reader.has(shared_name):  # some checkpoints keep only the tied copies
@@ -128,37 +148,22 @@ def read_params(reader: TensorReader, cfg: ModelConfig) -> dict:
     bias = reader.take("final_logits_bias", (1, V))[0] if reader.has("final_logits_bias") else np.zeros(V, np.float32)
     set_path(params, "decoder/logits_bias", bias)
 
-    def linear(name, n_in, n_out):  # torch (out, in) -> (in, out)
-        return reader.take(name + ".weight", (n_out, n_in)).T, reader.take(name + ".bias", (n_out,))
-
-    def attention(hf_prefix, out_prefix):
-        for hf_name, tfm_name in _ATTN:
-            w, b = linear(hf_prefix + hf_name, D, D)
-            set_path(params, f"{out_prefix}/{tfm_name}/kernel", convert.heads_in(w, N))
-            set_path(params, f"{out_prefix}/{tfm_name}/bias", convert.heads_bias(b, N))
-        w, b = linear(hf_prefix + "out_proj", D, D)
-        set_path(params, f"{out_prefix}/out/kernel", convert.heads_out(w, N))
-        set_path(params, f"{out_prefix}/out/bias", b)
-
-    def norm(hf_name, out_prefix):
-        set_path(params, out_prefix + "/scale", reader.take(hf_name + ".weight", (D,)))
-        set_path(params, out_prefix + "/bias", reader.take(hf_name + ".bias", (D,)))
-
-    for side, layers in (("encoder", cfg.num_layers), ("decoder", cfg.decoder_layers)):
-        for i in range(layers):
-            h, p = f"model.{side}.layers.{i}.", f"{side}/stack/layer_{i}/"
-            attention(h + "self_attn.", p + "self_attention")
-            norm(h + "self_attn_layer_norm", p + "self_attention_norm")
-            if side == "decoder":
-                attention(h + "encoder_attn.", p + "cross_attention")
-                norm(h + "encoder_attn_layer_norm", p + "cross_attention_norm")
-            w, b = linear(h + "fc1", D, F)
-            set_path(params, p + "feed_forward/wi/kernel", w)
-            set_path(params, p + "feed_forward/wi/bias", b)
-            w, b = linear(h + "fc2", F, D)
-            set_path(params, p + "feed_forward/wo/kernel", w)
-            set_path(params, p + "feed_forward/wo/bias", b)
-            norm(h + "final_layer_norm", p + "feed_forward_norm")
+    for kind, hf_name, path, shape in _modules(cfg):
+        if kind == "attention":
+            for hf_proj, tfm_proj in _ATTN:
+                w, b = _linear(reader, hf_name + hf_proj, D, D)
+                set_path(params, f"{path}/{tfm_proj}/kernel", convert.heads_in(w, N))
+                set_path(params, f"{path}/{tfm_proj}/bias", convert.heads_bias(b, N))
+            w, b = _linear(reader, hf_name + "out_proj", D, D)
+            set_path(params, f"{path}/out/kernel", convert.heads_out(w, N))
+            set_path(params, f"{path}/out/bias", b)
+        elif kind == "norm":
+            set_path(params, path + "/scale", reader.take(hf_name + ".weight", (D,)))
+            set_path(params, path + "/bias", reader.take(hf_name + ".bias", (D,)))
+        else:
+            w, b = _linear(reader, hf_name, *shape)
+            set_path(params, path + "/kernel", w)
+            set_path(params, path + "/bias", b)
     return params
 
 
@@ -225,31 +230,17 @@ def params_to_hf(params, cfg: ModelConfig) -> dict[str, np.ndarray]:
     out["final_logits_bias"] = (np.zeros((1, cfg.vocab_size), np.float32) if bias is None
                                 else np.asarray(bias).reshape(1, -1))
 
-    def linear(name, kernel):
-        out[name + ".weight"] = np.ascontiguousarray(kernel.T)
-
-    def attention(hf_prefix, p):
-        for hf_name, tfm_name in _ATTN:
-            linear(hf_prefix + hf_name, convert.flat_in(get_path(params, f"{p}/{tfm_name}/kernel")))
-            out[hf_prefix + hf_name + ".bias"] = get_path(params, f"{p}/{tfm_name}/bias").reshape(-1)
-        linear(hf_prefix + "out_proj", convert.flat_out(get_path(params, f"{p}/out/kernel")))
-        out[hf_prefix + "out_proj.bias"] = get_path(params, f"{p}/out/bias")
-
-    def norm(hf_name, p):
-        out[hf_name + ".weight"] = get_path(params, p + "/scale")
-        out[hf_name + ".bias"] = get_path(params, p + "/bias")
-
-    for side, layers in (("encoder", cfg.num_layers), ("decoder", cfg.decoder_layers)):
-        for i in range(layers):
-            h, p = f"model.{side}.layers.{i}.", f"{side}/stack/layer_{i}/"
-            attention(h + "self_attn.", p + "self_attention")
-            norm(h + "self_attn_layer_norm", p + "self_attention_norm")
-            if side == "decoder":
-                attention(h + "encoder_attn.", p + "cross_attention")
-                norm(h + "encoder_attn_layer_norm", p + "cross_attention_norm")
-            linear(h + "fc1", get_path(params, p + "feed_forward/wi/kernel"))
-            out[h + "fc1.bias"] = get_path(params, p + "feed_forward/wi/bias")
-            linear(h + "fc2", get_path(params, p + "feed_forward/wo/kernel"))
-            out[h + "fc2.bias"] = get_path(params, p + "feed_forward/wo/bias")
-            norm(h + "final_layer_norm", p + "feed_forward_norm")
+    for kind, hf_name, path, _ in _modules(cfg):
+        if kind == "attention":
+            for hf_proj, tfm_proj in _ATTN:
+                out[hf_name + hf_proj + ".weight"] = convert.flat_in(get_path(params, f"{path}/{tfm_proj}/kernel")).T
+                out[hf_name + hf_proj + ".bias"] = get_path(params, f"{path}/{tfm_proj}/bias").reshape(-1)
+            out[hf_name + "out_proj.weight"] = convert.flat_out(get_path(params, f"{path}/out/kernel")).T
+            out[hf_name + "out_proj.bias"] = get_path(params, f"{path}/out/bias")
+        elif kind == "norm":
+            out[hf_name + ".weight"] = get_path(params, path + "/scale")
+            out[hf_name + ".bias"] = get_path(params, path + "/bias")
+        else:
+            out[hf_name + ".weight"] = get_path(params, path + "/kernel").T
+            out[hf_name + ".bias"] = get_path(params, path + "/bias")
     return out
