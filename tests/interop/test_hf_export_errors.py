@@ -182,3 +182,20 @@ def test_workdir_loader_points_to_from_pretrained():
 
     with pytest.raises(WorkdirError, match="Hugging Face model directory.*from_pretrained"):
         load(FIXTURES / "gpt2")
+
+
+def test_command_lines_take_pretrained(tmp_path, capsys):
+    from tfm.cli import export_main, generate_main, translate_main
+
+    # the wrong kind of model, named; --workdir and --pretrained exclude each other
+    assert translate_main(["--pretrained", str(FIXTURES / "gpt2"), "hello"]) == 2
+    assert "kind 'decoder_lm', but this needs 'encoder_decoder'" in capsys.readouterr().err
+    assert generate_main(["--pretrained", str(tmp_path)]) == 2
+    assert "config.json is missing" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        generate_main(["--pretrained", str(FIXTURES / "gpt2"), "--workdir", str(tmp_path)])
+    # export of an imported model: the same tensors, bitwise
+    assert export_main(["--pretrained", str(FIXTURES / "marian"), "--out", str(tmp_path / "out")]) == 0
+    _assert_bitwise_equal(interop.load_model(FIXTURES / "marian")[1], interop.load_model(tmp_path / "out")[1])
+    assert export_main(["--pretrained", str(FIXTURES / "marian"), "--out", str(tmp_path / "out")]) == 2
+    assert "not empty; refusing to overwrite" in capsys.readouterr().err
