@@ -96,9 +96,16 @@ def test_finetune_starts_from_the_import_and_resumes(text_file, tmp_path):
     assert interop.load_tokenizer(tmp_path / "hf").encode("ROMEO:") == lm.tokenizer.encode("ROMEO:")
 
     # interrupted after step 2, then resumed: the same parameters as the uninterrupted run
+    # (from a copy of the imported directory, gone by the time the run resumes: a resumed run
+    # needs only its workdir)
+    import shutil
+
+    source = tmp_path / "gpt2_copy"
+    shutil.copytree(FIXTURES / "gpt2", source)
     part = tmp_path / "part"
-    assert run(_config(text_file, **{"train.num_steps": 2}), part)["step"] == 2
-    assert run(_config(text_file), part)["step"] == 4
+    assert run(_config(text_file, **{"train.num_steps": 2, "train.init_from": str(source)}), part)["step"] == 2
+    shutil.rmtree(source)
+    assert run(_config(text_file, **{"train.init_from": str(source)}), part)["step"] == 4
     resumed = flat_paths(inference.load(part).params)
     for k in got:
         np.testing.assert_array_equal(np.asarray(resumed[k]), np.asarray(got[k]), err_msg=k)

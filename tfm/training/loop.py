@@ -48,7 +48,8 @@ import numpy as np
 
 from tfm import optim
 from tfm.config import Arch, ModelConfig
-from tfm.data.pipeline import Pipeline, build_pipeline
+from tfm.data import tokenizers as tokenizers_lib
+from tfm.data.pipeline import TOKENIZER_DIR, Pipeline, build_pipeline
 from tfm.models import build_model
 from tfm.training import flops as flops_lib
 from tfm.training import parallel as parallel_lib
@@ -164,15 +165,23 @@ def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
 INIT_FROM_KEPT_FIELDS = EXECUTION_ONLY_MODEL_FIELDS | {"dropout_rate", "attention_dropout_rate"}
 
 
-def resolve_init_from(config: RunConfig) -> RunConfig:
+def resolve_init_from(config: RunConfig, workdir: str | None = None) -> RunConfig:
     """With ``train.init_from``: the imported model's architecture (its config.json), keeping
-    the run's execution-only fields and dropout rates (:data:`INIT_FROM_KEPT_FIELDS`)."""
+    the run's execution-only fields and dropout rates (:data:`INIT_FROM_KEPT_FIELDS`). A
+    workdir already started from the same directory keeps the architecture it saved (resuming
+    does not need the imported directory any more)."""
     if not config.train.init_from:
         return config
+    kept = {f: getattr(config.model, f) for f in INIT_FROM_KEPT_FIELDS}
+    saved_path = os.path.join(workdir, CONFIG_FILE) if workdir else ""
+    if saved_path and os.path.exists(saved_path):
+        with open(saved_path, encoding="utf-8") as f:
+            saved = RunConfig.from_config_dict(json.load(f))
+        if saved.train.init_from == config.train.init_from:
+            return config.replace(model=saved.model.replace(**kept))
     from tfm import interop
 
     imported = interop.read_model_config(config.train.init_from)
-    kept = {f: getattr(config.model, f) for f in INIT_FROM_KEPT_FIELDS}
     model = imported.replace(**kept)
     ignored = [d.replace(" in the workdir", " in init_from") for d in model_differences(model, config.model)
                if d.split(":")[0].split(".")[1] != "vocab_size"]
@@ -370,14 +379,14 @@ class _Setup:
             parallel, batch_size=config.data.batch_size, grad_accum_steps=train.grad_accum_steps,
             eval_batch_size=config.data.eval_batch_size,
         )
-        config = resolve_init_from(config)
+        config = resolve_init_from(config, workdir)
         check_workdir(config, workdir)
         if jax.process_index() == 0:
             os.makedirs(workdir, exist_ok=True)
 
         # data, vocabulary, resolved config
         pretrained_tokenizer = None
-        if config.train.init_from:
+        if config.train.init_from and not tokenizers_lib.exists(os.path.join(workdir, TOKENIZER_DIR)):
             from tfm import interop
 
             pretrained_tokenizer = interop.load_tokenizer(config.train.init_from)
