@@ -103,7 +103,7 @@ def make_gpt2(out: pathlib.Path) -> None:
     hf_tok = AutoTokenizer.from_pretrained(out)  # what a user's transformers reads back
 
     # Inputs: the second has token 0 ("!"); the other has none.
-    with_zero = hf_tok("Hi! How are you today? Fine!")["input_ids"]
+    with_zero = hf_tok("Hallo Welt! Hallo nochmal!")["input_ids"]  # ends in 0; greedy makes a 0
     no_zero = hf_tok("The weather is nice and the sun")["input_ids"]
     assert 0 in with_zero and 0 not in no_zero
     T = 8

@@ -37,12 +37,6 @@ def token0_is_real() -> bool:
 needs_token0 = pytest.mark.xfail(
     condition=not token0_is_real(), strict=True,
     reason="token id 0 is still padding in this tree (issue 14 item 1 not merged)")
-# The same for decoded tokens: an argmax may survive the wrong logits by chance, so a pass
-# before the merge is allowed (not strict).
-needs_token0_decode = pytest.mark.xfail(
-    condition=not token0_is_real(), strict=False,
-    reason="token id 0 is still padding in this tree (issue 14 item 1 not merged)")
-
 
 def reference(name: str) -> tuple[dict[str, np.ndarray], dict]:
     d = FIXTURES / name

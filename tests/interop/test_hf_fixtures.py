@@ -13,7 +13,7 @@ import pytest
 import tfm
 from tfm import decoding, interop
 
-from interop_helpers import FIXTURES, needs_token0, needs_token0_decode, reference, rel_err, strip
+from interop_helpers import FIXTURES, needs_token0, reference, rel_err, strip
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_gpt2_greedy_matches_transformers(gpt2):
     assert got == want
 
 
-@needs_token0_decode
+@needs_token0
 def test_gpt2_greedy_matches_transformers_with_token_0(gpt2):
     got, want = _gpt2_greedy(gpt2, 1)
     assert got == want
@@ -154,7 +154,7 @@ def test_marian_decoding_matches_transformers(marian, beam):
     assert got == want
 
 
-@needs_token0_decode
+@needs_token0
 @pytest.mark.parametrize("beam", [False, True], ids=["greedy", "beam4"])
 def test_marian_decoding_matches_transformers_with_eos_0(marian, beam):
     got, want = _marian_search(marian, "with_eos", beam)
