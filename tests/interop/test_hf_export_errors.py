@@ -199,3 +199,29 @@ def test_command_lines_take_pretrained(tmp_path, capsys):
     _assert_bitwise_equal(interop.load_model(FIXTURES / "marian")[1], interop.load_model(tmp_path / "out")[1])
     assert export_main(["--pretrained", str(FIXTURES / "marian"), "--out", str(tmp_path / "out")]) == 2
     assert "not empty; refusing to overwrite" in capsys.readouterr().err
+
+
+def test_gpt2_hub_layout_without_prefix_with_mask_buffers_and_bf16(tmp_path):
+    """The Hub's gpt2 checkpoint: names without "transformer.", the old causal-mask buffers
+    h.N.attn.bias / masked_bias (ignored), and a tied lm_head copy; a bfloat16 checkpoint is
+    widened to float32 exactly."""
+    import ml_dtypes
+
+    d = _copy(tmp_path)
+    want = interop.load_model(FIXTURES / "gpt2")[1]
+
+    def edit(t):
+        for k in list(t):
+            t[k.removeprefix("transformer.")] = t.pop(k)
+        t["lm_head.weight"] = t["wte.weight"].copy()
+        for i in range(2):
+            t[f"h.{i}.attn.bias"] = np.tril(np.ones((1, 1, 64, 64), np.float32))
+            t[f"h.{i}.attn.masked_bias"] = np.array(-1e4, np.float32)
+
+    _rewrite_weights(d, edit)
+    _assert_bitwise_equal(interop.load_model(d)[1], want)
+
+    _rewrite_weights(d, lambda t: t.update({k: v.astype(ml_dtypes.bfloat16) for k, v in t.items()}))
+    got = interop.load_model(d)[1]
+    for k, v in flat_paths(want).items():
+        np.testing.assert_array_equal(flat_paths(got)[k], v.astype(ml_dtypes.bfloat16).astype(np.float32), err_msg=k)
