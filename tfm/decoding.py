@@ -24,8 +24,9 @@ Padding is data, never a token id (any id, 0 included, is a real token): prompts
 carry their validity as a (B, P) / (B, S) bool mask, True on real tokens -- ``prompt_mask``
 for language-model prompts, which are LEFT-padded (every row's last prompt token in the last
 column), ``inputs_mask`` for encoder-decoder sources (padding anywhere, usually on the right).
-A mask of None means every token is real. Encoder-decoder outputs start from BOS (id 1) and
-rows end at ``eos_id`` (default 2, the ids of tfm's tokenizers). After a row's end its output
+A mask of None means every token is real. Encoder-decoder outputs start from ``bos_id`` and
+rows end at ``eos_id`` (defaults 1 and 2, the ids of tfm's own tokenizers; pass the tokenizer's
+own ids otherwise -- Marian starts from its pad id). After a row's end its output
 holds :data:`FILL_ID` (0): filler, not a token -- read a row's tokens up to its ``lengths``.
 
 Beam search (Vaswani et al. 2017, section 6.1: beam 4, length penalty alpha = 0.6, maximum
@@ -464,6 +465,7 @@ def encdec_decoder(
     cache_len: int,
     beam_size: int = 1,
     inputs_mask: jax.Array | None = None,
+    bos_id: int = BOS_ID,
 ) -> tuple[StepFn, Start]:
     """Encodes the source once; each step feeds one target token (BOS first).
 
@@ -473,6 +475,7 @@ def encdec_decoder(
       beam_size: the step function serves B * beam_size rows (the encoder output is repeated;
         the search repeats the state).
       inputs_mask: (B, S) bool, True on real source tokens; None = no padding.
+      bos_id: the decoder's start token (the tokenizer's; Marian starts from its pad id).
     Returns:
       ``(step_fn, start)``; the state is the Flax 'cache' collection. Cross-attention keys and
       values are projected from the encoder output on the first step and cached.
@@ -498,7 +501,7 @@ def encdec_decoder(
         )  # (B*K, 1, V)
         return logits[:, 0], variables["cache"]
 
-    first = jnp.full((batch,), BOS_ID, jnp.int32)
+    first = jnp.full((batch,), bos_id, jnp.int32)
     return step_fn, Start(state=cache, first_tokens=first, state_axes=axes)
 
 
@@ -661,10 +664,10 @@ def _encdec_lengths(
     return buffer, limits
 
 
-@functools.partial(jax.jit, static_argnames=("model", "extra_len", "max_len", "eos_id"))
-def _encdec_greedy(model, params, inputs, inputs_mask, *, extra_len, max_len, eos_id):
+@functools.partial(jax.jit, static_argnames=("model", "extra_len", "max_len", "eos_id", "bos_id"))
+def _encdec_greedy(model, params, inputs, inputs_mask, *, extra_len, max_len, eos_id, bos_id):
     buffer, limits = _encdec_lengths(model, inputs, inputs_mask, extra_len, max_len)
-    step_fn, start = encdec_decoder(model, params, inputs, buffer, inputs_mask=inputs_mask)
+    step_fn, start = encdec_decoder(model, params, inputs, buffer, inputs_mask=inputs_mask, bos_id=bos_id)
     return greedy_search(
         step_fn, start.state, start.first_tokens, max_len=buffer, eos_id=eos_id, max_lengths=limits
     )
@@ -679,8 +682,9 @@ def encdec_greedy(
     extra_len: int = 50,
     max_len: int | None = None,
     eos_id: int = EOS_ID,
+    bos_id: int = BOS_ID,
 ) -> Decoded:
-    """Greedy translation of sources (B, S) (compiled).
+    """Greedy translation of sources (B, S) (compiled); decoding starts from ``bos_id``.
 
     ``inputs_mask`` (B, S) bool marks the real source tokens (None = no padding). Row b
     generates at most (its number of real source tokens + ``extra_len``) tokens; the output
@@ -688,13 +692,17 @@ def encdec_greedy(
     """
     inputs = jnp.asarray(inputs, jnp.int32)
     inputs_mask = _check_mask(inputs_mask, inputs, "inputs_mask")
-    return _encdec_greedy(model, params, inputs, inputs_mask, extra_len=extra_len, max_len=max_len, eos_id=eos_id)
+    return _encdec_greedy(
+        model, params, inputs, inputs_mask, extra_len=extra_len, max_len=max_len, eos_id=eos_id, bos_id=bos_id
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "beam_size", "extra_len", "max_len", "eos_id"))
-def _encdec_beam_search(model, params, inputs, inputs_mask, alpha, *, beam_size, extra_len, max_len, eos_id):
+@functools.partial(jax.jit, static_argnames=("model", "beam_size", "extra_len", "max_len", "eos_id", "bos_id"))
+def _encdec_beam_search(model, params, inputs, inputs_mask, alpha, *, beam_size, extra_len, max_len, eos_id, bos_id):
     buffer, limits = _encdec_lengths(model, inputs, inputs_mask, extra_len, max_len)
-    step_fn, start = encdec_decoder(model, params, inputs, buffer, beam_size=beam_size, inputs_mask=inputs_mask)
+    step_fn, start = encdec_decoder(
+        model, params, inputs, buffer, beam_size=beam_size, inputs_mask=inputs_mask, bos_id=bos_id
+    )
     return beam_search(
         step_fn,
         start.state,
@@ -719,10 +727,11 @@ def encdec_beam_search(
     extra_len: int = 50,
     max_len: int | None = None,
     eos_id: int = EOS_ID,
+    bos_id: int = BOS_ID,
 ) -> Beams:
     """Beam search translation of sources (B, S) (``inputs_mask`` as in :func:`encdec_greedy`)
     with the paper's settings by default (beam 4, alpha 0.6, at most input length + 50 output
-    tokens). Compiled."""
+    tokens), starting from ``bos_id``. Compiled."""
     inputs = jnp.asarray(inputs, jnp.int32)
     inputs_mask = _check_mask(inputs_mask, inputs, "inputs_mask")
     return _encdec_beam_search(
@@ -735,4 +744,5 @@ def encdec_beam_search(
         extra_len=extra_len,
         max_len=max_len,
         eos_id=eos_id,
+        bos_id=bos_id,
     )

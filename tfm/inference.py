@@ -91,6 +91,10 @@ def read_config(workdir: str | os.PathLike) -> tuple[ModelConfig, DataConfig | N
         raise WorkdirError(f"{workdir} is not a tfm workdir: {CONFIG_FILE} is missing (train.py writes it)")
     with open(path, encoding="utf-8") as f:
         saved = json.load(f)
+    if "model_type" in saved:
+        raise WorkdirError(
+            f"{workdir} is a Hugging Face model directory (model_type {saved['model_type']!r}), not a "
+            "tfm workdir: load it with tfm.from_pretrained, or --pretrained on the command line")
     if "model" not in saved:
         raise WorkdirError(f"{path} has no 'model' section")
     model_cfg = ModelConfig.from_dict(saved["model"])
@@ -403,12 +407,14 @@ def translate(
         rows = _bucket(len(chunk), 8, max(len(chunk), batch_size))
         # filler rows: one token (EOS), output discarded
         inputs, mask = _pad([sources[i] for i in chunk] + [[tok.eos_id]] * (rows - len(chunk)), width, left=False)
+        special = dict(bos_id=tok.bos_id, eos_id=tok.eos_id)  # the tokenizer's own (Marian: start = pad)
         if beam_size > 1:
             out = decoding.encdec_beam_search(
-                net, mt.params, inputs, inputs_mask=mask, beam_size=beam_size, alpha=alpha, extra_len=extra_len
+                net, mt.params, inputs, inputs_mask=mask, beam_size=beam_size, alpha=alpha, extra_len=extra_len,
+                **special,
             ).best()
         else:
-            out = decoding.encdec_greedy(net, mt.params, inputs, inputs_mask=mask, extra_len=extra_len)
+            out = decoding.encdec_greedy(net, mt.params, inputs, inputs_mask=mask, extra_len=extra_len, **special)
         ids = out.to_lists()
         for r, i in enumerate(chunk):
             results[i] = tok.decode(ids[r])

@@ -45,7 +45,7 @@ class _Tower(nn.Module):
         cfg = self.cfg
         x = self.embedder(tokens)  # (B, T, D)
         if cfg.positional is PositionalKind.SINUSOIDAL:
-            x = x + SinusoidalPositions(cfg.d_model, dtype=x.dtype)(positions)
+            x = x + SinusoidalPositions(cfg.d_model, dtype=x.dtype, layout=cfg.sinusoidal_layout.value)(positions)
         elif cfg.positional is PositionalKind.LEARNED:
             x = x + LearnedPositions(cfg.max_len, cfg.d_model, name="position_embedding", **dtypes(cfg))(positions)
         # ROPE acts inside attention; NONE adds nothing.
@@ -137,6 +137,10 @@ class Decoder(_Tower):
         x = stack(x, ctx)  # (B, T, D)
         if cfg.tie_output:
             logits = self.embedder.attend(x)
+            if cfg.logits_bias:
+                bias_init = nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",))
+                bias = self.param("logits_bias", bias_init, (cfg.vocab_size,), jnp.dtype(cfg.param_dtype))
+                logits = logits + bias.astype(logits.dtype)  # (B, T, V)
         else:
             logits = nn.Dense(
                 cfg.vocab_size,

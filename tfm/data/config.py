@@ -39,6 +39,7 @@ class Task(str, enum.Enum):
 class TokenizerKind(str, enum.Enum):
     CHAR = "char"  # one id per Unicode character seen in the training text
     SENTENCEPIECE = "sentencepiece"  # unigram SentencePiece trained on the training split
+    PRETRAINED = "pretrained"  # the tokenizer of the imported model (TrainConfig.init_from)
 
 
 class Overlong(str, enum.Enum):

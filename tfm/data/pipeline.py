@@ -118,7 +118,7 @@ import numpy as np
 from tfm.data import batching, sources
 from tfm.data import tokenizers as tokenizers_lib
 from tfm.data.config import DataConfig, Overlong, Task, TokenizerKind
-from tfm.data.tokenizers import EOS_ID, Tokenizer
+from tfm.data.tokenizers import Tokenizer
 
 TOKENIZER_DIR = "tokenizer"
 
@@ -234,14 +234,15 @@ def encode_examples(task: Task, tok: Tokenizer, raw: Sequence[Any], cfg: DataCon
 def encode_stream(tok: Tokenizer, text: str) -> np.ndarray:
     """A text stream -> one int32 token stream.
 
-    Character level: every character, newlines included. SentencePiece normalises newlines
-    away, so the text is encoded line by line with eos between lines.
+    Character level and byte-level BPE (GPT-2): the whole text, newlines included.
+    SentencePiece normalises newlines away, so the text is encoded line by line with eos
+    between lines.
     """
-    if tok.kind == TokenizerKind.CHAR.value:
+    if tok.keeps_newlines:
         return tok.encode_batch([text])[0]
     lines = [line for line in text.split("\n") if line.strip()]
     ids = tok.encode_batch(lines)
-    eos = np.array([EOS_ID], np.int32)
+    eos = np.array([tok.eos_id], np.int32)
     return np.concatenate([part for line in ids for part in (line, eos)]).astype(np.int32)
 
 
@@ -281,19 +282,31 @@ def build_tokenizer(cfg: DataConfig) -> Tokenizer:
 
 
 def get_tokenizer(cfg: DataConfig, workdir: str | os.PathLike | None = None,
-                  process_index: int = 0) -> Tokenizer:
-    """Loads ``WORKDIR/tokenizer`` if present, else builds it (and saves it from host 0)."""
+                  process_index: int = 0, pretrained: Tokenizer | None = None) -> Tokenizer:
+    """Loads ``WORKDIR/tokenizer`` if present, else builds it -- or, for
+    ``tokenizer="pretrained"``, takes ``pretrained`` (an imported model's) -- and saves it from
+    host 0."""
     tok_dir = pathlib.Path(workdir) / TOKENIZER_DIR if workdir else None
+    own_kinds = {TokenizerKind.CHAR.value, TokenizerKind.SENTENCEPIECE.value}
     if tok_dir is not None and tokenizers_lib.exists(tok_dir):
         tok = tokenizers_lib.load_tokenizer(tok_dir)
-        if tok.kind != cfg.tokenizer.value:
+        if cfg.tokenizer is TokenizerKind.PRETRAINED and tok.kind not in own_kinds:
+            pass  # an imported model's tokenizer, saved by the first run of this workdir
+        elif tok.kind != cfg.tokenizer.value:
             raise ValueError(
                 f"DataConfig.tokenizer={cfg.tokenizer.value!r} but {tok_dir} holds a {tok.kind!r} "
                 "tokenizer (a resumed run must keep its tokenizer; use a fresh workdir)")
         logging.info("tokenizer: loaded %s (vocab %d) from %s", tok.kind, tok.vocab_size, tok_dir)
         return tok
-    tok = build_tokenizer(cfg)
-    logging.info("tokenizer: built %s (vocab %d) from the training split", tok.kind, tok.vocab_size)
+    if cfg.tokenizer is TokenizerKind.PRETRAINED:
+        if pretrained is None:
+            raise ValueError("DataConfig.tokenizer='pretrained': no imported tokenizer was given "
+                             "(set TrainConfig.init_from)")
+        tok = pretrained
+        logging.info("tokenizer: %s (vocab %d) of the imported model", tok.kind, tok.vocab_size)
+    else:
+        tok = build_tokenizer(cfg)
+        logging.info("tokenizer: built %s (vocab %d) from the training split", tok.kind, tok.vocab_size)
     if tok_dir is not None and process_index == 0:
         tok.save(tok_dir)
     return tok
@@ -311,6 +324,7 @@ def build_pipeline(
     process_index: int = 0,
     process_count: int = 1,
     batch_multiple: int = 1,
+    pretrained_tokenizer: Tokenizer | None = None,
 ) -> Pipeline:
     """Builds the tokenizer and the batches of ``data_cfg`` (see the module docstring)."""
     cfg = data_cfg
@@ -330,7 +344,7 @@ def build_pipeline(
             raise ValueError(f"DataConfig.{field}={getattr(cfg, field)} is not divisible by "
                              f"batch_multiple={batch_multiple} (the device count)")
 
-    tok = get_tokenizer(cfg, workdir, process_index)
+    tok = get_tokenizer(cfg, workdir, process_index, pretrained_tokenizer)
     shard = dict(process_index=process_index, process_count=process_count)
     if sources.is_stream(cfg):
         tokens = encode_stream(tok, sources.load_text(cfg, "train"))

@@ -39,9 +39,15 @@ SPM_FILE = "spm.model"
 
 
 class Tokenizer(abc.ABC):
-    """Text <-> int ids. ``pad_id = 0``, ``bos_id = 1``, ``eos_id = 2``, ``unk_id = 3``."""
+    """Text <-> int ids. ``pad_id = 0``, ``bos_id = 1``, ``eos_id = 2``, ``unk_id = 3`` here; the
+    tokenizers of imported models (:mod:`tfm.data.hf_tokenizers`) keep their own special ids.
+
+    ``keeps_newlines``: whether a newline survives encode/decode (a text stream can then be
+    encoded whole; otherwise it is encoded line by line with EOS between lines).
+    """
 
     kind: str
+    keeps_newlines: bool = False
     pad_id: int = PAD_ID
     bos_id: int = BOS_ID
     eos_id: int = EOS_ID
@@ -92,6 +98,7 @@ class CharTokenizer(Tokenizer):
     """Character-level tokenizer over the code points of the training text."""
 
     kind = "char"
+    keeps_newlines = True
 
     def __init__(self, chars: Iterable[str]):
         chars = sorted(set(chars))
@@ -247,9 +254,13 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
         raise ValueError(f"load_tokenizer: no tokenizer in {directory} ({META_FILE} is missing)")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     kind = meta.get("kind")
-    if kind not in _CLASSES:
-        raise ValueError(f"load_tokenizer: unknown kind {kind!r} in {meta_path}; known: {sorted(_CLASSES)}")
-    tok = _CLASSES[kind]._from_meta(directory, meta)
+    from tfm.data import hf_tokenizers  # the tokenizers of Hugging Face model directories
+
+    classes = {**_CLASSES, **{c.kind: c for c in (hf_tokenizers.ByteLevelBPETokenizer,
+                                                  hf_tokenizers.MarianSentencePieceTokenizer)}}
+    if kind not in classes:
+        raise ValueError(f"load_tokenizer: unknown kind {kind!r} in {meta_path}; known: {sorted(classes)}")
+    tok = classes[kind]._from_meta(directory, meta)
     if "vocab_size" in meta and meta["vocab_size"] != tok.vocab_size:
         raise ValueError(
             f"load_tokenizer: {meta_path} says vocab_size={meta['vocab_size']} but the loaded "

@@ -48,7 +48,8 @@ import numpy as np
 
 from tfm import optim
 from tfm.config import Arch, ModelConfig
-from tfm.data.pipeline import Pipeline, build_pipeline
+from tfm.data import tokenizers as tokenizers_lib
+from tfm.data.pipeline import TOKENIZER_DIR, Pipeline, build_pipeline
 from tfm.models import build_model
 from tfm.training import flops as flops_lib
 from tfm.training import parallel as parallel_lib
@@ -158,6 +159,36 @@ def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
             + f"\nUse a new --workdir, or the model settings saved in {path}."
         )
     return saved
+
+
+# ModelConfig fields a run that starts from an imported model keeps from its own config.
+INIT_FROM_KEPT_FIELDS = EXECUTION_ONLY_MODEL_FIELDS | {"dropout_rate", "attention_dropout_rate"}
+
+
+def resolve_init_from(config: RunConfig, workdir: str | None = None) -> RunConfig:
+    """With ``train.init_from``: the imported model's architecture (its config.json), keeping
+    the run's execution-only fields and dropout rates (:data:`INIT_FROM_KEPT_FIELDS`). A
+    workdir already started from the same directory keeps the architecture it saved (resuming
+    does not need the imported directory any more)."""
+    if not config.train.init_from:
+        return config
+    kept = {f: getattr(config.model, f) for f in INIT_FROM_KEPT_FIELDS}
+    saved_path = os.path.join(workdir, CONFIG_FILE) if workdir else ""
+    if saved_path and os.path.exists(saved_path):
+        with open(saved_path, encoding="utf-8") as f:
+            saved = RunConfig.from_config_dict(json.load(f))
+        if saved.train.init_from == config.train.init_from:
+            return config.replace(model=saved.model.replace(**kept))
+    from tfm import interop
+
+    imported = interop.read_model_config(config.train.init_from)
+    model = imported.replace(**kept)
+    ignored = [d.replace(" in the workdir", " in init_from") for d in model_differences(model, config.model)
+               if d.split(":")[0].split(".")[1] != "vocab_size"]
+    if ignored:
+        log.info("train.init_from=%s decides the architecture; config values not used:\n  %s",
+                 config.train.init_from, "\n  ".join(ignored))
+    return config.replace(model=model)
 
 
 def resolve_model(config: RunConfig, pipe: Pipeline) -> RunConfig:
@@ -346,15 +377,21 @@ class _Setup:
             parallel, batch_size=config.data.batch_size, grad_accum_steps=train.grad_accum_steps,
             eval_batch_size=config.data.eval_batch_size,
         )
+        config = resolve_init_from(config, workdir)
         check_workdir(config, workdir)
         if jax.process_index() == 0:
             os.makedirs(workdir, exist_ok=True)
 
         # data, vocabulary, resolved config
+        pretrained_tokenizer = None
+        if config.train.init_from and not tokenizers_lib.exists(os.path.join(workdir, TOKENIZER_DIR)):
+            from tfm import interop
+
+            pretrained_tokenizer = interop.load_tokenizer(config.train.init_from)
         pipe = build_pipeline(
             config.data, config.model.arch, workdir=workdir,
             process_index=jax.process_index(), process_count=jax.process_count(),
-            batch_multiple=parallel.num_devices,
+            batch_multiple=parallel.num_devices, pretrained_tokenizer=pretrained_tokenizer,
         )
         config = resolve_model(config, pipe)
         check_workdir(config, workdir)
@@ -403,7 +440,11 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
         start_step = 0
         state = parallel.init_state(setup.boxed_init, setup.init_rng)
         dropout_rng = setup.dropout_rng
-        log.info("initialised a new run in %s", setup.workdir)
+        if train.init_from:
+            state = _with_imported_params(parallel, state, train.init_from, model_cfg)
+            log.info("initialised a new run in %s from the parameters of %s", setup.workdir, train.init_from)
+        else:
+            log.info("initialised a new run in %s", setup.workdir)
 
     writer = MetricWriter(setup.workdir, enabled=is_chief,
                           purge_step=start_step + 1 if restored is not None else None)
@@ -484,6 +525,21 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
     result["step"] = step
     checkpointer.wait()
     return result
+
+
+def _with_imported_params(parallel, state, directory: str, model_cfg: ModelConfig):
+    """``state`` with its parameters replaced by those of a Hugging Face model directory, each
+    placed like the parameter it replaces (the optimiser state of a fresh run does not depend
+    on the parameter values)."""
+    from tfm import interop
+
+    imported_cfg, params = interop.load_model(directory)
+    if imported_cfg.replace(**{f: getattr(model_cfg, f) for f in INIT_FROM_KEPT_FIELDS}) != model_cfg:
+        raise WorkdirMismatchError(f"{directory} no longer holds the model this run was configured from")
+    canonical = parallel.canonical(state)
+    placed = jax.tree.map(lambda old, new: jax.device_put(np.asarray(new, old.dtype), old.sharding),
+                          canonical.params, params)
+    return parallel.from_canonical(canonical.replace(params=placed))
 
 
 # ====================================================================== logging helpers
