@@ -67,13 +67,34 @@ def test_eval_batches_and_pairs_are_aligned(pipe):
 
 
 def test_held_out_numbers_never_in_training():
-    cfg = small(numbers_max=999, numbers_valid_size=100, numbers_test_size=100, batch_size=8)
+    # temperature 1: one epoch is the 800 training numbers once each
+    cfg = small(numbers_max=999, numbers_valid_size=100, numbers_test_size=100, batch_size=8,
+                numbers_sampling_temperature=1.0)
     p = build_pipeline(cfg)
     held = {s for s, _ in p.eval_pairs("validation") + p.eval_pairs("test")}
     seen = set()
     for _ in range(100):  # 800 rows = one epoch of the 800 training numbers
         seen.update(p.decode(next(p.train_iter)["inputs"]))
     assert len(seen) == 800 and not seen & held
+
+
+def test_numbers_training_stream_oversamples_small_numbers():
+    # 0..999 held out 10% per bucket per split: 80 numbers below 100, 720 of 100-999 train.
+    # At temperature 3 the 0-99 bucket gets 80**(1/3) / (80**(1/3) + 720**(1/3)) = 32.5% of an
+    # epoch (uniform sampling: 10%), and every training number still comes up.
+    cfg = small(numbers_max=999, numbers_valid_size=100, numbers_test_size=100, batch_size=8,
+                numbers_sampling_temperature=3.0)
+    p = build_pipeline(cfg)
+    held = {s for s, _ in p.eval_pairs("validation") + p.eval_pairs("test")}
+    epoch = p.train_iter.source.num_examples
+    r = (80 ** (1 / 3) / 80) / (720 ** (1 / 3) / 720)  # 4.33 appearances per small number
+    rows = []
+    for _ in range(200):
+        rows.extend(p.decode(next(p.train_iter)["inputs"]))
+    small_share = sum(" hundred" not in r for r in rows) / len(rows)
+    assert abs(small_share - 80 ** (1 / 3) / (80 ** (1 / 3) + 720 ** (1 / 3))) < 0.04, small_share
+    assert not set(rows) & held
+    assert epoch == 80 * int(r) + round(80 * (r % 1)) + 720
 
 
 def test_resume_gives_the_next_batches():

@@ -30,6 +30,10 @@ from tfm.data.config import DataConfig, Dataset
 
 SPLITS = ("train", "validation", "test")
 
+# Evaluation-only sets of a data set, beside its splits (they may overlap training):
+# "below_1000" is every number 0..999 -- what people type first -- of the numbers task.
+EXTRA_EVAL_SETS = {Dataset.NUMBERS: ("below_1000",)}
+
 # Data sets read as one long string per split (character / token stream language models).
 STREAM_DATASETS = (Dataset.TINY_SHAKESPEARE, Dataset.TEXT_FILE)
 
@@ -133,10 +137,16 @@ def is_stream(cfg: DataConfig) -> bool:
 
 def load_examples(cfg: DataConfig, split: str) -> ExampleSource:
     """The examples of ``split`` for a non-stream data set (numbers, wmt14, lm1b, sst2)."""
+    if cfg.dataset is Dataset.NUMBERS and split == "below_1000":
+        return NumbersSource(np.arange(min(1000, cfg.numbers_max + 1)))
     _check_split(split)
     if cfg.dataset is Dataset.NUMBERS:
         parts = numbers_lib.split_numbers(
-            cfg.numbers_max, cfg.numbers_valid_size, cfg.numbers_test_size, cfg.numbers_split_seed)
+            cfg.numbers_max, cfg.numbers_valid_size, cfg.numbers_test_size, cfg.numbers_split_seed,
+            cfg.numbers_held_out_fraction)
+        if split == "train":  # every magnitude gets its share (see DataConfig)
+            return NumbersSource(numbers_lib.training_numbers(
+                parts["train"], cfg.numbers_sampling_temperature, cfg.numbers_split_seed))
         return NumbersSource(parts[split])
     if cfg.dataset in STREAM_DATASETS:
         raise ValueError(f"dataset {cfg.dataset.value!r} is a text stream: use load_text()")
