@@ -267,7 +267,9 @@ def tokenizer_texts(cfg: DataConfig) -> list[str]:
         return lines[:cap]
     source = sources.load_examples(cfg, "train")
     n = source.num_examples
-    if n <= cap:
+    if isinstance(source, sources.NumbersSource):
+        raw = source.tokenizer_sample(cap)
+    elif n <= cap:
         raw = source.read(0, n)
     elif source.random_access:
         raw = source.take(np.sort(np.random.default_rng(0).choice(n, cap, replace=False)))

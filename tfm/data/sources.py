@@ -109,6 +109,16 @@ class NumbersSource(ExampleSource):
         return [(numbers_lib.english(int(n)), numbers_lib.german(int(n)))
                 for n in self.numbers[np.asarray(indices, dtype=np.int64)]]
 
+    def tokenizer_sample(self, cap: int) -> list[tuple[str, str]]:
+        """What the tokenizer is built from: every distinct number below 1,000 here (they hold
+        every English word but "thousand", some of them -- "zero" -- nowhere else), then a
+        fixed-seed sample of the others, ``cap`` numbers in all (at least those below 1,000)."""
+        distinct = np.unique(self.numbers)
+        small, rest = distinct[distinct < 1000], distinct[distinct >= 1000]
+        k = min(max(cap - len(small), 0), len(rest))
+        pick = np.random.default_rng(0).choice(rest, k, replace=False)
+        return NumbersSource(np.sort(np.concatenate([small, pick]))).read(0, len(small) + k)
+
 
 class TFDSSliceSource(ExampleSource):
     """A large TFDS split read by slices ``split[start:stop]`` (never held in memory whole)."""
