@@ -266,3 +266,19 @@ def test_text_file_errors(tmp_path, content, match):
     with pytest.raises(ValueError, match=match) as e:
         build_pipeline(cfg)
     assert str(path) in str(e.value)
+
+
+def test_numbers_decode_sets_and_groups_line_up_with_the_pairs():
+    p = build_pipeline(small())  # 0..9,999
+    assert p.decode_sets == ("validation", "below_1000")
+    number_of = {numbers.english(n): n for n in range(10_000)}
+    for split in p.decode_sets:
+        pairs, groups = p.eval_pairs(split), p.eval_groups(split)
+        assert len(groups) == len(pairs)
+        assert groups == [numbers.bucket_of(number_of[src]) for src, _ in pairs]
+    assert set(p.eval_groups("validation")) == {"0-99", "100-999", "1000-9999"}
+    below = [number_of[s] for s, _ in p.eval_pairs("below_1000")]
+    assert sorted(below) == list(range(1000))
+    assert numbers.bucket_labels(below[:4]) == ["0-99", "100-999"] * 2  # any prefix: both
+    limited = build_pipeline(small(max_eval_examples=7))
+    assert limited.eval_groups("validation") == p.eval_groups("validation")[:7]

@@ -211,6 +211,15 @@ def split_numbers(
     }
 
 
+def below(limit: int, max_number: int = MAX_NUMBER, seed: int = 0) -> np.ndarray:
+    """Every number below ``limit`` (and at most ``max_number``), in a fixed-seed round-robin
+    order over the magnitude buckets like the held-out sets: any prefix covers every bucket."""
+    top = min(limit - 1, _check(max_number))
+    rng = np.random.default_rng(seed)
+    return _round_robin([rng.permutation(np.arange(lo, hi + 1))
+                         for _, lo, hi in buckets_up_to(top)])
+
+
 def training_numbers(train: np.ndarray, temperature: float = 1.0, seed: int = 0) -> np.ndarray:
     """The training numbers, repeated so that each magnitude bucket has the share
     ``n_b ** (1/temperature) / sum_c n_c ** (1/temperature)`` of every epoch.

@@ -148,7 +148,7 @@ def is_stream(cfg: DataConfig) -> bool:
 def load_examples(cfg: DataConfig, split: str) -> ExampleSource:
     """The examples of ``split`` for a non-stream data set (numbers, wmt14, lm1b, sst2)."""
     if cfg.dataset is Dataset.NUMBERS and split == "below_1000":
-        return NumbersSource(np.arange(min(1000, cfg.numbers_max + 1)))
+        return NumbersSource(numbers_lib.below(1000, cfg.numbers_max))
     _check_split(split)
     if cfg.dataset is Dataset.NUMBERS:
         parts = numbers_lib.split_numbers(
