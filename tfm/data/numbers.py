@@ -25,10 +25,12 @@ bucket (:data:`BUCKETS`: 0-99, 100-999, 1,000-9,999, 10,000-99,999, 100,000-999,
   could learn them from the rest. Held-out sets are ordered round-robin over the buckets, so that
   any prefix (``eval_decode_examples``) covers every magnitude. The three parts are disjoint,
   together hold every number once, and depend only on the arguments.
-* Training samples the buckets with temperature ``T`` (:func:`training_numbers`, as in
-  multilingual MT, Arivazhagan et al. 2019): bucket ``b`` with ``n_b`` training numbers gets a
-  share proportional to ``n_b ** (1/T)``. T = 1 is uniform over the numbers (the six-digit
-  bucket dominates), larger T flattens towards equal shares per bucket.
+* Training samples by number of digits with temperature ``T`` (:func:`training_numbers`, as
+  languages are sampled in multilingual MT, Arivazhagan et al. 2019): the ``d``-digit numbers,
+  ``n_d`` of them in training, get a share proportional to ``n_d ** (1/T)``. T = 1 is uniform
+  over the numbers (six digits dominate), larger T flattens towards equal shares per digit
+  count. (Sampling separates 1 and 2 digits: a lone "three" -> "drei" is its own pattern, and
+  only 10 numbers have it.)
 * :func:`bucket_of` / :func:`bucket_labels` name the bucket of a number, for evaluation by
   magnitude (:func:`tfm.evaluation.text_metrics_by_group`).
 """
@@ -220,20 +222,25 @@ def below(limit: int, max_number: int = MAX_NUMBER, seed: int = 0) -> np.ndarray
                          for _, lo, hi in buckets_up_to(top)])
 
 
-def training_numbers(train: np.ndarray, temperature: float = 1.0, seed: int = 0) -> np.ndarray:
-    """The training numbers, repeated so that each magnitude bucket has the share
-    ``n_b ** (1/temperature) / sum_c n_c ** (1/temperature)`` of every epoch.
+def num_digits(numbers: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Number of decimal digits of each number (0 has one)."""
+    return 1 + np.searchsorted(10 ** np.arange(1, 6), np.asarray(numbers, np.int64), side="right")
 
-    Each number of the largest bucket (per-number weight) appears once; a bucket whose numbers
-    need ``r`` appearances each gives every number ``floor(r)`` of them and a fixed-seed
-    ``r - floor(r)`` fraction one more. Temperature 1 returns ``train`` itself (uniform over the
-    numbers). Sorted, deterministic in the arguments.
+
+def training_numbers(train: np.ndarray, temperature: float = 1.0, seed: int = 0) -> np.ndarray:
+    """The training numbers, repeated so that the ``d``-digit numbers (``n_d`` of them) have the
+    share ``n_d ** (1/temperature) / sum_e n_e ** (1/temperature)`` of every epoch.
+
+    Each number of the digit count with the smallest per-number weight (the largest) appears
+    once; a digit count whose numbers need ``r`` appearances each gives every number
+    ``floor(r)`` of them and a fixed-seed ``r - floor(r)`` fraction one more. Temperature 1
+    returns ``train`` itself (uniform over the numbers). Sorted, deterministic in the arguments.
     """
     if isinstance(temperature, bool) or not temperature >= 1.0 or not np.isfinite(temperature):
         raise ValueError(f"sampling temperature must be a finite number >= 1, got {temperature!r}")
     train = np.sort(np.asarray(train, dtype=np.int64))
-    index = _bucket_index(train)
-    counts = np.bincount(index, minlength=len(BUCKETS)).astype(np.float64)
+    index = num_digits(train) - 1
+    counts = np.bincount(index, minlength=6).astype(np.float64)
     present = counts > 0
     share = np.zeros_like(counts)
     share[present] = counts[present] ** (1.0 / temperature)
