@@ -122,6 +122,36 @@ def test_beam_search_finds_known_best_sequence_that_greedy_misses():
             np.testing.assert_allclose(score, logp / ((5 + length) / 6) ** 0.6, rtol=1e-5)
 
 
+# pad, bos, eos, a, b, c: "a b c eos" has probability 0.9^3 * 0.94 = 0.69; every step also
+# offers EOS at 0.04, so short junk hypotheses ("eos", "a eos") finish first.
+_CHAIN = np.array(
+    [
+        [_TINY, _TINY, 0.25, 0.25, 0.25, 0.25],  # after pad (never used)
+        [_TINY, _TINY, 0.04, 0.90, 0.03, 0.03],  # after bos: a
+        [_TINY, _TINY, 0.25, 0.25, 0.25, 0.25],  # after eos (never used)
+        [_TINY, _TINY, 0.04, 0.03, 0.90, 0.03],  # after a: b
+        [_TINY, _TINY, 0.04, 0.03, 0.03, 0.90],  # after b: c
+        [_TINY, _TINY, 0.94, 0.02, 0.02, 0.02],  # after c: eos
+    ]
+)
+_CHAIN = _CHAIN / _CHAIN.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+@pytest.mark.parametrize("beam_size", [2, 4])
+def test_beam_search_does_not_stop_at_k_junk_hypotheses(alpha, beam_size):
+    # Regression: the search stopped once K hypotheses had finished, so K short junk ones
+    # (EOS right away, "a eos", ...) ended it before the best one finished; a trained
+    # number model said "nine" -> "ner" with beam 4 while greedy said "neun".
+    first = jnp.full((1,), D.BOS_ID, jnp.int32)
+    state = {"count": jnp.zeros((1,), jnp.int32)}
+    best, best_score = brute_force_best(_CHAIN, D.BOS_ID, 6, alpha=alpha)
+    assert best == (3, 4, 5, EOS)
+    beams = run_beam(markov_step(_CHAIN), state, first, beam_size=beam_size, alpha=alpha, max_len=6)
+    assert beams.tokens[0, 0].tolist() == [3, 4, 5, EOS, 0, 0]
+    np.testing.assert_allclose(beams.scores[0, 0], best_score, rtol=1e-5)
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
 def test_beam_one_equals_greedy_on_prefix_dependent_distribution(alpha):
     vocab, batch, max_len = 11, 16, 12

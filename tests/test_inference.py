@@ -8,6 +8,7 @@ slow test runs the real training loop for two steps and decodes from its workdir
 import io
 import json
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -189,6 +190,37 @@ def test_cli_generate_and_translate(lm_workdir, mt_workdir, capsys, monkeypatch)
     assert "needs 'encoder_decoder'" in capsys.readouterr().err
     assert generate_main(["--workdir", os.path.join(lm_workdir[0], "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_translate_warns_about_text_never_seen_in_training(mt_workdir, tmp_path, capsys):
+    path, mt = mt_workdir  # a character tokenizer without a word list: characters only
+    with pytest.warns(inference.UnknownTextWarning, match=r"'five 7'.*'7'"):
+        out = inference.translate(mt, ["five", "five 7"], beam_size=1, extra_len=6)
+    assert len(out) == 2
+    assert inference.unknown_text(mt, "five 7") == ["7"] and inference.unknown_text(mt, "five") == []
+
+    # with the words of its training text recorded, unseen words are named too
+    tok = CharTokenizer(CHARS + "äöüß", known_words=["one", "five", "hundred"])
+    words_dir = _write_workdir(tmp_path / "words", mt.config, mt.data, tok, mt.params, steps=(1,))
+    with pytest.warns(inference.UnknownTextWarning, match=r"'and'"):
+        inference.translate(words_dir, "one hundred and five", beam_size=1, extra_len=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # known text: no warning
+        inference.translate(words_dir, "one hundred five", beam_size=1, extra_len=6)
+
+    # the command line: one "warning:" line on stderr per such input, translations unchanged
+    args = ["--workdir", words_dir, "--extra_len", "6", "--beam_size", "1"]
+    inputs = ["one hundred five", "one hundred and five", "eleven"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = inference.translate(words_dir, inputs, beam_size=1, extra_len=6)
+    assert translate_main([*args, *inputs]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "\n".join(expected) + "\n"
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines)
+    assert "'one hundred and five'" in lines[0] and "'and'" in lines[0]
+    assert "'eleven'" in lines[1]
 
 
 def test_attention_maps(mt_workdir):

@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import types
+import warnings
 from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -132,10 +133,19 @@ def translate_main(argv: Sequence[str] | None = None) -> int:
     from tfm import inference
 
     sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
-    translations = inference.translate(
-        mt, sentences, beam_size=args.beam_size, alpha=args.alpha, extra_len=args.extra_len,
-        batch_size=args.batch_size,
-    )
+    # Inputs with text the tokenizer never saw get one "warning:" line each on stderr (the
+    # translations on stdout stay one per input line).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", inference.UnknownTextWarning)
+        translations = inference.translate(
+            mt, sentences, beam_size=args.beam_size, alpha=args.alpha, extra_len=args.extra_len,
+            batch_size=args.batch_size,
+        )
+    for w in caught:
+        if issubclass(w.category, inference.UnknownTextWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     for line in translations:
         print(line)
     return 0

@@ -37,8 +37,10 @@ output length = input length + 50) scores a finished hypothesis Y by
 where |Y| counts the generated tokens including EOS. Each step expands every live beam by every
 token, keeps the 2K best candidates by log-probability and, as in fairseq: a candidate ending in
 EOS becomes a finished hypothesis if it ranks among the best K; the K best candidates not ending
-in EOS stay live; a row stops once it has K finished hypotheses, or at its maximum length, where
-its K best candidates are all finished as they are. Finished hypotheses are ranked by score. With
+in EOS stay live; a row stops once it has K finished hypotheses and no live beam can beat the
+worst of them any more (its log-probability over the length penalty at the row's maximum length
+is an upper bound, as in tensor2tensor), or at its maximum length, where its K best candidates
+are all finished as they are. Finished hypotheses are ranked by score. With
 K = 1 this is exactly greedy search, for any alpha.
 """
 
@@ -311,12 +313,17 @@ def beam_search(
         fin_seqs = gather(jnp.concatenate([c["fin_seqs"], seqs], axis=1), best)
         lengths = jnp.concatenate([c["fin_lengths"], jnp.full((batch, 2 * k), length, jnp.int32)], 1)
         fin_lengths = gather(lengths, best)
-        num_finished = c["num_finished"] + finish.sum(axis=1, dtype=jnp.int32)
 
         # Live: the best K candidates that do not end in EOS.
         live_cand = jnp.where(is_eos | ~ok, neg_inf, top_logp)
         live_logp, keep = jax.lax.top_k(live_cand, k)  # (B, K)
-        done = c["done"] | (num_finished >= k) | at_limit[:, 0] | ~jnp.isfinite(live_logp[:, 0])
+        # A row is done when no live beam can still beat the worst of its K finished ones
+        # (-inf while fewer than K have finished): log-probabilities only fall as a beam grows,
+        # so the best a live beam can reach is its log-probability over the length penalty at
+        # the row's limit. (Stopping at K finished let K short junk hypotheses end the search.)
+        bound = live_logp[:, 0] / length_penalty(limits, alpha)
+        done = (c["done"] | (fin_scores[:, -1] >= bound) | at_limit[:, 0]
+                | ~jnp.isfinite(live_logp[:, 0]))
         rows = (jnp.arange(batch)[:, None] * k + gather(src, keep)).reshape(batch * k)
         return {
             "i": i + 1,
@@ -326,7 +333,6 @@ def beam_search(
             "fin_seqs": fin_seqs,
             "fin_scores": fin_scores,
             "fin_lengths": fin_lengths,
-            "num_finished": num_finished,
             "done": done,
             "state": _map_rows(lambda x, ax: jnp.take(x, rows, axis=ax), state, axes),
         }
@@ -340,7 +346,6 @@ def beam_search(
         "fin_seqs": jnp.full((batch, k, max_len), FILL_ID, jnp.int32),
         "fin_scores": jnp.full((batch, k), neg_inf),
         "fin_lengths": jnp.zeros((batch, k), jnp.int32),
-        "num_finished": jnp.zeros((batch,), jnp.int32),
         "done": limits <= 0,
         "state": state,
     }

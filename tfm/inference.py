@@ -26,6 +26,7 @@ import functools
 import json
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,6 +54,12 @@ _STREAM_DATASETS = ("tiny_shakespeare", "text_file")
 
 class WorkdirError(ValueError):
     """The workdir cannot be used for what was asked (missing parts, wrong model kind)."""
+
+
+class UnknownTextWarning(UserWarning):
+    """An input holds text the tokenizer never saw while it was built (characters it maps to
+    unk, or words outside its training text): the model cannot have learned it, and its
+    output for that input is a guess."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,6 +377,26 @@ def generate_ids(
 
 
 # ---------------------------------------------------------------------- translation
+def unknown_text(model: Pretrained | str | os.PathLike | tuple, text: str) -> list[str]:
+    """The characters and words of ``text`` that ``model``'s tokenizer never saw in its
+    training text (see :meth:`tfm.data.tokenizers.Tokenizer.unknown_text`); [] if none."""
+    if isinstance(model, (str, os.PathLike)):
+        model = load(model)
+    elif isinstance(model, tuple):
+        model = Pretrained(*model)
+    return model.tokenizer.unknown_text(text)
+
+
+def _warn_unknown(tok: Tokenizer, texts: Sequence[str]) -> None:
+    for text in texts:
+        unknown = tok.unknown_text(text)
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            warnings.warn(UnknownTextWarning(
+                f"{text[:80]!r} contains text never seen in training ({shown}); the model has "
+                "not learned it, so its translation is a guess"), stacklevel=3)
+
+
 def translate(
     model: Pretrained | str | os.PathLike | tuple,
     sentences: str | Sequence[str],
@@ -388,10 +415,15 @@ def translate(
       beam_size: K (1 = greedy search). alpha: the length penalty's exponent.
       extra_len: at most (source length + extra_len) output tokens (also capped by max_len).
       batch_size: sentences decoded together.
+
+    A sentence holding text the tokenizer never saw in training (unknown characters, or words
+    outside its training text: :func:`unknown_text`) is still translated, with an
+    :class:`UnknownTextWarning` naming that text.
     """
     mt = _resolve(model, Arch.ENCODER_DECODER)
     tok, cfg, net = mt.tokenizer, mt.config, mt.model
     texts = [sentences] if isinstance(sentences, str) else list(sentences)
+    _warn_unknown(tok, texts)
     sources = []
     for text in texts:
         ids = tok.encode(text) + [tok.eos_id]  # as the training batches: source ids + eos

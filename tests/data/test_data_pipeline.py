@@ -74,13 +74,36 @@ def test_eval_batches_and_pairs_are_aligned(pipe):
 
 
 def test_held_out_numbers_never_in_training():
-    cfg = small(numbers_max=999, numbers_valid_size=100, numbers_test_size=100, batch_size=8)
+    # temperature 1: one epoch is the 800 training numbers once each
+    cfg = small(numbers_max=999, numbers_valid_size=100, numbers_test_size=100, batch_size=8,
+                numbers_sampling_temperature=1.0)
     p = build_pipeline(cfg)
     held = {s for s, _ in p.eval_pairs("validation") + p.eval_pairs("test")}
     seen = set()
     for _ in range(100):  # 800 rows = one epoch of the 800 training numbers
         seen.update(p.decode(next(p.train_iter)["inputs"]))
     assert len(seen) == 800 and not seen & held
+
+
+def test_numbers_training_stream_oversamples_small_numbers():
+    # 0..999, 10% of each bucket held out per split: 80 training numbers below 100 (1 and 2
+    # digits), 720 of 100-999. At temperature 3 the d-digit numbers get a share proportional
+    # to (their count) ** (1/3) of the stream (uniform sampling: below 100 would be 10%).
+    cfg = small(numbers_max=999, numbers_valid_size=100, numbers_test_size=100, batch_size=8,
+                numbers_sampling_temperature=3.0)
+    p = build_pipeline(cfg)
+    held = {s for s, _ in p.eval_pairs("validation") + p.eval_pairs("test")}
+    train = numbers.split_numbers(999, 100, 100)["train"]
+    counts = np.array([sum(len(str(n)) == d for n in train) for d in (1, 2, 3)])
+    assert counts.sum() == 800 and counts[:2].sum() == 80
+    expected = (counts[:2] ** (1 / 3)).sum() / (counts ** (1 / 3)).sum()
+    rows = []
+    for _ in range(200):
+        rows.extend(p.decode(next(p.train_iter)["inputs"]))
+    small_share = sum(" hundred" not in r for r in rows) / len(rows)
+    assert expected > 0.4 and abs(small_share - expected) < 0.04, (small_share, expected)
+    assert not set(rows) & held
+    assert p.train_iter.source.num_examples > 800  # small numbers repeated, none left out
 
 
 def test_resume_gives_the_next_batches():
@@ -256,3 +279,19 @@ def test_text_file_errors(tmp_path, content, match):
     with pytest.raises(ValueError, match=match) as e:
         build_pipeline(cfg)
     assert str(path) in str(e.value)
+
+
+def test_numbers_decode_sets_and_groups_line_up_with_the_pairs():
+    p = build_pipeline(small())  # 0..9,999
+    assert p.decode_sets == ("validation", "below_1000")
+    number_of = {numbers.english(n): n for n in range(10_000)}
+    for split in p.decode_sets:
+        pairs, groups = p.eval_pairs(split), p.eval_groups(split)
+        assert len(groups) == len(pairs)
+        assert groups == [numbers.bucket_of(number_of[src]) for src, _ in pairs]
+    assert set(p.eval_groups("validation")) == {"0-99", "100-999", "1000-9999"}
+    below = [number_of[s] for s, _ in p.eval_pairs("below_1000")]
+    assert sorted(below) == list(range(1000))
+    assert numbers.bucket_labels(below[:4]) == ["0-99", "100-999"] * 2  # any prefix: both
+    limited = build_pipeline(small(max_eval_examples=7))
+    assert limited.eval_groups("validation") == p.eval_groups("validation")[:7]

@@ -52,6 +52,12 @@ batch_multiple=1) -> Pipeline``
   * ``eval_pairs(split="validation") -> list[tuple[str, str]]``: translation only: (source
     text, reference text) in the same order as the rows of ``eval_batches`` -- for BLEU and
     exact match on detokenized text.
+  * ``decode_sets``: translation: the sets the training loop decodes for BLEU / exact match:
+    "validation", plus a data set's evaluation-only sets (numbers: "below_1000", every number
+    0..999, training numbers included); each works with ``eval_pairs`` and ``eval_groups``.
+  * ``eval_groups(split="validation") -> list[str] | None``: one group label per example of
+    ``eval_pairs(split)``, for metrics by group (numbers: the magnitude bucket, "0-99",
+    "100-999", ...); None when the data set has no groups.
   * ``encode_inputs(texts, return_mask=False) -> np.ndarray``: translation / classification:
     (len(texts), max_len) int32 model inputs for new text, built exactly like the ``inputs`` of
     a batch (truncated, padded); with ``return_mask`` also the (len(texts), max_len) bool mask
@@ -116,8 +122,9 @@ from typing import Any
 import numpy as np
 
 from tfm.data import batching, sources
+from tfm.data import numbers as numbers_lib
 from tfm.data import tokenizers as tokenizers_lib
-from tfm.data.config import DataConfig, Overlong, Task, TokenizerKind
+from tfm.data.config import DataConfig, Dataset, Overlong, Task, TokenizerKind
 from tfm.data.tokenizers import Tokenizer
 
 TOKENIZER_DIR = "tokenizer"
@@ -168,6 +175,19 @@ class Pipeline:
         if self.task is not Task.TRANSLATION:
             raise ValueError(f"eval_pairs is for translation data sets, not {self.config.dataset.value!r}")
         return list(self._eval_data(split)[1])
+
+    @property
+    def decode_sets(self) -> tuple[str, ...]:
+        """Translation: the sets to decode for BLEU / exact match ("validation" first)."""
+        return ("validation",) + sources.EXTRA_EVAL_SETS.get(self.config.dataset, ())
+
+    def eval_groups(self, split: str = "validation") -> list[str] | None:
+        """Group label of each example of ``eval_pairs(split)`` (numbers: magnitude bucket)."""
+        cfg = self.config
+        if cfg.dataset is not Dataset.NUMBERS:
+            return None
+        numbers = sources.load_examples(cfg, split).numbers
+        return numbers_lib.bucket_labels(numbers[: self.num_eval_examples(split)])
 
     def _eval_data(self, split: str):
         if split not in self._eval_cache:
@@ -257,7 +277,9 @@ def tokenizer_texts(cfg: DataConfig) -> list[str]:
         return lines[:cap]
     source = sources.load_examples(cfg, "train")
     n = source.num_examples
-    if n <= cap:
+    if isinstance(source, sources.NumbersSource):
+        raw = source.tokenizer_sample(cap)
+    elif n <= cap:
         raw = source.read(0, n)
     elif source.random_access:
         raw = source.take(np.sort(np.random.default_rng(0).choice(n, cap, replace=False)))

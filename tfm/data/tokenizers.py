@@ -15,6 +15,12 @@ code places bos/eos where the batch format wants them.
   on the training split; for translation one vocabulary is shared by source and target, as in
   the paper (section 5.1). ``vocab_size`` is a soft limit (a small corpus may give fewer pieces).
 
+Unseen text. Both tokenizers remember the whitespace-separated words of the text they were
+built from (when there are at most :data:`MAX_KNOWN_WORDS` distinct ones; ``known_words`` is
+None otherwise), and :meth:`Tokenizer.unknown_text` lists what of a new text they never saw:
+characters that become unk, and words outside ``known_words``. A model cannot have learned
+those, so translation warns about them (:func:`tfm.inference.translate`).
+
 ``tok.save(directory)`` writes ``tokenizer.json`` (which class, plus the character vocabulary)
 and, for SentencePiece, ``spm.model``; :func:`load_tokenizer` reads either back.
 """
@@ -34,6 +40,9 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 NUM_RESERVED = 4
 UNK_TEXT = "\u2047"  # "⁇", what SentencePiece also prints for unk
 
+# Tokenizers built from text with at most this many distinct words remember them (known_words).
+MAX_KNOWN_WORDS = 50_000
+
 META_FILE = "tokenizer.json"
 SPM_FILE = "spm.model"
 
@@ -52,6 +61,8 @@ class Tokenizer(abc.ABC):
     bos_id: int = BOS_ID
     eos_id: int = EOS_ID
     unk_id: int = UNK_ID
+    # The words of the text the tokenizer was built from (None: not recorded, e.g. too many).
+    known_words: frozenset[str] | None = None
 
     @property
     @abc.abstractmethod
@@ -73,6 +84,21 @@ class Tokenizer(abc.ABC):
     def encode(self, text: str) -> list[int]:
         """``text`` -> its ids (no bos/eos added)."""
         return self.encode_batch([text])[0].tolist()
+
+    def unknown_text(self, text: str) -> list[str]:
+        """What of ``text`` this tokenizer never saw in the text it was built from: characters
+        it encodes as unk, then (when ``known_words`` is recorded) whitespace-separated words
+        outside it. In order of first appearance, each once; [] when everything is known."""
+        chars = sorted({c for c in text if not c.isspace()})
+        ids = self.encode_batch(chars) if chars else []
+        unknown_chars = {c for c, i in zip(chars, ids) if self.unk_id in i.tolist()}
+        found = [c for c in text if c in unknown_chars]
+        if self.known_words is not None:
+            found += [w for w in text.split() if w not in self.known_words]
+        return list(dict.fromkeys(found))
+
+    def _meta_words(self) -> dict:
+        return {} if self.known_words is None else {"known_words": sorted(self.known_words)}
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> text, stopping at the first eos and dropping pad and bos."""
@@ -100,7 +126,8 @@ class CharTokenizer(Tokenizer):
     kind = "char"
     keeps_newlines = True
 
-    def __init__(self, chars: Iterable[str]):
+    def __init__(self, chars: Iterable[str], known_words: Iterable[str] | None = None):
+        self.known_words = None if known_words is None else frozenset(known_words)
         chars = sorted(set(chars))
         for c in chars:
             if len(c) != 1:
@@ -112,12 +139,13 @@ class CharTokenizer(Tokenizer):
     @classmethod
     def train(cls, texts: Iterable[str]) -> "CharTokenizer":
         """Vocabulary = every character of ``texts``."""
+        texts = list(texts)
         seen: set[str] = set()
         for t in texts:
             seen.update(t)
         if not seen:
             raise ValueError("CharTokenizer: the training text is empty")
-        return cls(seen)
+        return cls(seen, known_words=word_set(texts))
 
     @property
     def vocab_size(self) -> int:
@@ -143,12 +171,13 @@ class CharTokenizer(Tokenizer):
     def save(self, directory: str | os.PathLike) -> None:
         directory = pathlib.Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        meta = {"kind": self.kind, "vocab_size": self.vocab_size, "chars": self.chars}
+        meta = {"kind": self.kind, "vocab_size": self.vocab_size, "chars": self.chars,
+                **self._meta_words()}
         _atomic_write(directory / META_FILE, json.dumps(meta, ensure_ascii=False).encode())
 
     @classmethod
     def _from_meta(cls, directory: pathlib.Path, meta: dict) -> "CharTokenizer":
-        return cls(meta["chars"])
+        return cls(meta["chars"], known_words=meta.get("known_words"))
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -156,9 +185,10 @@ class SentencePieceTokenizer(Tokenizer):
 
     kind = "sentencepiece"
 
-    def __init__(self, model_proto: bytes):
+    def __init__(self, model_proto: bytes, known_words: Iterable[str] | None = None):
         import sentencepiece as spm
 
+        self.known_words = None if known_words is None else frozenset(known_words)
         self.model_proto = model_proto
         self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
         if (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id(), self._sp.unk_id()) != (
@@ -209,7 +239,7 @@ class SentencePieceTokenizer(Tokenizer):
             max_sentence_length=1 << 20,
             num_threads=1,  # reproducible
         )
-        return cls(writer.getvalue())
+        return cls(writer.getvalue(), known_words=word_set(texts))
 
     @property
     def vocab_size(self) -> int:
@@ -229,7 +259,8 @@ class SentencePieceTokenizer(Tokenizer):
         directory = pathlib.Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         _atomic_write(directory / SPM_FILE, self.model_proto)
-        meta = {"kind": self.kind, "vocab_size": self.vocab_size, "model_file": SPM_FILE}
+        meta = {"kind": self.kind, "vocab_size": self.vocab_size, "model_file": SPM_FILE,
+                **self._meta_words()}
         _atomic_write(directory / META_FILE, json.dumps(meta).encode())
 
     @classmethod
@@ -237,7 +268,7 @@ class SentencePieceTokenizer(Tokenizer):
         path = directory / meta.get("model_file", SPM_FILE)
         if not path.is_file():
             raise ValueError(f"load_tokenizer: {path} is missing (named by {directory / META_FILE})")
-        return cls(path.read_bytes())
+        return cls(path.read_bytes(), known_words=meta.get("known_words"))
 
 
 _CLASSES: dict[str, type[Tokenizer]] = {
@@ -267,6 +298,17 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
             f"tokenizer has {tok.vocab_size}"
         )
     return tok
+
+
+def word_set(texts: Iterable[str], limit: int = MAX_KNOWN_WORDS) -> frozenset[str] | None:
+    """The distinct whitespace-separated words of ``texts``; None when there are more than
+    ``limit`` (then no word counts as unknown)."""
+    words: set[str] = set()
+    for t in texts:
+        words.update(t.split())
+        if len(words) > limit:
+            return None
+    return frozenset(words)
 
 
 def exists(directory: str | os.PathLike) -> bool:

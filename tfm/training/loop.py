@@ -21,7 +21,8 @@ One run, in order:
    estimate when the device's peak FLOP/s is known.
 6. Every ``eval_every_steps`` and at the end (``eval_at_end``): validation loss, accuracy, perplexity; for
    translation also greedy/beam decoding of ``eval_decode_examples`` sentences -> BLEU and
-   exact match.
+   exact match, per group where the data has groups (numbers: by magnitude, plus the set of
+   every number below 1,000: ``below_1000/...``; see ``Pipeline.decode_sets``).
 7. Every ``checkpoint_every_steps`` and at the end, an asynchronous checkpoint.
 8. SIGTERM or SIGINT: the current step is checkpointed and ``run`` returns normally (the
    launcher then exits 0). With several processes the stop is agreed at the next logging
@@ -289,32 +290,36 @@ def summarize(sums: dict[str, Any]) -> dict[str, float]:
 
 def translation_metrics(
     model, params, pipe: Pipeline, *, num_examples: int, beam_size: int, batch_size: int,
-    max_len: int,
+    max_len: int, split: str = "validation",
 ) -> tuple[dict[str, float], str]:
-    """Decodes the first ``num_examples`` validation sources; BLEU and exact match on text.
+    """Decodes the first ``num_examples`` sources of ``split``; BLEU and exact match on text,
+    also per group where the data set has groups (numbers: by magnitude; see
+    :func:`tfm.evaluation.text_metrics_by_group`).
 
     Returns the metrics and a few (source, reference, output) examples as text.
     """
     from tfm import decoding, evaluation
 
-    pairs = pipe.eval_pairs("validation")[:num_examples]
+    pairs = pipe.eval_pairs(split)[:num_examples]
     if not pairs:
         return {}, ""
     hypotheses: list[str] = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
-        inputs, mask = pipe.encode_inputs([source for source, _ in chunk], return_mask=True)
+        # a short last batch is padded with copies of its first source: one compiled shape
+        sources = [source for source, _ in chunk]
+        inputs, mask = pipe.encode_inputs(sources + sources[:1] * (batch_size - len(chunk)), return_mask=True)
         if beam_size > 1:
             out = decoding.encdec_beam_search(model, params, inputs, inputs_mask=mask,
                                               beam_size=beam_size, max_len=max_len).best()
         else:
             out = decoding.encdec_greedy(model, params, inputs, inputs_mask=mask, max_len=max_len)
-        hypotheses.extend(pipe.tokenizer.decode(ids) for ids in out.to_lists())
+        hypotheses.extend(pipe.tokenizer.decode(ids) for ids in out.to_lists()[:len(chunk)])
     references = [reference for _, reference in pairs]
-    metrics = {
-        "bleu": evaluation.bleu(hypotheses, references, tokenize=pipe.bleu_tokenize),
-        "exact_match": evaluation.exact_match(hypotheses, references),
-    }
+    groups = pipe.eval_groups(split)
+    metrics = evaluation.text_metrics_by_group(
+        hypotheses, references, None if groups is None else groups[:len(pairs)],
+        tokenize=pipe.bleu_tokenize)
     examples = "\n\n".join(
         f"source: {s}  \nreference: {r}  \noutput: {h}"
         for (s, r), h in list(zip(pairs, hypotheses))[:4]
@@ -466,13 +471,16 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
         metrics = evaluate(parallel, setup.eval_step, state, pipe,
                            max_in_flight=train.max_steps_in_flight)
         if model_cfg.arch is Arch.ENCODER_DECODER and train.eval_decode_examples > 0:
-            decoded, examples = translation_metrics(
-                setup.model, parallel.canonical(state).params, pipe,
-                num_examples=train.eval_decode_examples, beam_size=train.eval_beam_size,
-                batch_size=config.data.eval_batch_size, max_len=config.data.max_target_len,
-            )
-            metrics.update(decoded)
-            writer.write_text(step, "translations", examples)
+            for split in pipe.decode_sets:  # "validation", then e.g. numbers' "below_1000"
+                decoded, examples = translation_metrics(
+                    setup.model, parallel.canonical(state).params, pipe,
+                    num_examples=train.eval_decode_examples, beam_size=train.eval_beam_size,
+                    batch_size=config.data.eval_batch_size, max_len=config.data.max_target_len,
+                    split=split,
+                )
+                prefix = "" if split == "validation" else f"{split}/"
+                metrics.update({prefix + k: v for k, v in decoded.items()})
+                writer.write_text(step, prefix + "translations", examples)
         writer.write(step, "eval", metrics)
         result["eval"] = metrics
         if is_chief:
