@@ -205,7 +205,8 @@ def decode_models(shape: str):
     hf = GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.max_len, n_embd=cfg.d_model,
                     n_layer=cfg.num_layers, n_head=cfg.num_heads, n_inner=cfg.d_ff,
                     activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                    layer_norm_epsilon=cfg.layer_norm_eps, tie_word_embeddings=True)
+                    layer_norm_epsilon=cfg.layer_norm_eps, tie_word_embeddings=True,
+                    bos_token_id=None, eos_token_id=None)
     return cfg, hf
 
 
@@ -233,7 +234,7 @@ def decode_comparison(args, shape: str, common, jax, torch) -> dict:
     def run_hf():
         with torch.inference_mode():
             out = hf.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
-                              do_sample=False, use_cache=True, pad_token_id=0)
+                              do_sample=False, use_cache=True, pad_token_id=0, eos_token_id=None)
         assert out.shape[1] == prompt_len + new
 
     runners = {"transformers": run_hf,
@@ -282,7 +283,8 @@ def main(argv=None) -> dict | None:
     load_before = common.load_average()
     if load_before[0] > (os.cpu_count() or 1):
         print(f"note: load average {load_before[0]:.1f} on {os.cpu_count()} CPUs: a busy machine; "
-              "the ratios hold better than the milliseconds")
+              "the ratios hold better than the milliseconds. PyTorch's OpenMP threads spin-wait "
+              "for each other and suffer most when descheduled: compare with --threads 1 too")
 
     def strategies():  # a fresh one per model (a strategy keeps its model's layout)
         out = {f"tfm ({jax.device_count()} devices)": parallel_lib.make_parallel(TrainConfig())}
