@@ -119,3 +119,31 @@ def test_fresh_process_gets_the_split(jax_cache_dir):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120, check=True).stdout.split()
     assert out[0] == out[1] == out[2]
+
+
+def test_run_applies_the_split_before_anything_else(monkeypatch, tmp_path):
+    """tfm.training.run (train.py, notebooks, the library) decides the split first thing."""
+    from tfm.training import loop
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def record(train, data):
+        seen.append((train.cpu_devices, data.batch_size))
+        raise Stop
+
+    monkeypatch.setattr(loop.devices_lib, "configure_for_run", record)
+    cd = default_config_dict()
+    cd.train.cpu_devices = 2
+    with pytest.raises(Stop):
+        loop.run(cd, str(tmp_path / "wd"))
+    assert seen == [(2, cd.data.batch_size)] and not (tmp_path / "wd").exists()
+
+
+def test_train_config_cpu_devices_is_validated():
+    cd = default_config_dict()
+    cd.train.cpu_devices = -1
+    with pytest.raises(ValueError, match="cpu_devices"):
+        RunConfig.from_config_dict(cd)
