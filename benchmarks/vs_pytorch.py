@@ -102,7 +102,7 @@ def missing_optional(decode: bool) -> str | None:
 
 
 # ---------------------------------------------------------------------- timing
-def interleave(runners: dict, *, rounds: int, steps: int) -> dict[str, list[list[float]]]:
+def interleave(runners: dict, *, rounds: int, steps: int, label: str = "") -> dict[str, list[list[float]]]:
     """Runs each ``runners[name]()`` (one step, returns when it is done) ``steps`` times per
     round, the frameworks taking turns (the order rotates every round); one untimed step after
     each switch. Returns name -> per-round lists of step seconds."""
@@ -118,6 +118,9 @@ def interleave(runners: dict, *, rounds: int, steps: int) -> dict[str, list[list
                 runners[name]()
                 round_times.append(time.perf_counter() - t0)
             times[name].append(round_times)
+        if label:
+            print(f"  {label} round {r + 1}/{rounds}: " + ", ".join(
+                f"{name} {1e3 * statistics.median(times[name][-1]):.1f} ms" for name in names), flush=True)
     return times
 
 
@@ -173,7 +176,7 @@ def train_comparison(args, bench, common, jax, torch, tr, strategies) -> dict:
     for _ in range(args.warmup):
         for run in runners.values():
             run()
-    times = interleave(runners, rounds=args.rounds, steps=args.steps)
+    times = interleave(runners, rounds=args.rounds, steps=args.steps, label=bench.name)
     result = summarize_rounds(times, "pytorch")
     final = {}
     for label, value in losses.items():
@@ -241,7 +244,7 @@ def decode_comparison(args, shape: str, common, jax, torch) -> dict:
                "tfm": lambda: jax.block_until_ready(generate(params, prompts))}
     for run in runners.values():
         run()
-    times = interleave(runners, rounds=args.rounds, steps=1)
+    times = interleave(runners, rounds=args.rounds, steps=1, label=f"decode {shape}")
     result = summarize_rounds(times, "transformers")
     tokens = batch * new
     return {"shape": shape, "params_tfm": param_count(cfg),
