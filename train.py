@@ -4,7 +4,7 @@
     python train.py --config=configs/shakespeare_char.py --workdir=/tmp/shakespeare
     python train.py --config=configs/numbers.py --config.train.num_steps=500 \\
                     --config.model.dtype=bfloat16      # any field can be overridden
-    python train.py --cpu_devices=2                   # data parallel over a 2-core CPU host
+    python train.py --cpu_devices=1                   # CPU: one device (default: one per core)
 
 Re-running with the same --workdir resumes from its newest checkpoint. SIGTERM / Ctrl-C save a
 checkpoint and exit 0. Several processes (one per host): pass --coordinator_address=HOST:PORT
@@ -38,8 +38,10 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", None,
     "Split the host CPU into this many XLA devices (jax_num_cpu_devices), for data parallelism "
-    "on a multi-core CPU host: 2 on 2 cores cut cpu_small's step by 18-33% (benchmarks/README.md). "
-    "Default: JAX's (1 device, or XLA_FLAGS=--xla_force_host_platform_device_count).",
+    "(= --config.train.cpu_devices=N). Default: on a CPU-only host one device per physical core "
+    "as the batch size allows (2 on 2 cores: cpu_small's step 1.3-1.7x faster, "
+    "benchmarks/README.md), unless TFM_CPU_DEVICES or "
+    "XLA_FLAGS=--xla_force_host_platform_device_count says otherwise; GPU/TPU hosts untouched.",
     lower_bound=1,
 )
 
@@ -55,11 +57,6 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietLibraries())
-    # Before anything touches a JAX backend.
-    if _CPU_DEVICES.value is not None:
-        import jax
-
-        jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
     from tfm.training import parallel
 
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
@@ -68,6 +65,8 @@ def main(argv):
     from tfm.training.loop import run
 
     config = RunConfig.from_config_dict(_CONFIG.value)  # validated before anything compiles
+    if _CPU_DEVICES.value is not None:  # run() applies it before JAX's backends start
+        config = config.replace(train=config.train.replace(cpu_devices=_CPU_DEVICES.value))
     workdir = _WORKDIR.value or os.path.join("workdirs", _config_name())
     logging.info("workdir: %s", os.path.abspath(workdir))
     result = run(config, workdir)

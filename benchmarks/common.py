@@ -6,6 +6,8 @@ set the environment, and only then import jax and this module.
 
 API (what a benchmark needs, and nothing it does not):
 
+* :func:`build_train_step` -- tfm's real training step for a benchmark config, compiled by a
+  ``tfm.training.parallel`` strategy as the loop does, with its state and a synthetic batch.
 * :func:`time_compile` -- ``jit_fn.lower(*args).compile()`` timed on its own.
 * :func:`time_steps` -- run a stateful step ``n_warmup + n_steps`` times, blocking after each
   step; per-step wall times (the median is the headline number).
@@ -45,6 +47,49 @@ from tfm.training import flops as flops_lib
 from tfm.training.inflight import InFlight
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+
+
+# ---------------------------------------------------------------------- the step
+@dataclasses.dataclass
+class TrainStep:
+    """What :func:`build_train_step` returns: ``step_fn(state, batch, rng)`` (jitted by the
+    strategy, state donated unless asked not to), the initial state, the batch on the devices
+    (``host_batch`` as NumPy), the dropout key and the strategy."""
+
+    step_fn: Callable
+    state: Any
+    batch: Any
+    host_batch: dict
+    rng: jax.Array
+    strategy: Any
+
+
+def build_train_step(bench, strategy, *, donate: bool = True, seed: int = 0) -> TrainStep:
+    """tfm's training step for ``bench`` (a ``bench_configs.BenchConfig``): the model, its
+    optimiser and ``tfm.training.steps.make_train_step`` compiled by ``strategy`` (a
+    ``tfm.training.parallel.Parallel``), as the training loop builds it."""
+    import numpy as np
+
+    from tfm.models import build_model
+    from tfm.training import state as state_lib
+    from tfm.training import steps as steps_lib
+
+    cfg = bench.model
+    model = build_model(cfg)
+    schedule = bench.schedule()
+    tx = bench.optimizer(schedule)
+    boxed_init = state_lib.boxed_init_fn(model, cfg, tx)
+    strategy.prepare(boxed_init, jax.random.key(seed))
+    state = strategy.init_state(boxed_init, jax.random.key(seed))
+    step_fn = steps_lib.make_train_step(
+        model, cfg.arch, tx, schedule, label_smoothing=bench.label_smoothing,
+        axis_name=strategy.axis_name, gather_params=strategy.gather_params(),
+    )
+    # donated: as in the training loop (strategy.train_step donates the state)
+    step_fn = strategy.train_step(step_fn) if donate else jax.jit(step_fn)
+    host_batch = bench.synthetic_batch(np.random.default_rng(seed))
+    return TrainStep(step_fn, state, strategy.shard_batch(host_batch), host_batch,
+                     jax.random.key(seed + 1), strategy)
 
 
 # ---------------------------------------------------------------------- timing

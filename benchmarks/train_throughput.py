@@ -109,21 +109,17 @@ def main(argv=None) -> dict:
     import op_profile
     from bench_configs import get_bench_config
 
-    from tfm.models import build_model
     from tfm.training import parallel as parallel_lib
-    from tfm.training import state as state_lib
-    from tfm.training import steps as steps_lib
 
     bench = get_bench_config(args.config, args.set, args.batch)
     cfg = bench.model
-    model = build_model(cfg)
-    schedule = bench.schedule()
-    tx = bench.optimizer(schedule)
     device = jax.devices()[0]
     if args.feed == "host" and args.strategy != "single":
         raise SystemExit("--feed host is only for --strategy single")
     if args.mesh_fsdp != 1 and args.strategy != "sharded":
         raise SystemExit("--mesh-fsdp is only for --strategy sharded")
+    if args.no_donate and args.strategy != "single":
+        raise SystemExit("--no-donate is only for --strategy single")
 
     if args.strategy == "single":
         strategy = parallel_lib.SingleDevice()
@@ -131,22 +127,9 @@ def main(argv=None) -> dict:
         strategy = parallel_lib.Pmap()
     else:
         strategy = parallel_lib.Sharded(mesh_data=-1, mesh_fsdp=args.mesh_fsdp)
-    boxed_init = state_lib.boxed_init_fn(model, cfg, tx)
-    strategy.prepare(boxed_init, jax.random.key(0))
-    state = strategy.init_state(boxed_init, jax.random.key(0))
-    step_fn = steps_lib.make_train_step(
-        model, cfg.arch, tx, schedule, label_smoothing=bench.label_smoothing,
-        axis_name=strategy.axis_name, gather_params=strategy.gather_params(),
-    )
-    if args.no_donate:
-        if args.strategy != "single":
-            raise SystemExit("--no-donate is only for --strategy single")
-        train_step = jax.jit(step_fn)
-    else:
-        train_step = strategy.train_step(step_fn)  # donates the state, as in the training loop
-    host_batch = bench.synthetic_batch(np.random.default_rng(0))
-    batch = strategy.shard_batch(host_batch) if args.feed == "device" else host_batch
-    rng = jax.random.key(1)
+    built = common.build_train_step(bench, strategy, donate=not args.no_donate)
+    train_step, state, rng, host_batch = built.step_fn, built.state, built.rng, built.host_batch
+    batch = built.batch if args.feed == "device" else host_batch
     tokens_per_step = int(host_batch["targets"].size)
 
     peak_before = None if args.no_peak or device.platform != "cpu" else common.matmul_peak()

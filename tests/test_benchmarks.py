@@ -104,3 +104,71 @@ def test_train_throughput_profile(tmp_path):
 def test_matmul_peak_small():
     peak = common.matmul_peak(n=64, repeats=2)
     assert peak["flops_best"] >= peak["flops_median"] > 0
+
+
+# ---------------------------------------------------------------------- vs_pytorch.py
+def test_vs_pytorch_arguments():
+    import vs_pytorch
+
+    args = vs_pytorch.parse_args([])
+    assert args.configs == ["cpu_small", "cpu_base"] and args.cpu_devices == "auto" and args.threads == 2
+    args = vs_pytorch.parse_args(["--configs", "none", "--decode", "--cpu-devices", "2"])
+    assert args.configs == [] and args.decode and args.cpu_devices == 2
+    for bad in (["--configs", "cpu_huge"], ["--cpu-devices", "0"], ["--cpu-devices", "two"],
+                ["--configs", "none"], ["--rounds", "0"], ["--decode-shapes", "gpt5"]):
+        with pytest.raises(SystemExit):
+            vs_pytorch.parse_args(bad)
+
+
+def test_vs_pytorch_skips_without_torch(monkeypatch, capsys):
+    import importlib.util
+
+    import vs_pytorch
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("torch", "transformers") else find_spec(name, *a))
+    assert vs_pytorch.main(["--configs", "tiny"]) is None
+    assert "skipped, torch is not installed" in capsys.readouterr().out
+
+
+def test_vs_pytorch_interleaves_and_takes_the_median_of_round_ratios():
+    import vs_pytorch
+
+    calls = []
+    vs_pytorch.interleave({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                          rounds=2, steps=2)
+    assert "".join(calls) == "aaabbb" + "bbbaaa"  # one untimed step after each switch
+    times = {"ref": [[0.002, 0.002, 9.0], [0.004, 0.004, 0.0]], "x": [[0.001] * 3, [0.001] * 3]}
+    out = vs_pytorch.summarize_rounds(times, "ref")
+    assert out["ratio"]["x"] == pytest.approx(3.0)  # median of 2 and 4
+    assert out["ms"]["ref"] == pytest.approx(3.0) and out["ms"]["x"] == pytest.approx(1.0)
+
+
+def test_torch_reference_schedule_matches_optax():
+    pytest.importorskip("torch")
+    import numpy as np
+    import torch_reference
+
+    schedule = bench_configs.get_bench_config("cpu_small").schedule()
+    for step in (0, 1, 50, 100, 101, 1000, 1999, 2000, 2500):
+        np.testing.assert_allclose(torch_reference.warmup_cosine(step), float(schedule(step)), rtol=1e-5)
+
+
+@pytest.mark.slow  # ~15-35 s: imports torch, compiles, times both
+def test_vs_pytorch_tiny_end_to_end(tmp_path):
+    """A fresh process (JAX gets tfm's default CPU split): same sizes and FLOPs, a ratio, JSON."""
+    pytest.importorskip("torch")
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(BENCH.parent), env.get("PYTHONPATH", "")])
+    subprocess.run([sys.executable, str(BENCH / "vs_pytorch.py"), "--configs", "tiny", "--rounds", "1",
+                    "--steps", "1", "--warmup", "0", "--threads", "1", "--out-dir", str(tmp_path)],
+                   env=env, check=True, timeout=300, capture_output=True)
+    saved = json.loads((tmp_path / "vs_pytorch.json").read_text())
+    (run,) = saved["training"]
+    assert run["params_tfm"] == run["params_torch"]
+    assert run["flops_torch_counted"] == pytest.approx(run["flops_tfm_formula"])
+    assert all(r > 0 for r in run["ratio"].values()) and "pytorch" in run["final_loss"]

@@ -5,15 +5,16 @@
 
 Modules, bottom to top: ``config`` (TrainConfig, RunConfig), ``state`` (TrainState),
 ``steps`` (train_step / eval_step), ``parallel`` (single / pmap / sharded, multi-host init),
-``checkpoint`` (orbax), ``flops`` (MFU), ``writer`` (TensorBoard + metrics.jsonl), ``inflight``
+``checkpoint`` (orbax), ``devices`` (the CPU device split), ``flops`` (MFU), ``writer`` (TensorBoard + metrics.jsonl), ``inflight``
 (how many dispatched steps may be outstanding), ``loop`` (``run``).
 """
 
 from tfm.training.config import Optimizer, RunConfig, Schedule, Strategy, TrainConfig, default_config_dict
+from tfm.training.devices import configure_cpu_devices
 from tfm.training.loop import NonFiniteLossError, WorkdirMismatchError, run
 from tfm.training.state import TrainState
 
 __all__ = [
     "NonFiniteLossError", "Optimizer", "RunConfig", "Schedule", "Strategy", "TrainConfig",
-    "TrainState", "WorkdirMismatchError", "default_config_dict", "run",
+    "TrainState", "WorkdirMismatchError", "configure_cpu_devices", "default_config_dict", "run",
 ]

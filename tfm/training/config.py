@@ -80,6 +80,11 @@ class TrainConfig(ConfigBase):
         maintenance mode). Sharded wins on everything else: one code path from one device to
         FSDP (mesh_fsdp > 1) for models that do not fit replicated, global arrays across hosts,
         no leading device axis on the state.
+      cpu_devices: on a CPU host, split it into this many XLA devices (data parallelism over
+        its cores; ``train.py --cpu_devices=N`` sets it). 0 = automatic: one per physical core
+        on a CPU-only host, as the batch sizes allow (:mod:`tfm.training.devices`), unless
+        ``TFM_CPU_DEVICES`` or ``XLA_FLAGS`` says otherwise. Takes effect only before JAX's
+        backends start (the first run of a process).
       mesh_data, mesh_fsdp: sharded strategy mesh shape; -1 in one of them means "all the
         remaining devices". Parameters and optimiser state are sharded over 'fsdp'; the batch
         over both axes.
@@ -125,6 +130,7 @@ class TrainConfig(ConfigBase):
     grad_clip_norm: float = 0.0
     label_smoothing: float = 0.1
     strategy: Strategy = Strategy.SHARDED
+    cpu_devices: int = 0
     mesh_data: int = -1
     mesh_fsdp: int = 1
     log_every_steps: int = 100
@@ -160,7 +166,8 @@ class TrainConfig(ConfigBase):
                       "eval_beam_size", "checkpoint_every_steps", "keep_checkpoints"):
             if not is_int(getattr(self, field)) or getattr(self, field) <= 0:
                 fail(field, "must be a positive integer")
-        for field in ("seed", "warmup_steps", "eval_every_steps", "eval_decode_examples"):
+        for field in ("seed", "warmup_steps", "eval_every_steps", "eval_decode_examples",
+                      "cpu_devices"):
             if not is_int(getattr(self, field)) or getattr(self, field) < 0:
                 fail(field, "must be a non-negative integer")
         if not is_num(self.learning_rate) or self.learning_rate <= 0:

@@ -2,7 +2,8 @@
 
 One run, in order:
 
-1. The config becomes validated dataclasses (:class:`RunConfig`) and the parallel strategy is
+1. The config becomes validated dataclasses (:class:`RunConfig`); on a CPU-only host the CPU
+   is split into one device per core (:mod:`tfm.training.devices`); the parallel strategy is
    chosen and checked against the batch sizes -- before any data is read or anything compiled.
 2. A workdir that already holds a run of a *different model* is refused
    (:class:`WorkdirMismatchError`); it is never overwritten.
@@ -52,6 +53,7 @@ from tfm.config import Arch, ModelConfig
 from tfm.data import tokenizers as tokenizers_lib
 from tfm.data.pipeline import TOKENIZER_DIR, Pipeline, build_pipeline
 from tfm.models import build_model
+from tfm.training import devices as devices_lib
 from tfm.training import flops as flops_lib
 from tfm.training import parallel as parallel_lib
 from tfm.training import state as state_lib
@@ -348,7 +350,9 @@ def run(
     """
     # Signals are handled from the start, so that one arriving during set-up stops cleanly too.
     with _StopSignals() as stop, contextlib.ExitStack() as cleanup:
-        setup = _Setup.build(as_run_config(config), os.path.abspath(workdir))
+        config = as_run_config(config)
+        devices_lib.configure_for_run(config.train, config.data)  # before JAX's backends start
+        setup = _Setup.build(config, os.path.abspath(workdir))
         checkpointer = Checkpointer(
             os.path.join(setup.workdir, CHECKPOINT_DIR), keep=setup.config.train.keep_checkpoints,
             async_save=setup.config.train.async_checkpointing,
