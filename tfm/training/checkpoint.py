@@ -12,17 +12,25 @@ Saves are asynchronous (training continues while a background thread writes) and
 directory appears under its final name only once complete, so a run killed mid-save leaves
 the previous checkpoint as the newest. Only the newest ``keep`` are kept.
 
-Restore takes the newest step. If it cannot be read (a truncated or missing file), the step is
-moved aside to ``WORKDIR/checkpoints_damaged/<step>`` with a logged warning and the previous
-one is tried; if every checkpoint is damaged, :class:`CheckpointError` is raised. A workdir
-that has checkpoints is never silently started over.
+Restore takes the newest step. Its saved tree (structure and shapes, from orbax's metadata) is
+first compared with the state this run builds: a checkpoint that is readable but holds a
+different state -- a changed optimiser, clipping, model -- is *healthy*, never called damaged:
+:class:`IncompatibleCheckpointError` lists the differences and nothing is moved. With
+``without_optimizer=True`` only the step and the parameters are restored (a fresh optimiser
+state, ``TrainConfig.reset_optimizer``), so only they have to fit.
+
+A step that cannot be read (a truncated or missing file) is moved aside to
+``WORKDIR/checkpoints_damaged/<step>`` (``<step>.1``, ``<step>.2``... when that name is taken:
+nothing moved aside is ever overwritten or deleted) with a logged warning, and the previous
+one is tried; if every checkpoint is damaged, :class:`CheckpointError` is raised -- also on
+every later attempt, while ``checkpoints/`` is empty and ``checkpoints_damaged/`` is not. A
+workdir that has checkpoints, damaged or not, is never silently started over.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 from typing import Any
 
 import jax
@@ -37,6 +45,19 @@ META = "meta"
 
 class CheckpointError(RuntimeError):
     """A workdir's checkpoints exist but none can be restored."""
+
+
+class IncompatibleCheckpointError(CheckpointError):
+    """The newest checkpoint is readable but holds a differently shaped state than this run's
+    (changed settings); ``differences`` lists them ("path: saved ... , now ...")."""
+
+    def __init__(self, directory: str, step: int, differences: list[str]):
+        self.directory, self.step, self.differences = directory, step, differences
+        shown = differences[:12] + ([f"... and {len(differences) - 12} more"] if len(differences) > 12 else [])
+        super().__init__(
+            f"the checkpoint of step {step} in {directory} holds a different training state than "
+            "this config builds (it is not damaged; nothing was moved):\n  " + "\n  ".join(shown)
+        )
 
 
 class Checkpointer:
@@ -96,56 +117,150 @@ class Checkpointer:
         self.manager.close()
 
     # ------------------------------------------------------------------ restore
-    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
+    def restore_latest(
+        self, abstract_state: Any, *, without_optimizer: bool = False
+    ) -> tuple[int, Any, dict[str, Any]] | None:
         """Restores the newest readable checkpoint.
 
         Args:
           abstract_state: ShapeDtypeStructs with shardings (the canonical layout).
+          without_optimizer: restore only ``step`` and ``params``; the returned state's
+            ``opt_state`` is None (the caller builds a fresh one).
         Returns:
           (step, state, meta), or None when there are no checkpoints at all.
         Raises:
-          CheckpointError: checkpoints exist but none can be read.
+          IncompatibleCheckpointError: the newest checkpoint is readable but does not fit.
+          CheckpointError: checkpoints exist (or were moved aside as damaged) but none can be read.
         """
         steps = self.all_steps()
         if not steps:
+            damaged = _listdir(self.damaged_directory)
+            if damaged:
+                raise CheckpointError(
+                    f"{self.directory} holds no checkpoint but {self.damaged_directory} holds "
+                    f"damaged ones ({', '.join(sorted(damaged))}); refusing to start the run over. "
+                    "Use a new --workdir, or move that directory away to start afresh here."
+                )
             return None
+        target = abstract_state.replace(opt_state=None) if without_optimizer else abstract_state
         failures = []
         for step in reversed(steps):
             try:
-                restored = self.manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        **{STATE: ocp.args.StandardRestore(abstract_state), META: ocp.args.JsonRestore()}
-                    ),
-                )
-                state, meta = restored[STATE], restored[META]
+                saved = self.manager.item_metadata(step)[STATE]
+                saved = getattr(saved, "tree", saved)
+                if saved is None:
+                    raise ValueError("the state item has no metadata")
+            except Exception as e:  # noqa: BLE001 - unreadable metadata means damaged
+                failures.append(self._damaged(step, e))
+                continue
+            differences = tree_differences(saved, target)
+            if differences:
+                raise IncompatibleCheckpointError(self.directory, step, differences)
+            try:
+                state, meta = self._restore(step, target, partial=without_optimizer)
                 if not isinstance(meta, dict) or int(meta.get("step", -1)) != step:
                     raise ValueError(f"meta of step {step} is incomplete: {meta!r}")
                 return step, state, meta
             except Exception as e:  # noqa: BLE001 - any failure to read means damaged
-                failures.append(f"step {step}: {type(e).__name__}: {str(e)[:300]}")
-                log.warning(
-                    "checkpoint at step %d cannot be restored (%s: %s); moving it to %s and "
-                    "trying the previous one", step, type(e).__name__, str(e)[:300],
-                    self.damaged_directory,
-                )
-                self._move_aside(step)
+                failures.append(self._damaged(step, e))
         raise CheckpointError(
             f"every checkpoint in {self.directory} is damaged, refusing to start the run over "
             f"(the damaged steps were moved to {self.damaged_directory}):\n  " + "\n  ".join(failures)
         )
 
+    def _restore(self, step: int, target: Any, *, partial: bool) -> tuple[Any, Any]:
+        if not partial:
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    **{STATE: ocp.args.StandardRestore(target), META: ocp.args.JsonRestore()}
+                ),
+            )
+            return restored[STATE], restored[META]
+        # only step + params: a partial restore straight from the step's state item
+        items = {"step": target.step, "params": target.params}
+        with ocp.PyTreeCheckpointer() as reader:
+            part = reader.restore(
+                os.path.join(self.directory, str(step), STATE),
+                args=ocp.args.PyTreeRestore(
+                    item=items, restore_args=ocp.checkpoint_utils.construct_restore_args(items),
+                    partial_restore=True,
+                ),
+            )
+        meta = self.manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
+        return target.replace(step=part["step"], params=part["params"]), meta
+
+    def _damaged(self, step: int, error: Exception) -> str:
+        message = _short(error)
+        log.warning("checkpoint at step %d cannot be restored (%s); moving it to %s and trying "
+                    "the previous one", step, message, self.damaged_directory)
+        self._move_aside(step)
+        return f"step {step}: {message}"
+
     def _move_aside(self, step: int) -> None:
         """Moves a damaged step out of the manager's directory (process 0), so that a later
-        save of the same step number does not collide with it."""
+        save of the same step number does not collide with it. Never replaces anything there."""
         if jax.process_index() == 0:
             src = os.path.join(self.directory, str(step))
             os.makedirs(self.damaged_directory, exist_ok=True)
             dst = os.path.join(self.damaged_directory, str(step))
-            if os.path.exists(dst):
-                shutil.rmtree(dst)
+            n = 0
+            while os.path.exists(dst):
+                n += 1
+                dst = os.path.join(self.damaged_directory, f"{step}.{n}")
             if os.path.exists(src):
-                shutil.move(src, dst)
+                os.rename(src, dst)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"tfm_checkpoint_move_aside_{step}")
         self.manager.reload()
+
+
+# ---------------------------------------------------------------------- pure helpers
+def _listdir(path: str) -> list[str]:
+    return os.listdir(path) if os.path.isdir(path) else []
+
+
+def _short(error: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` cut to ``limit`` characters (orbax and TensorStore
+    put whole specs in their messages)."""
+    text = str(error).strip().splitlines()
+    first = text[0] if text else ""
+    if len(first) > limit:
+        first = first[:limit] + "..."
+    return f"{type(error).__name__}: {first}"
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _leaves_by_path(tree: Any) -> dict[str, tuple[int, ...] | None]:
+    """``{"opt_state/0/mu/...": shape}`` for every leaf; dict keys, attribute names and list
+    indices all become path components, so a saved tree (dicts and lists) and a live one
+    (dataclasses and named tuples) of the same state give the same paths."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        shape = getattr(leaf, "shape", None)
+        out["/".join(_key_name(k) for k in path)] = tuple(shape) if shape is not None else None
+    return out
+
+
+def tree_differences(saved: Any, target: Any) -> list[str]:
+    """How the leaves of ``target`` differ from a checkpoint's saved tree (paths, shapes).
+
+    Only ``target``'s top-level parts count (a partial target checks only what it holds);
+    empty list = they fit.
+    """
+    want = _leaves_by_path(target)
+    have = _leaves_by_path(saved)
+    parts = {p.split("/", 1)[0] for p in want}
+    have = {p: s for p, s in have.items() if p.split("/", 1)[0] in parts}
+    out = [f"{p}: in the checkpoint, not in this run's state" for p in sorted(set(have) - set(want))]
+    out += [f"{p}: in this run's state, not in the checkpoint" for p in sorted(set(want) - set(have))]
+    out += [f"{p}: shape {have[p]} in the checkpoint, {want[p]} now"
+            for p in sorted(set(want) & set(have))
+            if have[p] is not None and want[p] is not None and have[p] != want[p]]
+    return out

@@ -62,7 +62,9 @@ from tfm.training.config import (
     Schedule,
     TrainConfig,
 )
+from tfm.training import resume as resume_lib
 from tfm.training.inflight import InFlight
+from tfm.training.workdir import WorkdirMismatchError
 from tfm.training.writer import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -71,10 +73,6 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 
 Hook = Callable[[int], None]
-
-
-class WorkdirMismatchError(ValueError):
-    """The workdir holds a run of a different model."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -338,6 +336,7 @@ class _Setup:
     dropout_rng: jax.Array
     train_step: Callable
     eval_step: Callable
+    saved: RunConfig | None  # the workdir's config.json, if it has one
 
     @classmethod
     def build(cls, config: RunConfig, workdir: str) -> _Setup:
@@ -348,7 +347,7 @@ class _Setup:
             parallel, batch_size=config.data.batch_size, grad_accum_steps=train.grad_accum_steps,
             eval_batch_size=config.data.eval_batch_size,
         )
-        check_workdir(config, workdir)
+        saved = check_workdir(config, workdir)
         if jax.process_index() == 0:
             os.makedirs(workdir, exist_ok=True)
 
@@ -359,9 +358,7 @@ class _Setup:
             batch_multiple=parallel.num_devices,
         )
         config = resolve_model(config, pipe)
-        check_workdir(config, workdir)
-        if jax.process_index() == 0:
-            _write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+        check_workdir(config, workdir)  # config.json is written once the restore succeeded
         model_cfg = config.model
         log.info("model: %s, %s parameters; %s", model_cfg.arch.value,
                  f"{_param_count(model_cfg):,}", parallel.describe())
@@ -384,7 +381,7 @@ class _Setup:
             gather_params=parallel.gather_params(),
         ))
         return cls(config, workdir, parallel, pipe, model, boxed_init, init_rng, dropout_rng,
-                   train_step, eval_step)
+                   train_step, eval_step, saved)
 
 
 def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitStack,
@@ -394,7 +391,10 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
     train, model_cfg = config.train, config.model
     is_chief = jax.process_index() == 0
 
-    restored = checkpointer.restore_latest(parallel.canonical_abstract(setup.boxed_init, setup.init_rng))
+    restored = resume_lib.restore(checkpointer, parallel, setup.boxed_init, setup.init_rng, config,
+                                  setup.saved, setup.workdir)
+    if is_chief:
+        _write_json(os.path.join(setup.workdir, CONFIG_FILE), config.to_dict())
     if restored is not None:
         start_step, canonical_state, meta = restored
         state = parallel.from_canonical(canonical_state)
