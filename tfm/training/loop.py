@@ -64,7 +64,8 @@ from tfm.training.config import (
 )
 from tfm.training import resume as resume_lib
 from tfm.training.inflight import InFlight
-from tfm.training.workdir import WorkdirMismatchError
+from tfm.training import workdir as workdir_lib
+from tfm.training.workdir import WorkdirLockedError, WorkdirMismatchError  # noqa: F401 - re-exported
 from tfm.training.writer import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,14 @@ class _StopSignals:
         return False
 
 
+def _sync(name: str) -> None:
+    """A barrier of all processes (multi-process only)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def _agree(flag: bool) -> bool:
     """True on every process if it is True on any (a host collective; multi-process only)."""
     if jax.process_count() == 1:
@@ -312,7 +321,11 @@ def run(
     """
     # Signals are handled from the start, so that one arriving during set-up stops cleanly too.
     with _StopSignals() as stop, contextlib.ExitStack() as cleanup:
-        setup = _Setup.build(as_run_config(config), os.path.abspath(workdir))
+        config, workdir = as_run_config(config), os.path.abspath(workdir)
+        if jax.process_index() == 0:  # one run per workdir (released last, after the saves)
+            workdir_lib.prepare(workdir)
+            cleanup.callback(workdir_lib.WorkdirLock(workdir).acquire().release)
+        setup = _Setup.build(config, workdir)
         checkpointer = Checkpointer(
             os.path.join(setup.workdir, CHECKPOINT_DIR), keep=setup.config.train.keep_checkpoints,
             async_save=setup.config.train.async_checkpointing,
@@ -351,12 +364,17 @@ class _Setup:
         if jax.process_index() == 0:
             os.makedirs(workdir, exist_ok=True)
 
-        # data, vocabulary, resolved config
+        # data, vocabulary (checked against what the workdir's tokenizer was built from), config
+        provenance = workdir_lib.check_provenance(config.data, workdir,
+                                                  is_chief=jax.process_index() == 0)
+        _sync("tfm_provenance_checked")
         pipe = build_pipeline(
             config.data, config.model.arch, workdir=workdir,
             process_index=jax.process_index(), process_count=jax.process_count(),
             batch_multiple=parallel.num_devices,
         )
+        if jax.process_index() == 0:
+            workdir_lib.record_provenance(workdir, provenance)
         config = resolve_model(config, pipe)
         check_workdir(config, workdir)  # config.json is written once the restore succeeded
         model_cfg = config.model

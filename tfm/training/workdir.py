@@ -1,6 +1,13 @@
 """What a workdir promises the runs that use it: one run at a time, and that what it holds
 (tokenizer, data) is what this run would build.
 
+* :class:`WorkdirLock`: ``WORKDIR/tfm.lock``, held by the run using the workdir; a second run is
+  refused naming the holder (:class:`WorkdirLockedError`); a lock left by a killed run is stale
+  and taken over.
+* Provenance: ``WORKDIR/provenance.json`` records what the tokenizer and the training text come
+  from (data set, text file path + size + SHA-256, tokenizer settings). A resumed run on other
+  data is refused naming the difference; a tokenizer left by a run that never reached a
+  checkpoint is moved aside (never trusted blindly, never deleted) and rebuilt.
 * :class:`WorkdirMismatchError`: the workdir holds something this run must not use or replace.
 * :func:`setting_differences`: the settings that differ between a workdir's saved config and
   this run's ("train.optimizer: 'adam' in the workdir, 'adamw' now").
@@ -8,8 +15,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class WorkdirMismatchError(ValueError):
@@ -35,3 +51,190 @@ def setting_differences(saved: Any, new: Any, sections: tuple[str, ...] = ("mode
             if x != y:
                 out.append(f"{name}: {_plain(x)!r} in the workdir, {_plain(y)!r} now")
     return out
+
+
+class WorkdirLockedError(RuntimeError):
+    """Another run holds the workdir's lock."""
+
+
+# ====================================================================== one run per workdir
+LOCK_FILE = "tfm.lock"
+
+
+class WorkdirLock:
+    """An exclusive lock on ``WORKDIR/tfm.lock`` for the lifetime of a run (process 0 only).
+
+    The lock is an ``fcntl.flock`` on the open file, so the kernel drops it when its holder
+    dies however it dies (SIGKILL, OOM, power): a lock file whose flock can be taken is stale,
+    whatever it says. The file records the holder (pid, host, start time) for the refusal
+    message; it is left in place (emptied) on release, never deleted, so that two starting
+    runs cannot lock two different files of the same name.
+    """
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, LOCK_FILE)
+        self._fd: int | None = None
+
+    def acquire(self) -> WorkdirLock:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise WorkdirLockedError(
+                f"{os.path.dirname(self.path)} is in use by another run ({holder}; lock file "
+                f"{self.path}); refusing to start a second run on it. Wait for it to finish or "
+                "stop it, or use another --workdir."
+            ) from None
+        previous = _read_holder(fd)
+        if previous != "holder unknown":
+            log.warning("taking over a stale lock of %s in %s (that run is no longer running)",
+                        previous, self.path)
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        import fcntl
+
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "null")
+        return f"pid {info['pid']} on {info['host']}, started {info['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+def prepare(workdir: str) -> None:
+    """Creates the workdir, refusing a path that exists and is not a directory."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise WorkdirMismatchError(f"--workdir {workdir} exists and is not a directory")
+    os.makedirs(workdir, exist_ok=True)
+
+
+# ====================================================================== provenance
+PROVENANCE_FILE = "provenance.json"
+SUPERSEDED_DIR = "superseded"
+TOKENIZER_DIR = "tokenizer"
+
+# The DataConfig fields that decide the tokenizer and the training text.
+PROVENANCE_FIELDS = (
+    "dataset", "text_file", "valid_fraction", "tokenizer", "vocab_size",
+    "tokenizer_character_coverage", "tokenizer_max_examples", "tfds_data_dir",
+    "numbers_max", "numbers_valid_size", "numbers_test_size", "numbers_split_seed",
+)
+
+
+def provenance(data: Any) -> dict[str, Any]:
+    """What the workdir's tokenizer and data come from: the deciding DataConfig fields and, for a
+    text file, its absolute path, size and SHA-256."""
+    out = {f"data.{f}": _plain(getattr(data, f)) for f in PROVENANCE_FIELDS}
+    if data.text_file:
+        path = os.path.abspath(data.text_file)
+        out["data.text_file"] = path
+        if os.path.isfile(path):
+            out["data.text_file sha256"] = _sha256(path)
+            out["data.text_file size"] = os.path.getsize(path)
+    return out
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def has_checkpoints(workdir: str, checkpoint_dir: str = "checkpoints") -> bool:
+    """Whether the workdir holds checkpoints, complete or damaged (moved aside)."""
+    for name in (checkpoint_dir, checkpoint_dir + "_damaged"):
+        path = os.path.join(workdir, name)
+        if os.path.isdir(path) and any(e.split(".")[0].isdigit() for e in os.listdir(path)):
+            return True
+    return False
+
+
+def check_provenance(data: Any, workdir: str, *, is_chief: bool = True) -> dict[str, Any]:
+    """Compares the workdir's recorded provenance with this run's data (see the module doc).
+
+    * match: nothing to do;
+    * mismatch, or a tokenizer without a record, in a workdir WITH checkpoints: a mismatch is
+      refused naming the differing fields; a tokenizer without a record (a workdir of an older
+      tfm) is accepted with a warning;
+    * either in a workdir WITHOUT checkpoints: it is what a run that never reached a checkpoint
+      left; the tokenizer and its record are moved to ``WORKDIR/superseded/<time>/`` (kept, not
+      trusted) and this run builds its own.
+
+    Returns this run's provenance (written by :func:`record_provenance` once the tokenizer is in
+    place).
+    """
+    now = provenance(data)
+    record_path = os.path.join(workdir, PROVENANCE_FILE)
+    tokenizer = os.path.join(workdir, TOKENIZER_DIR)
+    recorded = None
+    if os.path.exists(record_path):
+        try:
+            with open(record_path, encoding="utf-8") as f:
+                recorded = json.load(f)
+        except (OSError, ValueError) as e:
+            raise WorkdirMismatchError(f"{record_path} cannot be read ({e}); refusing to trust "
+                                       "the workdir's tokenizer. Use a new --workdir.") from None
+    elif not os.path.exists(tokenizer):
+        return now  # nothing recorded, nothing to trust
+    differences = ([] if recorded is None else
+                   [f"{k}: {recorded.get(k)!r} in the workdir, {now.get(k)!r} now"
+                    for k in sorted(set(recorded) | set(now)) if recorded.get(k) != now.get(k)])
+    if recorded is not None and not differences:
+        return now
+    if has_checkpoints(workdir):
+        if recorded is None:
+            log.warning("%s has no %s (written by an older tfm); its tokenizer is used as it is",
+                        workdir, PROVENANCE_FILE)
+            return now
+        raise WorkdirMismatchError(
+            f"{workdir} holds a run on different data, refusing to resume it with this data:\n  "
+            + "\n  ".join(differences)
+            + f"\nUse the data recorded in {record_path}, or a new --workdir."
+        )
+    why = ("no record of what it was built from" if recorded is None
+           else "built from other data: " + "; ".join(differences))
+    if is_chief:
+        aside = os.path.join(workdir, SUPERSEDED_DIR, time.strftime("%Y%m%d-%H%M%S"))
+        n, base = 0, aside
+        while os.path.exists(aside):
+            n += 1
+            aside = f"{base}.{n}"
+        os.makedirs(aside)
+        for name in (TOKENIZER_DIR, PROVENANCE_FILE):
+            if os.path.exists(os.path.join(workdir, name)):
+                os.rename(os.path.join(workdir, name), os.path.join(aside, name))
+        log.warning("%s has no checkpoint, and its tokenizer was left by a run that never reached "
+                    "one (%s); moved it to %s and building a new one", workdir, why, aside)
+    return now
+
+
+def record_provenance(workdir: str, record: dict[str, Any]) -> None:
+    """Writes ``WORKDIR/provenance.json`` (atomically; process 0)."""
+    path = os.path.join(workdir, PROVENANCE_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
