@@ -51,6 +51,7 @@ from tfm.config import Arch, ModelConfig
 from tfm.data.pipeline import Pipeline, build_pipeline
 from tfm.models import build_model
 from tfm.training import flops as flops_lib
+from tfm.training import health
 from tfm.training import parallel as parallel_lib
 from tfm.training import state as state_lib
 from tfm.training import steps as steps_lib
@@ -77,7 +78,7 @@ Hook = Callable[[int], None]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A training step produced a NaN or Inf loss (or gradient norm)."""
+    """A training step produced a NaN or Inf loss (or gradient norm), or NaN/Inf parameters."""
 
 
 # ====================================================================== config helpers
@@ -434,12 +435,19 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
     result: dict[str, Any] = {"step": start_step, "preempted": False, "train": {}, "eval": {}}
 
     def save(step: int) -> None:
+        canonical = parallel.canonical(state)
+        bad = health.nonfinite_leaves(canonical.params)  # what is saved, not only the loss
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite parameters after step {step}: "
+                f"{health.describe(bad, len(jax.tree.leaves(canonical.params)))}; not saved, "
+                f"stopping. {_newest_good(checkpointer)}")
         meta = {
             "step": step,
             "data": pipe.train_iter.get_state(),
             "rng": np.asarray(jax.random.key_data(dropout_rng)).tolist(),
         }
-        checkpointer.save(step, parallel.canonical(state), meta)
+        checkpointer.save(step, canonical, meta)
 
     def run_eval(step: int) -> None:
         metrics = evaluate(parallel, setup.eval_step, state, pipe,
@@ -486,7 +494,10 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
         if flush_now or stopping:
             stopping = _agree(stop.requested)
             # NaN/Inf raises here, before any checkpoint of this step is written
-            result["train"] = _flush(pending, parallel, window, peak, writer, bar)
+            try:
+                result["train"] = _flush(pending, parallel, window, peak, writer, bar)
+            except NonFiniteLossError as e:
+                raise NonFiniteLossError(f"{e} {_newest_good(checkpointer)}") from None
             pending = []
         if stopping:
             save(step)
@@ -504,6 +515,17 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
     result["step"] = step
     checkpointer.wait()
     return result
+
+
+def _newest_good(checkpointer: Checkpointer) -> str:
+    """Which checkpoint a run stopped by NaN/Inf can resume from (every saved one passed the
+    parameter check)."""
+    checkpointer.wait()
+    steps = checkpointer.all_steps()
+    if not steps:
+        return f"No checkpoint has been saved in {checkpointer.directory}."
+    return (f"The newest checkpoint is step {steps[-1]} (its parameters are finite) in "
+            f"{checkpointer.directory}.")
 
 
 # ====================================================================== logging helpers
@@ -528,7 +550,7 @@ def _flush(pending, parallel, window: _Window, peak, writer: MetricWriter, bar) 
         if not (math.isfinite(loss) and math.isfinite(float(m["grad_norm"]))):
             raise NonFiniteLossError(
                 f"non-finite training loss {loss} (gradient norm {float(m['grad_norm'])}) at "
-                f"step {step}; stopping. The newest checkpoint (before this step) is intact."
+                f"step {step}; stopping."
             )
     now = time.time()
     elapsed = max(now - window.start, 1e-9)
