@@ -29,8 +29,12 @@ workdir that has checkpoints, damaged or not, is never silently started over.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import re
+import socket
 from typing import Any
 
 import jax
@@ -45,6 +49,11 @@ META = "meta"
 
 class CheckpointError(RuntimeError):
     """A workdir's checkpoints exist but none can be restored."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint cannot be written (read-only or full file system, ...). Earlier checkpoints
+    are untouched; the message is one line naming the cause and the path."""
 
 
 class IncompatibleCheckpointError(CheckpointError):
@@ -78,6 +87,8 @@ class Checkpointer:
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,
         )
+        self._failed: CheckpointWriteError | None = None
+        self._last_saved: int | None = None
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=options,
@@ -98,23 +109,89 @@ class Checkpointer:
         Returns False when that step is already saved. Returns as soon as the arrays are
         copied off the devices when saving asynchronously; :meth:`wait` blocks until written.
         """
+        if self._failed is not None:
+            raise self._failed
         if step in self.manager.all_steps():
             return False
-        return self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                **{STATE: ocp.args.StandardSave(state), META: ocp.args.JsonSave(meta)}
-            ),
-            force=True,
-        )
+        # Checked first: orbax's background threads wait (for ten minutes) for a step directory
+        # it failed to create, and keep the process from exiting.
+        self._check_writable(step, state)
+        self._last_saved = step
+        try:
+            return self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    **{STATE: ocp.args.StandardSave(state), META: ocp.args.JsonSave(meta)}
+                ),
+                force=True,
+            )
+        except Exception as e:  # noqa: BLE001 - reported as one line naming cause and path
+            raise self._write_failed(step, e) from None
 
     def wait(self) -> None:
-        """Blocks until every started save is on disk."""
-        self.manager.wait_until_finished()
+        """Blocks until every started save is on disk.
+
+        Raises:
+          CheckpointWriteError: a save failed (the checkpoints before it are intact).
+        """
+        if self._failed is not None:
+            raise self._failed
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001
+            raise self._write_failed(self._last_saved, e) from None
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Waits for the saves in flight (unless one has failed) and releases orbax."""
+        try:
+            if self._failed is None:
+                self.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                self.manager.close()
+
+    def _check_writable(self, step: int, state: Any) -> None:
+        """A probe file and the free space (against the state's size) of the checkpoint
+        directory; CheckpointWriteError naming the cause and the path."""
+        need = sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(state))
+        probe = os.path.join(self.directory, f".tfm_write_probe.{socket.gethostname()}.{os.getpid()}")
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"0")
+            os.remove(probe)
+            fs = os.statvfs(self.directory)
+        except OSError as e:
+            raise self._write_failed(step, e) from None
+        free = fs.f_bavail * fs.f_frsize
+        need = need * 1.1 + (1 << 20)  # the arrays, plus room for metadata and file-system blocks
+        if free < need:
+            raise self._write_failed(step, OSError(
+                errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {free / 2**20:.1f} MiB free, the "
+                f"checkpoint needs about "
+                f"{need / 2**20:.1f} MiB", self.directory))
+
+    def _write_failed(self, step: int | None, error: BaseException) -> CheckpointWriteError:
+        cause = error
+        while cause.__cause__ is not None or cause.__context__ is not None:  # the root cause
+            if isinstance(cause, OSError):
+                break
+            cause = cause.__cause__ or cause.__context__
+        code = re.search(r"os_error_code='?(\d+)", str(error))  # TensorStore's errors
+        if isinstance(cause, OSError) and cause.strerror:
+            where = cause.filename or self.directory
+            reason = f"{cause.strerror} ({where})"
+        elif code:
+            path = re.search(r'"(/[^"]+)"', str(error))
+            reason = f"{os.strerror(int(code.group(1)))} ({path.group(1) if path else self.directory})"
+        else:
+            reason = _short(error)
+        which = f"step {step}" if step is not None else "a checkpoint"
+        newest = [s for s in self.manager.all_steps() if step is None or s < step]
+        kept = (f"the newest complete checkpoint, step {max(newest)}, is intact" if newest
+                else "no checkpoint was completed")
+        self._failed = CheckpointWriteError(
+            f"cannot write {which} to {self.directory}: {reason}; {kept}")
+        return self._failed
 
     # ------------------------------------------------------------------ restore
     def restore_latest(

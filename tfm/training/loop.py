@@ -209,6 +209,23 @@ class _StopSignals:
         return False
 
 
+def _closing(close: Callable[[], None]):
+    """An ExitStack exit callback running ``close``: when the run is already failing, an error
+    of ``close`` (a full disk failing the last metrics flush too) is logged, not raised over the
+    error that says what went wrong."""
+
+    def exit_callback(exc_type, exc, tb) -> bool:
+        try:
+            close()
+        except Exception as e:  # noqa: BLE001
+            if exc is None:
+                raise
+            log.warning("while stopping after %s: %s: %s", type(exc).__name__, type(e).__name__, e)
+        return False
+
+    return exit_callback
+
+
 def _sync(name: str) -> None:
     """A barrier of all processes (multi-process only)."""
     if jax.process_count() > 1:
@@ -325,13 +342,13 @@ def run(
         config, workdir = as_run_config(config), os.path.abspath(workdir)
         if jax.process_index() == 0:  # one run per workdir (released last, after the saves)
             workdir_lib.prepare(workdir)
-            cleanup.callback(workdir_lib.WorkdirLock(workdir).acquire().release)
+            cleanup.push(_closing(workdir_lib.WorkdirLock(workdir).acquire().release))
         setup = _Setup.build(config, workdir)
         checkpointer = Checkpointer(
             os.path.join(setup.workdir, CHECKPOINT_DIR), keep=setup.config.train.keep_checkpoints,
             async_save=setup.config.train.async_checkpointing,
         )
-        cleanup.callback(checkpointer.close)  # waits for saves in flight, also on errors
+        cleanup.push(_closing(checkpointer.close))  # waits for saves in flight, also on errors
         return _train(setup, checkpointer, cleanup, hooks, stop)
 
 
@@ -428,9 +445,9 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
 
     writer = MetricWriter(setup.workdir, enabled=is_chief,
                           purge_step=start_step + 1 if restored is not None else None)
-    cleanup.callback(writer.close)
+    cleanup.push(_closing(writer.close))
     bar = _progress_bar(train, start_step, enabled=is_chief)
-    cleanup.callback(bar.close)
+    cleanup.push(_closing(bar.close))
     peak = train.peak_flops_per_device or flops_lib.peak_flops(jax.devices()[0].device_kind)
     result: dict[str, Any] = {"step": start_step, "preempted": False, "train": {}, "eval": {}}
 

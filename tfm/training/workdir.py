@@ -95,9 +95,13 @@ class WorkdirLock:
                         previous, self.path)
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            os.fsync(fd)
+        except OSError as e:  # a full disk: say where
+            os.close(fd)
+            raise OSError(e.errno, e.strerror, self.path) from None
         self._fd = fd
         return self
 
