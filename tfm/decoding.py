@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from tfm.models import DecoderLM, EncoderDecoder
+from tfm.token_ids import check_token_ids
 
 PAD_ID = 0
 BOS_ID = 1
@@ -523,9 +525,10 @@ def lm_generate(
     """
     prompts = jnp.asarray(prompts, jnp.int32)
     _lm_cache_len(model, prompts, max_new_tokens)  # fail before tracing
-    if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
+    check_token_ids(prompts, model.cfg.vocab_size, "lm_generate prompts")
+    if not 0 <= temperature < math.inf or top_k < 0 or not 0.0 < top_p <= 1.0:  # NaN fails too
         raise ValueError(
-            f"need temperature >= 0, top_k >= 0 and 0 < top_p <= 1; got temperature={temperature}, "
+            f"need a finite temperature >= 0, top_k >= 0 and 0 < top_p <= 1; got temperature={temperature}, "
             f"top_k={top_k}, top_p={top_p}"
         )
     greedy = rng is None or temperature == 0.0
@@ -619,6 +622,7 @@ def encdec_greedy(
     Row b generates at most (its input length + ``extra_len``) tokens; the output buffer is
     ``min(S + extra_len, max_len, cfg.max_len)`` long.
     """
+    check_token_ids(inputs, model.cfg.vocab_size, "encdec_greedy inputs")
     return _encdec_greedy(
         model, params, jnp.asarray(inputs, jnp.int32), extra_len=extra_len, max_len=max_len, eos_id=eos_id
     )
@@ -654,6 +658,7 @@ def encdec_beam_search(
 ) -> Beams:
     """Beam search translation of sources (B, S) with the paper's settings by default
     (beam 4, alpha 0.6, at most input length + 50 output tokens). Compiled."""
+    check_token_ids(inputs, model.cfg.vocab_size, "encdec_beam_search inputs")
     return _encdec_beam_search(
         model,
         params,

@@ -148,8 +148,14 @@ def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
                 "against this config; refusing to touch it. Use a new --workdir."
             )
         return None
-    with open(path, encoding="utf-8") as f:
-        saved = RunConfig.from_config_dict(json.load(f))
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = RunConfig.from_config_dict(json.load(f))
+    except (OSError, ValueError) as e:
+        raise WorkdirMismatchError(
+            f"{path} cannot be read ({type(e).__name__}: {e}), so the workdir cannot be checked "
+            "against this config; refusing to touch it. Repair or remove that file, or use a new "
+            "--workdir.") from None
     diffs = model_differences(saved.model, config.model)
     if diffs:
         raise WorkdirMismatchError(
@@ -180,14 +186,32 @@ def resolve_model(config: RunConfig, pipe: Pipeline) -> RunConfig:
 
 
 # ====================================================================== preemption
+class _SetupInterrupted(BaseException):
+    """SIGTERM/SIGINT during set-up (a BaseException: libraries' ``except Exception`` retry
+    loops, e.g. TFDS downloads, must not swallow it)."""
+
+
 class _StopSignals:
     """SIGTERM / SIGINT set a flag (the loop checkpoints and returns); a second SIGINT
-    interrupts at once. Installed only from the main thread; restored on exit."""
+    interrupts at once. Inside :meth:`interruptible` (set-up: data, tokenizer, compilation --
+    nothing to save yet) they stop the run at once. Installed only from the main thread;
+    restored on exit."""
 
     def __init__(self):
         self.requested = False
         self.signal_name = ""
         self._previous: dict[int, Any] = {}
+        self._interruptible = False
+
+    @contextlib.contextmanager
+    def interruptible(self):
+        self._interruptible = True
+        try:
+            if self.requested:
+                raise _SetupInterrupted(self.signal_name)
+            yield
+        finally:
+            self._interruptible = False
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -200,6 +224,9 @@ class _StopSignals:
             raise KeyboardInterrupt
         self.requested = True
         self.signal_name = signal.Signals(signum).name
+        if self._interruptible:
+            self._interruptible = False
+            raise _SetupInterrupted(self.signal_name)
         log.warning("%s received: saving a checkpoint at the current step and stopping",
                     self.signal_name)
 
@@ -343,7 +370,14 @@ def run(
         if jax.process_index() == 0:  # one run per workdir (released last, after the saves)
             workdir_lib.prepare(workdir)
             cleanup.push(_closing(workdir_lib.WorkdirLock(workdir).acquire().release))
-        setup = _Setup.build(config, workdir)
+        try:
+            with stop.interruptible():
+                setup = _Setup.build(config, workdir)
+        except _SetupInterrupted:
+            log.warning("%s received during set-up: stopping before the first step; nothing to save",
+                        stop.signal_name)
+            return {"step": _newest_step(os.path.join(workdir, CHECKPOINT_DIR)), "preempted": True,
+                    "train": {}, "eval": {}}
         checkpointer = Checkpointer(
             os.path.join(setup.workdir, CHECKPOINT_DIR), keep=setup.config.train.keep_checkpoints,
             async_save=setup.config.train.async_checkpointing,
@@ -532,6 +566,11 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
     result["step"] = step
     checkpointer.wait()
     return result
+
+
+def _newest_step(directory: str) -> int:
+    steps = [int(s) for s in os.listdir(directory) if s.isdigit()] if os.path.isdir(directory) else []
+    return max(steps, default=0)
 
 
 def _newest_good(checkpointer: Checkpointer) -> str:
