@@ -2,16 +2,21 @@
 
 One run, in order:
 
-1. The config becomes validated dataclasses (:class:`RunConfig`) and the parallel strategy is
-   chosen and checked against the batch sizes -- before any data is read or anything compiled.
+1. The config becomes validated dataclasses (:class:`RunConfig`); process 0 takes the
+   workdir's lock (:mod:`tfm.training.workdir`: a second run on it is refused naming the
+   holder), and the parallel strategy is chosen and checked against the batch sizes -- before
+   any data is read or anything compiled.
 2. A workdir that already holds a run of a *different model* is refused
    (:class:`WorkdirMismatchError`); it is never overwritten.
-3. The data pipeline builds (or reloads from ``WORKDIR/tokenizer``) the tokenizer; the model's
-   ``vocab_size`` is taken from it when the config leaves it 0. The resolved config is written
-   to ``WORKDIR/config.json``.
-4. The newest checkpoint is restored (TrainState, data position, dropout key); a damaged newest
+3. The data pipeline builds (or reloads from ``WORKDIR/tokenizer``, once its recorded
+   provenance matches this run's data) the tokenizer; the model's ``vocab_size`` is taken from
+   it when the config leaves it 0.
+4. The newest checkpoint is restored (TrainState, data position, dropout key;
+   :mod:`tfm.training.resume`): one that does not fit a changed setting is refused naming it
+   (``train.reset_optimizer`` restores all but the optimiser state); a damaged newest
    checkpoint falls back to the previous one (:mod:`tfm.training.checkpoint`). Otherwise the
-   state is initialised from ``TrainConfig.seed``.
+   state is initialised from ``TrainConfig.seed``. Then the resolved config is written to
+   ``WORKDIR/config.json``.
 5. Steps run asynchronously, at most ``max_steps_in_flight`` ahead of the devices
    (:mod:`tfm.training.inflight`); every ``log_every_steps`` the metrics of the last steps are
    pulled to the host in one transfer, checked (a NaN/Inf loss or gradient norm raises
@@ -22,10 +27,14 @@ One run, in order:
 6. Every ``eval_every_steps`` and at the end (``eval_at_end``): validation loss, accuracy, perplexity; for
    translation also greedy/beam decoding of ``eval_decode_examples`` sentences -> BLEU and
    exact match.
-7. Every ``checkpoint_every_steps`` and at the end, an asynchronous checkpoint.
+7. Every ``checkpoint_every_steps`` and at the end, an asynchronous checkpoint -- of finite
+   parameters only (:mod:`tfm.training.health`); a write that fails (read-only or full disk)
+   stops the run with :class:`~tfm.training.checkpoint.CheckpointWriteError` naming cause
+   and path.
 8. SIGTERM or SIGINT: the current step is checkpointed and ``run`` returns normally (the
    launcher then exits 0). With several processes the stop is agreed at the next logging
-   step, so that all of them save the same step.
+   step, so that all of them save the same step. During set-up (steps 1-3: downloads,
+   tokenizer training) a signal stops the run at once: there is nothing to save yet.
 """
 
 from __future__ import annotations
@@ -53,8 +62,10 @@ from tfm.models import build_model
 from tfm.training import flops as flops_lib
 from tfm.training import health
 from tfm.training import parallel as parallel_lib
+from tfm.training import resume as resume_lib
 from tfm.training import state as state_lib
 from tfm.training import steps as steps_lib
+from tfm.training import workdir as workdir_lib
 from tfm.training.checkpoint import Checkpointer
 from tfm.training.config import (
     EXECUTION_ONLY_MODEL_FIELDS,
@@ -63,9 +74,7 @@ from tfm.training.config import (
     Schedule,
     TrainConfig,
 )
-from tfm.training import resume as resume_lib
 from tfm.training.inflight import InFlight
-from tfm.training import workdir as workdir_lib
 from tfm.training.workdir import WorkdirLockedError, WorkdirMismatchError  # noqa: F401 - re-exported
 from tfm.training.writer import MetricWriter
 
@@ -362,7 +371,8 @@ def run(
     Returns:
       ``{"step", "preempted", "train": last logged train metrics, "eval": last eval metrics}``.
     Raises:
-      WorkdirMismatchError, NonFiniteLossError, CheckpointError, ValueError (bad config).
+      WorkdirMismatchError, WorkdirLockedError, NonFiniteLossError, CheckpointError (and its
+      CheckpointWriteError), ValueError (bad config).
     """
     # Signals are handled from the start, so that one arriving during set-up stops cleanly too.
     with _StopSignals() as stop, contextlib.ExitStack() as cleanup:
