@@ -8,6 +8,7 @@ file is refused naming the file's fingerprint.
 
 import json
 import os
+import shutil
 
 import pytest
 from conftest import tiny_config
@@ -48,3 +49,19 @@ def test_a_failed_runs_tokenizer_is_not_reused_and_a_changed_file_is_refused(tmp
     with pytest.raises(WorkdirMismatchError, match="data.text_file.*sha256"):
         run(lm_config(text, **{"train.num_steps": 4}), workdir)
     assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
+
+
+def test_a_replaced_tokenizer_is_refused_and_a_rebuilt_identical_one_accepted(tmp_path):
+    from tfm.data.tokenizers import CharTokenizer, load_tokenizer
+
+    text = tmp_path / "data.txt"
+    text.write_text(LONG)
+    workdir = tmp_path / "run"
+    assert run(lm_config(text), workdir)["step"] == 2
+    saved = load_tokenizer(workdir / "tokenizer")
+    shutil.rmtree(workdir / "tokenizer")  # deleted: rebuilt from the same data, identical
+    assert run(lm_config(text, **{"train.num_steps": 3}), workdir)["step"] == 3
+    shutil.rmtree(workdir / "tokenizer")
+    CharTokenizer(saved.chars[:-1] + ["é"]).save(workdir / "tokenizer")  # same size, other text
+    with pytest.raises(WorkdirMismatchError, match="not the tokenizer this workdir's checkpoints"):
+        run(lm_config(text, **{"train.num_steps": 4}), workdir)

@@ -436,7 +436,7 @@ class _Setup:
             batch_multiple=parallel.num_devices,
         )
         if jax.process_index() == 0:
-            workdir_lib.record_provenance(workdir, provenance)
+            workdir_lib.check_and_record_tokenizer(workdir, provenance)
         config = resolve_model(config, pipe)
         check_workdir(config, workdir)  # config.json is written once the restore succeeded
         model_cfg = config.model

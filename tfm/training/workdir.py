@@ -6,8 +6,10 @@
   and taken over.
 * Provenance: ``WORKDIR/provenance.json`` records what the tokenizer and the training text come
   from (data set, text file path + size + SHA-256, tokenizer settings). A resumed run on other
-  data is refused naming the difference; a tokenizer left by a run that never reached a
-  checkpoint is moved aside (never trusted blindly, never deleted) and rebuilt.
+  data is refused naming the difference, and so is a tokenizer that is not the one the
+  checkpoints were trained with (its files' SHA-256 is recorded too); a tokenizer left by a run
+  that never reached a checkpoint is moved aside (never trusted blindly, never deleted) and
+  rebuilt.
 * :class:`WorkdirMismatchError`: the workdir holds something this run must not use or replace.
 * :func:`setting_differences`: the settings that differ between a workdir's saved config and
   this run's ("train.optimizer: 'adam' in the workdir, 'adamw' now").
@@ -136,6 +138,7 @@ def prepare(workdir: str) -> None:
 PROVENANCE_FILE = "provenance.json"
 SUPERSEDED_DIR = "superseded"
 TOKENIZER_DIR = "tokenizer"
+TOKENIZER_KEY = "tokenizer files sha256"  # in provenance.json, beside the data fields
 
 # The DataConfig fields that decide the tokenizer and the training text.
 PROVENANCE_FIELDS = (
@@ -204,7 +207,8 @@ def check_provenance(data: Any, workdir: str, *, is_chief: bool = True) -> dict[
         return now  # nothing recorded, nothing to trust
     differences = ([] if recorded is None else
                    [f"{k}: {recorded.get(k)!r} in the workdir, {now.get(k)!r} now"
-                    for k in sorted(set(recorded) | set(now)) if recorded.get(k) != now.get(k)])
+                    for k in sorted((set(recorded) | set(now)) - {TOKENIZER_KEY})
+                    if recorded.get(k) != now.get(k)])
     if recorded is not None and not differences:
         return now
     if has_checkpoints(workdir):
@@ -232,6 +236,40 @@ def check_provenance(data: Any, workdir: str, *, is_chief: bool = True) -> dict[
         log.warning("%s has no checkpoint, and its tokenizer was left by a run that never reached "
                     "one (%s); moved it to %s and building a new one", workdir, why, aside)
     return now
+
+
+def tokenizer_fingerprint(workdir: str) -> str | None:
+    """SHA-256 over the names and contents of ``WORKDIR/tokenizer``'s files (None: none there)."""
+    directory = os.path.join(workdir, TOKENIZER_DIR)
+    if not os.path.isdir(directory):
+        return None
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path) and not name.endswith(".tmp"):
+            h.update(name.encode() + b"\0")
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
+def check_and_record_tokenizer(workdir: str, record: dict[str, Any]) -> None:
+    """After the pipeline has loaded or built the tokenizer (process 0): the tokenizer must be
+    the one the workdir's checkpoints were trained with (a deleted and rebuilt tokenizer may
+    number the vocabulary differently); then ``record`` and its fingerprint are written."""
+    fingerprint = tokenizer_fingerprint(workdir)
+    path = os.path.join(workdir, PROVENANCE_FILE)
+    recorded = None
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            recorded = json.load(f).get(TOKENIZER_KEY)
+    if recorded and fingerprint != recorded and has_checkpoints(workdir):
+        raise WorkdirMismatchError(
+            f"{os.path.join(workdir, TOKENIZER_DIR)} is not the tokenizer this workdir's "
+            f"checkpoints were trained with ({TOKENIZER_KEY}: {recorded[:12]}... recorded, "
+            f"{(fingerprint or 'none')[:12]}... now): it was changed, or deleted and rebuilt. "
+            "Restore it, or use a new --workdir.")
+    record_provenance(workdir, {**record, TOKENIZER_KEY: fingerprint})
 
 
 def record_provenance(workdir: str, record: dict[str, Any]) -> None:
