@@ -5,7 +5,7 @@ import signal
 import socket
 
 import pytest
-from conftest import driver_command, start, subprocess_env, tiny_config
+from conftest import driver_command, start, subprocess_env, tiny_config, wait_for_line
 
 from tfm.training.loop import run
 from tfm.training.workdir import WorkdirLockedError
@@ -15,13 +15,7 @@ def test_second_run_is_refused_and_a_killed_holders_lock_is_stale(tmp_path, jax_
     config = tiny_config(**{"train.num_steps": 4, "train.checkpoint_every_steps": 2})
     proc = start(driver_command(config, tmp_path, "--hang_at_step", "1"), subprocess_env(jax_cache_dir))
     try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("READY"):
-                break
-        else:
-            pytest.fail("driver exited early:\n" + "".join(lines[-30:]))
+        wait_for_line(proc, "READY")
         with pytest.raises(WorkdirLockedError, match=rf"pid {proc.pid} on {socket.gethostname()}"):
             run(config, tmp_path)
         assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())

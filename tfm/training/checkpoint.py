@@ -41,6 +41,8 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from tfm.training.health import path_name
+
 log = logging.getLogger(__name__)
 
 STATE = "state"
@@ -307,13 +309,6 @@ def _short(error: BaseException, limit: int = 300) -> str:
     return f"{type(error).__name__}: {first}"
 
 
-def _key_name(key: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
 def _leaves_by_path(tree: Any) -> dict[str, tuple[int, ...] | None]:
     """``{"opt_state/0/mu/...": shape}`` for every leaf; dict keys, attribute names and list
     indices all become path components, so a saved tree (dicts and lists) and a live one
@@ -321,7 +316,7 @@ def _leaves_by_path(tree: Any) -> dict[str, tuple[int, ...] | None]:
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         shape = getattr(leaf, "shape", None)
-        out["/".join(_key_name(k) for k in path)] = tuple(shape) if shape is not None else None
+        out[path_name(path)] = tuple(shape) if shape is not None else None
     return out
 
 

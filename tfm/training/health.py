@@ -31,7 +31,7 @@ def nonfinite_leaves(tree: Any) -> list[tuple[str, str]]:
     for (path, _), (nan, inf) in zip(paths_leaves, flags):
         if nan or inf:
             kind = " and ".join(k for k, on in (("NaN", nan), ("Inf", inf)) if on)
-            out.append(("/".join(_name(k) for k in path), kind))
+            out.append((path_name(path), kind))
     return out
 
 
@@ -43,8 +43,15 @@ def describe(bad: list[tuple[str, str]], total: int, limit: int = 3) -> str:
     return f"{' and '.join(kinds)} in {len(bad)} of {total} parameter arrays ({shown}{more})"
 
 
-def _name(key: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
+def path_name(path: Any) -> str:
+    """A pytree key path as "encoder/layer_0/kernel": dict keys, attribute names and sequence
+    indices alike (so a saved tree of dicts and lists and a live one of dataclasses and named
+    tuples name the same leaf the same way)."""
+
+    def name(key: Any) -> str:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                return str(getattr(key, attr))
+        return str(key)
+
+    return "/".join(name(k) for k in path)
