@@ -230,7 +230,7 @@ def _tfds_builder(cfg: DataConfig):
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # noqa: BLE001 -- re-raised with the cause named
         raise ValueError(f"TFDS dataset {name}: cannot create its builder: {e}") from e
-    if not cfg.tfds_manual_dir and not _is_prepared(builder):
+    if not cfg.tfds_manual_dir and _downloads(builder) and not _is_prepared(builder):
         offline = network_unreachable()  # TFDS would retry for minutes before failing
         if offline:
             raise ValueError(
@@ -249,6 +249,13 @@ def _tfds_builder(cfg: DataConfig):
             "expects into --config.data.tfds_manual_dir"
         ) from e
     return builder
+
+
+def _downloads(builder) -> bool:
+    """Whether preparing runs TFDS's own downloader (not a test double such as
+    ``tfds.testing.mock_data``'s, which needs no network)."""
+    prepare = getattr(type(builder), "download_and_prepare", None)
+    return getattr(prepare, "__module__", "").startswith("tensorflow_datasets.core")
 
 
 def _is_prepared(builder) -> bool:
