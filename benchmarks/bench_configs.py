@@ -77,17 +77,28 @@ class BenchConfig:
         )
 
     def synthetic_batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """A batch in the contract's format: random non-padding token ids (1..V-1)."""
+        """A batch in the contract's format: random token ids (any id is a real token) with the
+        segment ids, positions and weights the data pipeline emits (no padding here), so the
+        step runs the masks of real training."""
         v = self.model.vocab_size
+        full = lambda length: {  # noqa: E731 - one real segment per row
+            "segment_ids": np.ones((self.batch, length), np.int32),
+            "positions": np.broadcast_to(np.arange(length, dtype=np.int32), (self.batch, length)).copy(),
+        }
+        weights = np.ones((self.batch, self.length), np.float32)
         if self.model.arch is Arch.ENCODER_DECODER:
             s = self.source_length or self.length
+            src, tgt = full(s), full(self.length)
             return {
-                "inputs": rng.integers(1, v, (self.batch, s), dtype=np.int32),
-                "decoder_inputs": rng.integers(1, v, (self.batch, self.length), dtype=np.int32),
-                "targets": rng.integers(1, v, (self.batch, self.length), dtype=np.int32),
+                "inputs": rng.integers(0, v, (self.batch, s), dtype=np.int32),
+                "decoder_inputs": rng.integers(0, v, (self.batch, self.length), dtype=np.int32),
+                "targets": rng.integers(0, v, (self.batch, self.length), dtype=np.int32),
+                "inputs_segment_ids": src["segment_ids"], "inputs_positions": src["positions"],
+                "targets_segment_ids": tgt["segment_ids"], "targets_positions": tgt["positions"],
+                "weights": weights,
             }
-        tokens = rng.integers(1, v, (self.batch, self.length + 1), dtype=np.int32)
-        return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+        tokens = rng.integers(0, v, (self.batch, self.length + 1), dtype=np.int32)
+        return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], **full(self.length), "weights": weights}
 
 
 def _configs() -> dict[str, BenchConfig]:

@@ -3,9 +3,16 @@
 A small post-LN encoder-decoder with the paper's Adam (0.9, 0.98, 1e-9) and label smoothing;
 trains on a CPU in minutes:  python train.py  (= --config=configs/numbers.py).
 
-Measured on a 2-core CPU (`python train.py`, 4000 steps, 6 min 41 s in all, evaluation
-included): greedy exact match 99.9% on the 2000 validation numbers and 99.85% on the 2000 test
-numbers; BLEU 99.99 (sacrebleu, character tokens).
+The data is organised by magnitude (tfm.data.numbers): held-out numbers from every bucket
+(0-99, ..., 100,000-999,999), training sampled by number of digits with temperature
+``data.numbers_sampling_temperature`` = 3, evaluation per bucket (worst bucket = headline) and
+on every number below 1,000.
+
+Measured (`python train.py`, 4000 steps, on the shared 2-core CPU under load ~9: 35.5 min wall
+at 2.1 steps/s, evaluation included; the same steps took 6 min 41 s in all on a quiet machine
+before the per-bucket evaluation was added): greedy exact match in the worst bucket 99.68% on
+the 2000 validation numbers (1,000-9,999), 99.84% on the 2000 test numbers, 99.89% on all
+numbers below 1,000 (0-99: 100% everywhere); BLEU 99.98 (sacrebleu, character tokens).
 """
 
 from configs import default
@@ -33,5 +40,5 @@ def get_config():
     config.train.log_every_steps = 50
     config.train.eval_every_steps = 1000
     config.train.checkpoint_every_steps = 500
-    config.train.eval_decode_examples = 2000  # the whole validation split
+    config.train.eval_decode_examples = 2000  # the whole validation split (and all 1,000 < 1,000)
     return config

@@ -116,9 +116,11 @@ def test_masks():
     np.testing.assert_array_equal(
         np.asarray(A.causal_mask(2, 5, offset=2))[0, 0], np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0]], bool)
     )
-    tokens = jnp.array([[5, 6, 0], [7, 0, 0]])
-    assert A.padding_mask(tokens).shape == (2, 1, 1, 3)
-    np.testing.assert_array_equal(np.asarray(A.padding_mask(tokens))[:, 0, 0], [[1, 1, 0], [1, 0, 0]])
+    valid = jnp.array([[True, True, False], [True, False, False]])
+    assert A.padding_mask(valid).shape == (2, 1, 1, 3)
+    np.testing.assert_array_equal(np.asarray(A.padding_mask(valid))[:, 0, 0], [[1, 1, 0], [1, 0, 0]])
+    # segment ids work as the validity too (0 = padding, 1, 2, ... real)
+    np.testing.assert_array_equal(np.asarray(A.padding_mask(jnp.array([[1, 2, 0]])))[0, 0, 0], [1, 1, 0])
     seg = jnp.array([[1, 1, 2, 0]])
     np.testing.assert_array_equal(
         np.asarray(A.segment_mask(seg, seg))[0, 0],

@@ -122,6 +122,36 @@ def test_beam_search_finds_known_best_sequence_that_greedy_misses():
             np.testing.assert_allclose(score, logp / ((5 + length) / 6) ** 0.6, rtol=1e-5)
 
 
+# pad, bos, eos, a, b, c: "a b c eos" has probability 0.9^3 * 0.94 = 0.69; every step also
+# offers EOS at 0.04, so short junk hypotheses ("eos", "a eos") finish first.
+_CHAIN = np.array(
+    [
+        [_TINY, _TINY, 0.25, 0.25, 0.25, 0.25],  # after pad (never used)
+        [_TINY, _TINY, 0.04, 0.90, 0.03, 0.03],  # after bos: a
+        [_TINY, _TINY, 0.25, 0.25, 0.25, 0.25],  # after eos (never used)
+        [_TINY, _TINY, 0.04, 0.03, 0.90, 0.03],  # after a: b
+        [_TINY, _TINY, 0.04, 0.03, 0.03, 0.90],  # after b: c
+        [_TINY, _TINY, 0.94, 0.02, 0.02, 0.02],  # after c: eos
+    ]
+)
+_CHAIN = _CHAIN / _CHAIN.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+@pytest.mark.parametrize("beam_size", [2, 4])
+def test_beam_search_does_not_stop_at_k_junk_hypotheses(alpha, beam_size):
+    # Regression: the search stopped once K hypotheses had finished, so K short junk ones
+    # (EOS right away, "a eos", ...) ended it before the best one finished; a trained
+    # number model said "nine" -> "ner" with beam 4 while greedy said "neun".
+    first = jnp.full((1,), D.BOS_ID, jnp.int32)
+    state = {"count": jnp.zeros((1,), jnp.int32)}
+    best, best_score = brute_force_best(_CHAIN, D.BOS_ID, 6, alpha=alpha)
+    assert best == (3, 4, 5, EOS)
+    beams = run_beam(markov_step(_CHAIN), state, first, beam_size=beam_size, alpha=alpha, max_len=6)
+    assert beams.tokens[0, 0].tolist() == [3, 4, 5, EOS, 0, 0]
+    np.testing.assert_allclose(beams.scores[0, 0], best_score, rtol=1e-5)
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
 def test_beam_one_equals_greedy_on_prefix_dependent_distribution(alpha):
     vocab, batch, max_len = 11, 16, 12
@@ -238,11 +268,11 @@ def encdec():
 
 
 @functools.partial(jax.jit, static_argnames="model")
-def _lm_cached_and_full(model, params, prompts, cont):
+def _lm_cached_and_full(model, params, prompts, mask, cont):
     """Logits for every continuation position: cached (prefill, then one token per step) and
     from one full forward pass over prompt + continuation. Both (B, T+1, V)."""
     prompt_len, steps = prompts.shape[1], cont.shape[1]
-    step_fn, start = D.lm_decoder(model, params, prompts, prompt_len + steps)
+    step_fn, start = D.lm_decoder(model, params, prompts, prompt_len + steps, prompt_mask=mask)
 
     def body(carry, token):
         state, prev = carry
@@ -252,7 +282,10 @@ def _lm_cached_and_full(model, params, prompts, cont):
     feed = jnp.concatenate([cont, cont[:, :1]], 1).T  # the last fed token is never used
     _, cached = jax.lax.scan(body, (start.state, start.first_tokens), feed)
     seq = jnp.concatenate([prompts, cont], 1)
-    full = model.apply({"params": params}, seq, positions=D.prompt_positions(seq))
+    real = jnp.concatenate([mask, jnp.ones(cont.shape, bool)], 1)
+    full = model.apply(
+        {"params": params}, seq, segment_ids=real.astype(jnp.int32), positions=D.prompt_positions(real)
+    )
     return cached.transpose(1, 0, 2), full[:, prompt_len - 1:]
 
 
@@ -269,27 +302,29 @@ def test_lm_cached_logits_equal_full_forward(name):
     model, params = _params(cfg)
     rng = np.random.default_rng(0)
     batch, prompt_len, steps = 3, 5, 7
-    prompts = rng.integers(3, cfg.vocab_size, (batch, prompt_len))
-    cont = jnp.asarray(rng.integers(3, cfg.vocab_size, (batch, steps)), jnp.int32)
-    padded = prompts.copy()
-    padded[1, :3] = 0  # left padding: rows with 5, 2 and 1 prompt tokens
-    padded[2, :4] = 0
-    for p in (prompts, padded):  # without and with padding in the batch
-        cached, full = _lm_cached_and_full(model, params, jnp.asarray(p, jnp.int32), cont)
+    prompts = rng.integers(0, cfg.vocab_size, (batch, prompt_len))
+    prompts[0, 2] = prompts[2, 4] = 0  # token 0 is a real token
+    cont = jnp.asarray(rng.integers(0, cfg.vocab_size, (batch, steps)), jnp.int32).at[1, 3].set(0)
+    mask = np.ones((batch, prompt_len), bool)
+    mask[1, :3] = False  # left padding: rows with 5, 2 and 1 prompt tokens
+    mask[2, :4] = False
+    for m in (np.ones_like(mask), mask):  # without and with padding in the batch
+        cached, full = _lm_cached_and_full(model, params, jnp.asarray(prompts, jnp.int32), jnp.asarray(m), cont)
         for t in range(steps + 1):
             assert _rel_err(cached[:, t], full[:, t]) < 1e-5, t
 
 
 @functools.partial(jax.jit, static_argnames="model")
-def _encdec_cached_and_full(model, params, src, dec):
-    step_fn, start = D.encdec_decoder(model, params, src, dec.shape[1])
+def _encdec_cached_and_full(model, params, src, mask, dec):
+    step_fn, start = D.encdec_decoder(model, params, src, dec.shape[1], inputs_mask=mask)
 
     def body(state, token):
         logits, state = step_fn(token, state)
         return state, logits
 
     _, cached = jax.lax.scan(body, start.state, dec.T)
-    return cached.transpose(1, 0, 2), model.apply({"params": params}, src, dec), start.first_tokens
+    full = model.apply({"params": params}, src, dec, inputs_segment_ids=mask.astype(jnp.int32))
+    return cached.transpose(1, 0, 2), full, start.first_tokens
 
 
 @pytest.mark.parametrize("scan", [False, True])
@@ -298,14 +333,16 @@ def test_encdec_cached_logits_equal_full_forward(scan):
     model, params = _params(cfg)
     rng = np.random.default_rng(1)
     batch, src_len, steps = 3, 6, 8
-    src = rng.integers(3, cfg.vocab_size, (batch, src_len))
-    padded = src.copy()
-    padded[1, 4:] = 0
-    padded[2, 2:] = 0
-    dec = np.concatenate([np.full((batch, 1), D.BOS_ID), rng.integers(3, cfg.vocab_size, (batch, steps - 1))], 1)
+    src = rng.integers(0, cfg.vocab_size, (batch, src_len))
+    src[0, 1] = src[1, 0] = 0  # token 0 is a real token, in sources and targets
+    mask = np.ones((batch, src_len), bool)
+    mask[1, 4:] = False
+    mask[2, 2:] = False
+    dec = np.concatenate([np.full((batch, 1), D.BOS_ID), rng.integers(0, cfg.vocab_size, (batch, steps - 1))], 1)
+    dec[0, 3] = 0
     dec = jnp.asarray(dec, jnp.int32)
-    for s in (src, padded):  # without and with padding in the batch
-        cached, full, first = _encdec_cached_and_full(model, params, jnp.asarray(s, jnp.int32), dec)
+    for m in (np.ones_like(mask), mask):  # without and with padding in the batch
+        cached, full, first = _encdec_cached_and_full(model, params, jnp.asarray(src, jnp.int32), jnp.asarray(m), dec)
         np.testing.assert_array_equal(first, dec[:, 0])
         for t in range(steps):
             assert _rel_err(cached[:, t], full[:, t]) < 1e-5, t
@@ -321,7 +358,7 @@ def test_cross_attention_keys_values_are_computed_once(encdec):
         encoded = model.apply({"params": params}, src, method=EncoderDecoder.encode)
 
         def decode(cache, enc, tok):
-            return model.apply({"params": params, "cache": cache}, enc, src, jnp.full((2, 1), tok, jnp.int32),
+            return model.apply({"params": params, "cache": cache}, enc, jnp.full((2, 1), tok, jnp.int32),
                                decode=True, method=EncoderDecoder.decode, mutable=["cache"])
 
         _, v = decode(cache, encoded, D.BOS_ID)
@@ -336,28 +373,30 @@ def test_cross_attention_keys_values_are_computed_once(encdec):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "steps"))
-def _lm_recomputed_greedy(model, params, prompts, steps):
+def _lm_recomputed_greedy(model, params, prompts, mask, steps):
     """Reference: greedy decoding that recomputes the whole prefix every step (no cache)."""
     batch, prompt_len = prompts.shape
     seq = jnp.concatenate([prompts, jnp.ones((batch, steps), jnp.int32)], 1)
-    positions = D.prompt_positions(seq)
+    real = jnp.concatenate([mask, jnp.ones((batch, steps), bool)], 1)
+    positions = D.prompt_positions(real)
 
-    def body(t, seq):
-        logits = model.apply({"params": params}, seq, positions=positions)  # causal: the tail is unseen
+    def body(t, seq):  # causal: the tail is unseen
+        logits = model.apply({"params": params}, seq, segment_ids=real.astype(jnp.int32), positions=positions)
         token = jnp.argmax(jax.lax.dynamic_index_in_dim(logits, prompt_len - 1 + t, 1, False), -1)
         return jax.lax.dynamic_update_slice(seq, token[:, None].astype(jnp.int32), (0, prompt_len + t))
 
     return jax.lax.fori_loop(0, steps, body, seq)[:, prompt_len:]
 
 
-PROMPTS = [[0, 0, 5, 6, 7], [9, 8, 7, 6, 5]]
+PROMPTS = [[0, 0, 5, 0, 7], [9, 8, 7, 6, 5]]  # row 0: left padding, then a real token 0
+PROMPT_MASK = [[False, False, True, True, True], [True] * 5]
 
 
 def test_lm_beam_one_equals_greedy(lm):
     model, params = lm
     prompts = jnp.asarray(PROMPTS, jnp.int32)
-    out = D.lm_generate(model, params, prompts, max_new_tokens=9)
-    beams = D.lm_beam_search(model, params, prompts, max_new_tokens=9, beam_size=1)
+    out = D.lm_generate(model, params, prompts, prompt_mask=PROMPT_MASK, max_new_tokens=9)
+    beams = D.lm_beam_search(model, params, prompts, prompt_mask=PROMPT_MASK, max_new_tokens=9, beam_size=1)
     np.testing.assert_array_equal(beams.tokens[:, 0], out.tokens)
     np.testing.assert_array_equal(beams.lengths[:, 0], out.lengths)
 
@@ -367,8 +406,8 @@ def test_lm_greedy_equals_recomputed_greedy(lm):
     model, params = lm
     prompts = jnp.asarray(PROMPTS, jnp.int32)
     n = 9
-    out = D.lm_generate(model, params, prompts, max_new_tokens=n)
-    reference = _lm_recomputed_greedy(model, params, prompts, n)
+    out = D.lm_generate(model, params, prompts, prompt_mask=PROMPT_MASK, max_new_tokens=n)
+    reference = _lm_recomputed_greedy(model, params, prompts, jnp.asarray(PROMPT_MASK), n)
     for row, length in enumerate(np.asarray(out.lengths)):
         np.testing.assert_array_equal(out.tokens[row, :length], reference[row, :length])
 
@@ -376,39 +415,43 @@ def test_lm_greedy_equals_recomputed_greedy(lm):
 def test_lm_sampling_reproducible_and_top_k_one_greedy(lm):
     model, params = lm
     prompts = jnp.asarray(PROMPTS, jnp.int32)
-    kw = {"max_new_tokens": 9, "temperature": 1.5}
+    kw = {"max_new_tokens": 9, "temperature": 1.5, "prompt_mask": PROMPT_MASK}
     a = D.lm_generate(model, params, prompts, rng=jax.random.key(1), **kw)
     b = D.lm_generate(model, params, prompts, rng=jax.random.key(1), **kw)
     np.testing.assert_array_equal(a.tokens, b.tokens)
     c = D.lm_generate(model, params, prompts, rng=jax.random.key(2), **kw)
     assert not np.array_equal(a.tokens, c.tokens)
-    greedy = D.lm_generate(model, params, prompts, max_new_tokens=9)
+    greedy = D.lm_generate(model, params, prompts, prompt_mask=PROMPT_MASK, max_new_tokens=9)
     k1 = D.lm_generate(model, params, prompts, rng=jax.random.key(1), top_k=1, **kw)
     np.testing.assert_array_equal(k1.tokens, greedy.tokens)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "steps"))
-def _encdec_recomputed_greedy(model, params, src, steps):
+def _encdec_recomputed_greedy(model, params, src, mask, steps):
     dec = jnp.concatenate([jnp.full((src.shape[0], 1), D.BOS_ID, jnp.int32),
                            jnp.ones((src.shape[0], steps), jnp.int32)], 1)
 
     def body(t, dec):
-        logits = model.apply({"params": params}, src, dec)
+        logits = model.apply({"params": params}, src, dec, inputs_segment_ids=mask.astype(jnp.int32))
         token = jnp.argmax(jax.lax.dynamic_index_in_dim(logits, t, 1, False), -1)
         return jax.lax.dynamic_update_slice(dec, token[:, None].astype(jnp.int32), (0, t + 1))
 
     return jax.lax.fori_loop(0, steps, body, dec)[:, 1:]
 
 
+SRC = [[5, 6, 7, EOS, 0, 0], [9, 8, 0, 6, 5, EOS]]  # row 0: right padding; row 1: a real token 0
+SRC_MASK = [[True] * 4 + [False] * 2, [True] * 6]
+
+
 def test_encdec_beam_one_equals_greedy_and_max_length(encdec):
     model, params = encdec
-    src = jnp.asarray([[5, 6, 7, EOS, 0, 0], [9, 8, 7, 6, 5, EOS]], jnp.int32)
-    greedy = D.encdec_greedy(model, params, src, extra_len=3)
+    src = jnp.asarray(SRC, jnp.int32)
+    greedy = D.encdec_greedy(model, params, src, inputs_mask=SRC_MASK, extra_len=3)
     assert greedy.tokens.shape == (2, 6 + 3)
     assert np.all(np.asarray(greedy.lengths) <= np.array([4 + 3, 6 + 3]))
-    beam1 = D.encdec_beam_search(model, params, src, beam_size=1, extra_len=3)
+    beam1 = D.encdec_beam_search(model, params, src, inputs_mask=SRC_MASK, beam_size=1, extra_len=3)
     np.testing.assert_array_equal(beam1.tokens[:, 0], greedy.tokens)
-    beams = D.encdec_beam_search(model, params, src, extra_len=3)  # paper settings: K=4, alpha 0.6
+    beams = D.encdec_beam_search(model, params, src, inputs_mask=SRC_MASK, extra_len=3)  # paper: K=4, alpha 0.6
     assert beams.tokens.shape == (2, 4, 9)
     assert np.all(np.diff(np.asarray(beams.scores), axis=1) <= 0)
     assert np.all(np.asarray(beams.lengths) <= np.array([[4 + 3], [6 + 3]]))
@@ -420,9 +463,9 @@ def test_encdec_beam_one_equals_greedy_and_max_length(encdec):
 @pytest.mark.slow
 def test_encdec_greedy_equals_recomputed_greedy(encdec):
     model, params = encdec
-    src = jnp.asarray([[5, 6, 7, EOS, 0, 0], [9, 8, 7, 6, 5, EOS]], jnp.int32)
-    greedy = D.encdec_greedy(model, params, src, extra_len=3)
-    reference = _encdec_recomputed_greedy(model, params, src, greedy.tokens.shape[1])
+    src = jnp.asarray(SRC, jnp.int32)
+    greedy = D.encdec_greedy(model, params, src, inputs_mask=SRC_MASK, extra_len=3)
+    reference = _encdec_recomputed_greedy(model, params, src, jnp.asarray(SRC_MASK), greedy.tokens.shape[1])
     for row, length in enumerate(np.asarray(greedy.lengths)):
         np.testing.assert_array_equal(greedy.tokens[row, :length], reference[row, :length])
 
@@ -431,6 +474,65 @@ def test_too_long_generation_is_a_clear_error(lm):
     model, params = lm
     with pytest.raises(ValueError, match=f"max_len={model.cfg.max_len}"):
         D.lm_generate(model, params, jnp.ones((1, 8), jnp.int32), max_new_tokens=model.cfg.max_len)
+
+
+def test_left_padded_lm_prompts_decode_as_each_prompt_alone(lm):
+    """A batch of left-padded prompts (padding marked by prompt_mask, filled with an arbitrary
+    id) gives every row the continuation it gets alone, unpadded; token 0 is a real token."""
+    model, params = lm
+    rows = [[0, 0, 4], [9, 8, 7, 6, 5, 0], [11]]
+    width = 6
+    fill = np.full((3, width), 13, np.int32)  # padding holds 13 here: only the mask matters
+    mask = np.zeros((3, width), bool)
+    for r, ids in enumerate(rows):
+        fill[r, width - len(ids):] = ids
+        mask[r, width - len(ids):] = True
+    batch = D.lm_generate(model, params, fill, prompt_mask=mask, max_new_tokens=6, eos_id=-1)
+    beams = D.lm_beam_search(model, params, fill, prompt_mask=mask, max_new_tokens=6, beam_size=2, eos_id=-1)
+    for r, ids in enumerate(rows):
+        alone = D.lm_generate(model, params, jnp.asarray([ids], jnp.int32), max_new_tokens=6, eos_id=-1)
+        np.testing.assert_array_equal(batch.tokens[r], alone.tokens[0])
+        alone_beams = D.lm_beam_search(model, params, jnp.asarray([ids], jnp.int32), max_new_tokens=6,
+                                       beam_size=2, eos_id=-1)
+        np.testing.assert_array_equal(beams.tokens[r], alone_beams.tokens[0])
+        np.testing.assert_allclose(beams.scores[r], alone_beams.scores[0], rtol=1e-5)
+
+
+def test_padded_sources_translate_as_each_source_alone(encdec):
+    """Right-padded sources (inputs_mask; the padding holds an arbitrary id) give every row the
+    output it gets alone, and its per-row length limit counts only its real tokens."""
+    model, params = encdec
+    rows = [[5, 0, 7, EOS], [9, 8, 7, 6, 5, EOS], [0, EOS]]
+    src = np.full((3, 6), 21, np.int32)
+    mask = np.zeros((3, 6), bool)
+    for r, ids in enumerate(rows):
+        src[r, :len(ids)] = ids
+        mask[r, :len(ids)] = True
+    greedy = D.encdec_greedy(model, params, src, inputs_mask=mask, extra_len=2, eos_id=-1)
+    beams = D.encdec_beam_search(model, params, src, inputs_mask=mask, beam_size=2, extra_len=2, eos_id=-1)
+    np.testing.assert_array_equal(greedy.lengths, [len(ids) + 2 for ids in rows])
+    for r, ids in enumerate(rows):
+        n = len(ids) + 2
+        one = jnp.asarray([ids], jnp.int32)
+        alone = D.encdec_greedy(model, params, one, extra_len=2, eos_id=-1)
+        np.testing.assert_array_equal(greedy.tokens[r, :n], alone.tokens[0, :n])
+        np.testing.assert_array_equal(greedy.tokens[r, n:], D.FILL_ID)
+        assert greedy.to_lists()[r] == alone.to_lists()[0]
+        alone_beams = D.encdec_beam_search(model, params, one, beam_size=2, extra_len=2, eos_id=-1)
+        np.testing.assert_array_equal(beams.tokens[r, :, :n], alone_beams.tokens[0])
+        assert beams.best().to_lists()[r] == alone_beams.best().to_lists()[0]
+
+
+def test_bad_masks_are_clear_errors(lm, encdec):
+    model, params = lm
+    prompts = jnp.asarray(PROMPTS, jnp.int32)
+    with pytest.raises(ValueError, match="LEFT-padded"):
+        D.lm_generate(model, params, prompts, prompt_mask=np.array(PROMPT_MASK)[:, ::-1], max_new_tokens=2)
+    with pytest.raises(ValueError, match="prompt_mask has shape"):
+        D.lm_beam_search(model, params, prompts, prompt_mask=np.ones((2, 3), bool), max_new_tokens=2)
+    model, params = encdec
+    with pytest.raises(ValueError, match="inputs_mask has shape"):
+        D.encdec_greedy(model, params, jnp.asarray(SRC, jnp.int32), inputs_mask=np.ones((2, 5), bool))
 
 
 # ---------------------------------------------------------------------- attention weights
@@ -447,11 +549,14 @@ def test_attention_weights_are_sown_without_changing_outputs(encdec):
     cfg = model.cfg
     src = jnp.asarray([[5, 6, 7, EOS, 0], [9, 8, 7, 6, EOS]], jnp.int32)
     dec = jnp.asarray([[1, 4, 5], [1, 6, 7]], jnp.int32)
-    plain = jax.jit(model.apply)({"params": params}, src, dec)
-    logits, inter = jax.jit(lambda v: model.apply(v, src, dec, mutable=["intermediates"]))({"params": params})
+    src_valid = np.array([[True] * 4 + [False], [True] * 5])
+    seg = jnp.asarray(src_valid, jnp.int32)
+    plain = jax.jit(model.apply)({"params": params}, src, dec, inputs_segment_ids=seg)
+    logits, inter = jax.jit(
+        lambda v: model.apply(v, src, dec, inputs_segment_ids=seg, mutable=["intermediates"])
+    )({"params": params})
     assert _rel_err(logits, plain) < 1e-6  # (separately compiled, so not bit-identical)
     maps = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(inter)}
-    src_valid = np.asarray(src) != 0
     cross = [w for p, w in maps.items() if "cross_attention" in p]
     enc = [w for p, w in maps.items() if "encoder" in p]
     dec_self = [w for p, w in maps.items() if "decoder" in p and "self_attention" in p]
@@ -459,8 +564,9 @@ def test_attention_weights_are_sown_without_changing_outputs(encdec):
     for w in cross:
         assert w.shape == (2, cfg.num_heads, 3, 5)
         _check_weights(w, 3, 5, src_valid)
-    for w in enc:  # padding queries still attend to the valid keys
-        _check_weights(w, 5, 5, src_valid)
+    for w in enc:  # real queries see only real keys (padding queries only padding: unused)
+        _check_weights(np.asarray(w)[:1, :, :4], 4, 5, src_valid[:1])
+        _check_weights(np.asarray(w)[1:], 5, 5, src_valid[1:])
     for w in dec_self:  # causal: query t sees keys <= t
         w = np.asarray(w)
         np.testing.assert_array_equal(np.triu(w, 1), 0)

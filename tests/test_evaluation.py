@@ -60,3 +60,25 @@ def test_perplexity_and_bits_per_char():
 def test_accuracy():
     assert evaluation.accuracy([1, 0, 1, 1], [1, 1, 1, 0]) == 0.5
     assert evaluation.accuracy(np.array([1, 0, 1]), np.array([1, 1, 0]), [1.0, 0.0, 0.0]) == 1.0
+
+
+def test_text_metrics_by_group_hand_made():
+    # group "0-99": 2 of 3 right; "100-999": 1 of 1; overall 3 of 4
+    hyps = ["eins", "zwei", "dreizehn", "einhundert"]
+    refs = ["eins", "zwei", "dreißig", "einhundert"]
+    groups = ["0-99", "0-99", "0-99", "100-999"]
+    m = evaluation.text_metrics_by_group(hyps, refs, groups, tokenize="char")
+    assert m["exact_match"] == pytest.approx(3 / 4)
+    assert m["exact_match/0-99"] == pytest.approx(2 / 3)
+    assert m["exact_match/100-999"] == 1.0
+    assert m["worst_exact_match"] == pytest.approx(2 / 3)
+    assert m["bleu/100-999"] == pytest.approx(100.0)
+    # a group's BLEU is the corpus BLEU of its sentences only (sacrebleu on the subset)
+    assert m["bleu/0-99"] == pytest.approx(evaluation.bleu(hyps[:3], refs[:3], tokenize="char"))
+    assert 0 < m["bleu/0-99"] < 100
+    assert m["bleu"] == pytest.approx(evaluation.bleu(hyps, refs, tokenize="char"))
+    assert list(m)[:2] == ["bleu", "exact_match"] and "worst_exact_match" in m
+    no_groups = evaluation.text_metrics_by_group(hyps, refs, tokenize="char")
+    assert no_groups == {k: m[k] for k in ("bleu", "exact_match")}
+    with pytest.raises(ValueError, match="3 group labels but 4"):
+        evaluation.text_metrics_by_group(hyps, refs, groups[:3])

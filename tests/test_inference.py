@@ -8,6 +8,7 @@ slow test runs the real training loop for two steps and decodes from its workdir
 import io
 import json
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -108,11 +109,12 @@ def test_generate_from_workdir_equals_in_memory_and_decoding(lm_workdir):
     assert text == inference.generate((lm.config, lm.params, lm.tokenizer), "to be", max_new_tokens=8,
                                       temperature=0.0, stop_at_eos=False)
     # as generate pads it (rows, width to multiples of 8); streamed text: no BOS
-    prompts = np.ones((8, 8), np.int32)
-    prompts[0] = 0
+    prompts = np.zeros((8, 8), np.int32)
+    mask = np.ones((8, 8), bool)
+    mask[0, :-5] = False  # left padding: only the mask says so
     prompts[0, -5:] = lm.tokenizer.encode("to be")
-    out = decoding.lm_generate(lm.model, lm.params, prompts, max_new_tokens=8, eos_id=-1)
-    assert text == lm.tokenizer.decode(np.asarray(out.tokens[0]))
+    out = decoding.lm_generate(lm.model, lm.params, prompts, prompt_mask=mask, max_new_tokens=8, eos_id=-1)
+    assert text == lm.tokenizer.decode(out.to_lists()[0])
 
 
 def test_generate_batches_samples_and_goes_past_the_context(lm_workdir):
@@ -129,6 +131,12 @@ def test_generate_batches_samples_and_goes_past_the_context(lm_workdir):
     long = inference.generate_ids(lm, [[5, 6]], max_new_tokens=40, **kw)[0]
     short = inference.generate_ids(lm, [[5, 6]], max_new_tokens=17, **kw)[0]
     assert len(long) == 40 and long[:17] == short
+    # prompts of different lengths, left-padded in one batch, continue as each alone (greedy);
+    # token 0 in a prompt is a real token
+    rows = [[5], [0, 7, 8], [6, 0]]
+    together = inference.generate_ids(lm, rows, max_new_tokens=9, **kw)
+    assert together == [inference.generate_ids(lm, [r], max_new_tokens=9, **kw)[0] for r in rows]
+    assert together[1] != inference.generate_ids(lm, [[7, 8]], max_new_tokens=9, **kw)[0]
     samples = inference.generate(lm, "x", max_new_tokens=17, num_samples=3, seed=0)
     assert isinstance(samples, list) and len(samples) == 3
     texts = inference.generate(lm, ["x", "hello"], max_new_tokens=17, num_samples=2)
@@ -140,18 +148,23 @@ def test_translate_from_workdir(mt_workdir):
     out = inference.translate(path, ["one", "five", "ten"], extra_len=6)  # beam 4, alpha 0.6
     assert isinstance(out, list) and len(out) == 3
     assert out[1] == inference.translate(mt, "five", extra_len=6)  # batching does not change it
-    beams = decoding.encdec_beam_search(mt.model, mt.params, _sources(mt, ["one", "five", "ten"]), extra_len=6)
-    assert out == mt.tokenizer.decode_batch(np.asarray(beams.tokens[:3, 0]))
+    src, mask = _sources(mt, ["one", "five", "ten"])
+    beams = decoding.encdec_beam_search(mt.model, mt.params, src, inputs_mask=mask, extra_len=6)
+    assert out == mt.tokenizer.decode_batch(beams.best().to_lists()[:3])
 
 
 def _sources(mt, sentences):
-    """Source ids + eos, padded as translate pads them: rows and width to multiples of 8."""
+    """Source ids + eos and their mask, padded as translate pads them: rows and width to
+    multiples of 8 (filler rows: one EOS)."""
     src = np.zeros((8, 8), np.int32)
+    mask = np.zeros((8, 8), bool)
     src[len(sentences):, 0] = mt.tokenizer.eos_id
+    mask[len(sentences):, 0] = True
     for i, s in enumerate(sentences):
         ids = mt.tokenizer.encode(s) + [mt.tokenizer.eos_id]
         src[i, : len(ids)] = ids
-    return src
+        mask[i, : len(ids)] = True
+    return src, mask
 
 
 def test_cli_generate_and_translate(lm_workdir, mt_workdir, capsys, monkeypatch):
@@ -165,9 +178,9 @@ def test_cli_generate_and_translate(lm_workdir, mt_workdir, capsys, monkeypatch)
 
     args = ["--workdir", mt_workdir[0], "--extra_len", "6", "--beam_size", "1"]  # greedy
     assert translate_main([*args, "five", "ten"]) == 0
-    greedy = decoding.encdec_greedy(mt_workdir[1].model, mt_workdir[1].params,
-                                    _sources(mt_workdir[1], ["five", "ten"]), extra_len=6)
-    expected = mt_workdir[1].tokenizer.decode_batch(np.asarray(greedy.tokens[:2]))
+    src, mask = _sources(mt_workdir[1], ["five", "ten"])
+    greedy = decoding.encdec_greedy(mt_workdir[1].model, mt_workdir[1].params, src, inputs_mask=mask, extra_len=6)
+    expected = mt_workdir[1].tokenizer.decode_batch(greedy.to_lists()[:2])
     assert capsys.readouterr().out == "\n".join(expected) + "\n"
     monkeypatch.setattr("sys.stdin", io.StringIO("five\nten\n"))
     assert translate_main(args) == 0
@@ -177,6 +190,37 @@ def test_cli_generate_and_translate(lm_workdir, mt_workdir, capsys, monkeypatch)
     assert "needs 'encoder_decoder'" in capsys.readouterr().err
     assert generate_main(["--workdir", os.path.join(lm_workdir[0], "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_translate_warns_about_text_never_seen_in_training(mt_workdir, tmp_path, capsys):
+    path, mt = mt_workdir  # a character tokenizer without a word list: characters only
+    with pytest.warns(inference.UnknownTextWarning, match=r"'five 7'.*'7'"):
+        out = inference.translate(mt, ["five", "five 7"], beam_size=1, extra_len=6)
+    assert len(out) == 2
+    assert inference.unknown_text(mt, "five 7") == ["7"] and inference.unknown_text(mt, "five") == []
+
+    # with the words of its training text recorded, unseen words are named too
+    tok = CharTokenizer(CHARS + "äöüß", known_words=["one", "five", "hundred"])
+    words_dir = _write_workdir(tmp_path / "words", mt.config, mt.data, tok, mt.params, steps=(1,))
+    with pytest.warns(inference.UnknownTextWarning, match=r"'and'"):
+        inference.translate(words_dir, "one hundred and five", beam_size=1, extra_len=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # known text: no warning
+        inference.translate(words_dir, "one hundred five", beam_size=1, extra_len=6)
+
+    # the command line: one "warning:" line on stderr per such input, translations unchanged
+    args = ["--workdir", words_dir, "--extra_len", "6", "--beam_size", "1"]
+    inputs = ["one hundred five", "one hundred and five", "eleven"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = inference.translate(words_dir, inputs, beam_size=1, extra_len=6)
+    assert translate_main([*args, *inputs]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "\n".join(expected) + "\n"
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines)
+    assert "'one hundred and five'" in lines[0] and "'and'" in lines[0]
+    assert "'eleven'" in lines[1]
 
 
 def test_attention_maps(mt_workdir):

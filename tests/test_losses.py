@@ -27,24 +27,46 @@ def data():
     rs = np.random.RandomState(0)
     logits = rs.randn(B, T, V).astype(np.float32) * 3
     targets = rs.randint(1, V, (B, T)).astype(np.int32)
-    targets[0, 3:] = 0  # padding
+    targets[0, 3:] = 0  # padding (what a padded position holds is arbitrary) ...
     targets[2, 1:] = 0
-    return logits, targets
+    targets[1, 2] = 0  # ... and a real target token 0
+    mask = np.ones((B, T), np.float32)
+    mask[0, 3:] = 0
+    mask[2, 1:] = 0
+    return logits, targets, mask
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.5])
 def test_matches_float64_reference_with_padding_masked(data, eps):
-    logits, targets = data
-    out = losses.classification_metrics(jnp.asarray(logits), jnp.asarray(targets), None, eps)
-    loss, nll, correct, weight = reference(logits, targets, (targets != 0).astype(np.float64), eps)
+    logits, targets, mask = data
+    out = losses.classification_metrics(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(mask), eps)
+    loss, nll, correct, weight = reference(logits, targets, mask.astype(np.float64), eps)
     np.testing.assert_allclose(float(out["loss_sum"]), loss, rtol=1e-6)
     np.testing.assert_allclose(float(out["nll_sum"]), nll, rtol=1e-6)
     np.testing.assert_allclose(float(out["correct_sum"]), correct)
-    assert float(out["weight_sum"]) == weight == (targets != 0).sum()
+    assert float(out["weight_sum"]) == weight == mask.sum() == 9
 
 
-def test_explicit_weights_replace_the_padding_mask(data):
-    logits, targets = data
+def test_without_weights_every_target_counts_token_0_included(data):
+    """Padding is never inferred from target ids (issue 14: id 0 is GPT-2's '!'): with no
+    weights every position is scored, those whose target is 0 included."""
+    logits, targets, _ = data
+    out = losses.classification_metrics(jnp.asarray(logits), jnp.asarray(targets), None, 0.1)
+    loss, nll, correct, weight = reference(logits, targets, np.ones((B, T)), 0.1)
+    np.testing.assert_allclose(float(out["loss_sum"]), loss, rtol=1e-6)
+    np.testing.assert_allclose(float(out["nll_sum"]), nll, rtol=1e-6)
+    np.testing.assert_allclose(float(out["correct_sum"]), correct)
+    assert float(out["weight_sum"]) == B * T
+
+
+def test_weights_of_the_wrong_shape_are_an_error(data):
+    logits, targets, mask = data
+    with pytest.raises(ValueError, match="shape of targets"):
+        losses.weighted_cross_entropy(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(mask[:, :-1]))
+
+
+def test_fractional_weights(data):
+    logits, targets, _ = data
     w = np.random.RandomState(1).rand(B, T).astype(np.float32)
     out = losses.classification_metrics(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(w), 0.1)
     loss, nll, correct, weight = reference(logits, targets, w.astype(np.float64), 0.1)
@@ -55,11 +77,11 @@ def test_explicit_weights_replace_the_padding_mask(data):
 
 
 def test_padding_positions_contribute_nothing(data):
-    logits, targets = data
-    base = losses.weighted_cross_entropy(jnp.asarray(logits), jnp.asarray(targets), None, 0.1)
+    logits, targets, mask = data
+    base = losses.weighted_cross_entropy(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(mask), 0.1)
     scrambled = logits.copy()
-    scrambled[targets == 0] = 1e4 * np.random.RandomState(2).randn(int((targets == 0).sum()), V)
-    out = losses.weighted_cross_entropy(jnp.asarray(scrambled), jnp.asarray(targets), None, 0.1)
+    scrambled[mask == 0] = 1e4 * np.random.RandomState(2).randn(int((mask == 0).sum()), V)
+    out = losses.weighted_cross_entropy(jnp.asarray(scrambled), jnp.asarray(targets), jnp.asarray(mask), 0.1)
     assert float(out["loss_sum"]) == pytest.approx(float(base["loss_sum"]), rel=1e-6)
 
 
@@ -92,15 +114,15 @@ def test_classification_labels_weigh_one_per_example():
 
 
 def test_bfloat16_logits_are_scored_in_float32(data):
-    logits, targets = data
-    out = losses.weighted_cross_entropy(jnp.asarray(logits, jnp.bfloat16), jnp.asarray(targets), None, 0.1)
+    logits, targets, mask = data
+    out = losses.weighted_cross_entropy(jnp.asarray(logits, jnp.bfloat16), jnp.asarray(targets), jnp.asarray(mask), 0.1)
     assert out["loss_sum"].dtype == jnp.float32
     rounded = np.asarray(jnp.asarray(logits, jnp.bfloat16).astype(jnp.float32))
-    loss, *_ = reference(rounded, targets, (targets != 0).astype(np.float64), 0.1)
+    loss, *_ = reference(rounded, targets, mask.astype(np.float64), 0.1)
     np.testing.assert_allclose(float(out["loss_sum"]), loss, rtol=1e-5)
 
 
 def test_shape_mismatch_is_an_error(data):
-    logits, targets = data
+    logits, targets, _ = data
     with pytest.raises(ValueError, match="one more axis"):
         losses.weighted_cross_entropy(jnp.asarray(logits[..., 0]), jnp.asarray(targets))

@@ -36,36 +36,65 @@ def test_decoder_lm_is_causal(positional, norm):
         assert not np.allclose(out[:, j:], base[:, j:])
 
 
+def _segments(lengths, width):
+    """(B, width) int32 segment ids of right-padded rows: 1 on the first lengths[b] tokens, 0 after."""
+    return (np.arange(width)[None, :] < np.asarray(lengths)[:, None]).astype(np.int32)
+
+
 def test_padded_source_tokens_do_not_change_outputs():
     cfg = get_preset("tiny_encdec")
     model, params = init(cfg)
     src = tokens(1, (2, 9)).at[0, 6:].set(0).at[1, 3:].set(0)  # padded sources
     tgt = tokens(2, (2, 5)).at[1, 4:].set(0)  # and a padded target position
-    base = np.asarray(model.apply({"params": params}, src, tgt))
+    src_seg, tgt_seg = _segments([6, 3], 9), _segments([5, 4], 5)
+    apply = lambda s, seg: np.asarray(model.apply(
+        {"params": params}, s, tgt, inputs_segment_ids=seg, decoder_segment_ids=tgt_seg))
+    base = apply(src, src_seg)
     # more padding (a longer S) changes nothing
     longer = jnp.concatenate([src, jnp.zeros((2, 4), jnp.int32)], axis=1)
-    out = np.asarray(model.apply({"params": params}, longer, tgt))
-    np.testing.assert_allclose(out, base, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(apply(longer, _segments([6, 3], 13)), base, rtol=1e-5, atol=1e-5)
+    # nor does the source's padding without decoder segment ids (cross-attention still hides it)
+    out = np.asarray(model.apply({"params": params}, longer, tgt, inputs_segment_ids=_segments([6, 3], 13)))
+    np.testing.assert_allclose(out[0], base[0], rtol=1e-5, atol=1e-5)
     # and the non-padded source tokens do matter
     other = src.at[0, 2].set(5 if int(src[0, 2]) != 5 else 6)
-    assert not np.allclose(np.asarray(model.apply({"params": params}, other, tgt))[0], base[0])
+    assert not np.allclose(apply(other, src_seg)[0], base[0])
 
 
-def test_padding_keys_are_ignored_even_with_a_different_pad_embedding():
-    """Changing the embedding row of the pad token (what padded positions carry) does not change
-    outputs at non-padded target positions."""
+def test_padding_positions_may_hold_any_token_id():
+    """What padded positions (segment 0) hold does not change the outputs at real positions:
+    padding is the segment ids, not an id."""
     cfg = get_preset("tiny_encdec")
     model, params = init(cfg)
-    src = tokens(1, (2, 9)).at[0, 6:].set(0).at[1, 3:].set(0)
-    tgt = tokens(2, (2, 5)).at[1, 3:].set(0)
-    base = np.asarray(model.apply({"params": params}, src, tgt))
-    emb = params["source_embedder"]["embedding"]
-    params2 = jax.tree.map(lambda a: a, params)
-    params2["source_embedder"] = {"embedding": emb.at[0].set(jax.random.normal(jax.random.key(9), emb.shape[1:]) * 5)}
-    out = np.asarray(model.apply({"params": params2}, src, tgt))
-    valid = np.asarray(tgt != 0)
-    # column 0 is the pad token's own logit, which the tied output projection reads from that row
-    np.testing.assert_allclose(out[valid][:, 1:], base[valid][:, 1:], rtol=1e-5, atol=1e-5)
+    src, tgt = tokens(1, (2, 9)), tokens(2, (2, 5))
+    src_seg, tgt_seg = _segments([6, 3], 9), _segments([5, 3], 5)
+    apply = lambda s, t: np.asarray(model.apply(
+        {"params": params}, s, t, inputs_segment_ids=src_seg, decoder_segment_ids=tgt_seg))
+    base = apply(src, tgt)
+    out = apply(jnp.where(src_seg > 0, src, tokens(3, (2, 9))), jnp.where(tgt_seg > 0, tgt, tokens(4, (2, 5))))
+    valid = np.asarray(tgt_seg > 0)
+    np.testing.assert_allclose(out[valid], base[valid], rtol=1e-5, atol=1e-5)
+
+
+def test_classifier_mean_pools_over_segment_ids():
+    """Mean pooling averages the tokens with segment id > 0 (all tokens without segment ids),
+    against a NumPy mean of the encoder's outputs."""
+    cfg = get_preset("tiny_classifier")  # mean pooling by default
+    model, params = init(cfg)
+    x = tokens(1, (2, 7)).at[0, 1].set(0)  # a real token 0 in row 0
+    seg = _segments([7, 4], 7)
+    encoded = np.asarray(model.apply({"params": params}, x, segment_ids=seg, method=lambda m, x, segment_ids: m.encoder(x, segment_ids=segment_ids)), np.float64)
+    head = params["head"]
+    for b, n in enumerate([7, 4]):
+        pooled = encoded[b, :n].mean(0)
+        want = pooled @ np.asarray(head["kernel"], np.float64) + np.asarray(head["bias"], np.float64)
+        got = np.asarray(model.apply({"params": params}, x, segment_ids=seg))[b]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # without segment ids every token counts: row 1 then differs from its 4-token version
+    full = np.asarray(model.apply({"params": params}, x))
+    short = np.asarray(model.apply({"params": params}, x[1:, :4]))
+    np.testing.assert_allclose(np.asarray(model.apply({"params": params}, x, segment_ids=seg))[1], short[0], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(full[1], short[0], atol=1e-4)
 
 
 def _encode(cfg, x, seed=0):
@@ -270,3 +299,40 @@ def test_layer_norm_values_and_closed_form_gradients_match_float64_finite_differ
     # The gradient keeps the input's dtype (bfloat16 compute gets bfloat16 gradients).
     gx = jax.grad(lambda x: layer_norm_fn(x, f32(scale), f32(bias), eps).sum())(x.astype(jnp.bfloat16))
     assert gx.dtype == jnp.bfloat16
+
+
+# ---------------------------------------------------------------------- token id 0 is a token
+def _swap_token_ids(params, a, b):
+    """The same model with token ids a and b exchanged: embedding rows (and, for an untied output
+    projection, its columns) swapped. Feeding it the input with a <-> b exchanged must give the
+    original logits with vocabulary columns a <-> b exchanged, if no id is special."""
+
+    def swap(path, x):
+        names = [getattr(p, "key", None) for p in path]
+        if names[-1] == "embedding":
+            return x.at[jnp.array([a, b])].set(x[jnp.array([b, a])])
+        if "logits" in names:  # untied output Dense: kernel (D, V), bias (V,)
+            return x.at[..., jnp.array([a, b])].set(x[..., jnp.array([b, a])])
+        return x
+
+    return jax.tree_util.tree_map_with_path(swap, params)
+
+
+@pytest.mark.parametrize("name", ["tiny_lm", "tiny_encdec", "tiny_classifier"])
+def test_token_id_0_is_an_ordinary_token(name):
+    """Regression (issue 14): token id 0 used to be masked out as padding, so GPT-2's real token
+    0 broke every position after it. With ids 0 and 5 exchanged in both the parameters and the
+    inputs, the model must compute the same function (up to the same exchange of logit columns),
+    which holds only if neither id is treated specially."""
+    cfg = get_preset(name, tie_output=False) if name == "tiny_lm" else get_preset(name)
+    model, params = init(cfg)
+    x = tokens(1, (2, 9)).at[0, 2].set(0).at[1, 5:].set(0).at[1, 0].set(5)
+    y = tokens(2, (2, 6)).at[0, 1].set(0).at[1, 3].set(5)
+    swapped = lambda t: jnp.where(t == 0, 5, jnp.where(t == 5, 0, t))
+    params2 = _swap_token_ids(params, 0, 5)
+    args = (x, y) if name == "tiny_encdec" else (x,)
+    out = np.asarray(model.apply({"params": params}, *args))
+    out2 = np.asarray(model.apply({"params": params2}, *map(swapped, args)))
+    if name != "tiny_classifier":  # vocabulary logits: exchange columns 0 and 5 back
+        out2 = out2[..., [5, 1, 2, 3, 4, 0, *range(6, out2.shape[-1])]]
+    np.testing.assert_allclose(out2, out, rtol=2e-5, atol=2e-5)

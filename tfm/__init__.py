@@ -10,6 +10,8 @@ The public API, bottom to top:
 
 * inference: :func:`generate` and :func:`translate`, from a workdir or in-memory params
   (``tfm.inference.load`` gives a :class:`tfm.inference.Pretrained`).
+* Hugging Face interop: :func:`from_pretrained` (a GPT-2 or Marian directory in Hugging Face's
+  layout -> a Pretrained) and :func:`save_pretrained` (back to that layout); see ``tfm.interop``.
 
 Training, data and decoding live in ``tfm.training``, ``tfm.data`` and ``tfm.decoding``.
 """
@@ -23,9 +25,20 @@ from tfm.attention import (
     scaled_dot_product_attention,
     segment_mask,
 )
-from tfm.config import Activation, Arch, ModelConfig, NormPosition, Pooling, PositionalKind, Remat, get_preset
+from tfm.config import (
+    Activation,
+    Arch,
+    ModelConfig,
+    NormPosition,
+    Pooling,
+    PositionalKind,
+    Remat,
+    SinusoidalLayout,
+    get_preset,
+)
 from tfm import decoding, inference
 from tfm.inference import Pretrained, generate, translate
+from tfm.interop import from_pretrained, save_pretrained
 from tfm.layers import Block, DecoderBlock, Embedder, EncoderBlock, FeedForward, Stack
 from tfm.matmul import dense_dot_general
 from tfm.models import (
@@ -54,7 +67,7 @@ __all__ = [
     "LearnedPositions", "ModelConfig", "MultiHeadAttention", "NormPosition", "Pooling",
     "PositionalKind", "Pretrained", "Remat", "RotaryPositions", "SinusoidalPositions", "Stack",
     "apply_rope", "attention_weights", "build_model", "causal_mask", "combine_masks",
-    "decoding", "dense_dot_general", "dummy_inputs", "generate", "get_preset", "inference",
-    "padding_mask", "param_count", "scaled_dot_product_attention", "segment_mask",
-    "sinusoidal_encoding", "translate",
+    "decoding", "dense_dot_general", "dummy_inputs", "from_pretrained", "generate", "get_preset",
+    "inference", "padding_mask", "param_count", "save_pretrained", "scaled_dot_product_attention",
+    "segment_mask", "SinusoidalLayout", "sinusoidal_encoding", "translate",
 ]

@@ -32,9 +32,13 @@ def causal_mask(q_len: int, k_len: int | None = None, offset: int | jax.Array = 
     return (jnp.arange(k_len)[None, :] <= q_pos)[None, None]
 
 
-def padding_mask(k_tokens: jax.Array, pad_id: int = 0) -> jax.Array:
-    """(B, 1, 1, S) mask hiding padding keys, from key token ids (B, S)."""
-    return (k_tokens != pad_id)[:, None, None, :]
+def padding_mask(k_valid: jax.Array) -> jax.Array:
+    """(B, 1, 1, S) mask hiding padding keys.
+
+    ``k_valid`` (B, S) says which keys are real: a boolean mask, or segment ids (0 = padding,
+    1, 2, ... = real; see :func:`segment_mask`). Token ids never decide it: every id is a token.
+    """
+    return jnp.asarray(k_valid).astype(jnp.bool_)[:, None, None, :]
 
 
 def segment_mask(q_segment_ids: jax.Array, k_segment_ids: jax.Array) -> jax.Array:

@@ -1,6 +1,8 @@
-"""Command lines for a trained workdir (``python -m tfm.generate`` / ``python -m tfm.translate``).
+"""Command lines for a trained workdir or an imported model (``python -m tfm.generate`` /
+``python -m tfm.translate`` / ``python -m tfm.export``).
 
-They need only the workdir (config, tokenizer, newest checkpoint): see :mod:`tfm.inference`.
+They need only the workdir (config, tokenizer, newest checkpoint: see :mod:`tfm.inference`) or,
+with ``--pretrained DIR``, a model directory in Hugging Face's layout (see :mod:`tfm.interop`).
 The logic lives here, in functions that take ``argv``, so that tests call them in-process;
 ``tfm/generate.py`` and ``tfm/translate.py`` only call them.
 """
@@ -11,6 +13,7 @@ import argparse
 import os
 import sys
 import types
+import warnings
 from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -47,7 +50,7 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
         prog="python -m tfm.generate",
         description="Continue a prompt with a decoder-only language model trained by train.py.",
     )
-    parser.add_argument("--workdir", required=True, help="the training run's --workdir")
+    _add_source(parser)
     parser.add_argument("--prompt", default="", help="text to continue (default: start from nothing)")
     parser.add_argument("--max_new_tokens", type=int, default=200)
     parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
@@ -78,15 +81,30 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _add_source(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", help="the training run's --workdir")
+    source.add_argument("--pretrained", help="a model directory in Hugging Face's layout "
+                        "(config.json, model.safetensors, tokenizer files), e.g. a downloaded gpt2")
+
+
 def _load(args: argparse.Namespace, arch: str):
-    """The model of ``args.workdir`` (a tfm.inference.Pretrained), or None after printing to
-    stderr why that workdir cannot be used (missing parts, wrong model kind)."""
+    """The model of ``args.workdir`` or ``args.pretrained`` (a tfm.inference.Pretrained), or None
+    after printing to stderr why it cannot be used (missing parts, wrong model kind)."""
     _quiet_logs()
-    from tfm import inference  # imported late: --help and argument errors stay fast
+    from tfm import inference, interop  # imported late: --help and argument errors stay fast
 
     try:
+        if getattr(args, "pretrained", None):
+            if getattr(args, "step", None) is not None:
+                raise inference.WorkdirError("--step is for --workdir checkpoints, not --pretrained")
+            model = interop.from_pretrained(args.pretrained)
+            if model.config.arch.value != arch:
+                raise inference.WorkdirError(
+                    f"{args.pretrained} holds a model of kind {model.config.arch.value!r}, but this needs {arch!r}")
+            return model
         return inference.load(args.workdir, step=args.step, arch=arch)
-    except inference.WorkdirError as e:
+    except (inference.WorkdirError, interop.HFFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         return None
 
@@ -98,7 +116,7 @@ def translate_main(argv: Sequence[str] | None = None) -> int:
         "encoder-decoder trained by train.py. Beam search with the paper's settings by default.",
     )
     parser.add_argument("sentences", nargs="*", help="sentences to translate (default: read stdin)")
-    parser.add_argument("--workdir", required=True, help="the training run's --workdir")
+    _add_source(parser)
     parser.add_argument("--beam_size", type=int, default=4, help="1 = greedy")
     parser.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent")
     parser.add_argument("--extra_len", type=int, default=50,
@@ -115,10 +133,47 @@ def translate_main(argv: Sequence[str] | None = None) -> int:
     from tfm import inference
 
     sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
-    translations = inference.translate(
-        mt, sentences, beam_size=args.beam_size, alpha=args.alpha, extra_len=args.extra_len,
-        batch_size=args.batch_size,
-    )
+    # Inputs with text the tokenizer never saw get one "warning:" line each on stderr (the
+    # translations on stdout stay one per input line).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", inference.UnknownTextWarning)
+        translations = inference.translate(
+            mt, sentences, beam_size=args.beam_size, alpha=args.alpha, extra_len=args.extra_len,
+            batch_size=args.batch_size,
+        )
+    for w in caught:
+        if issubclass(w.category, inference.UnknownTextWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     for line in translations:
         print(line)
+    return 0
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tfm.export",
+        description="Write a GPT-2-shaped decoder_lm or Marian-shaped encoder_decoder (a training "
+        "workdir's newest checkpoint, or an imported model) in Hugging Face's layout, loadable by "
+        "transformers' from_pretrained.",
+    )
+    _add_source(parser)
+    parser.add_argument("--out", required=True, help="a new (or empty) directory to write")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    parser.add_argument("--max_shard_mb", type=int, default=0,
+                        help="write shards of at most this many MB + model.safetensors.index.json (0 = one file)")
+    args = parser.parse_args(argv)
+    _quiet_logs()
+    from tfm import inference, interop
+
+    try:
+        model = (interop.from_pretrained(args.pretrained) if args.pretrained
+                 else inference.load(args.workdir, step=args.step))
+        written = interop.save_pretrained(model, args.out,
+                                          max_shard_bytes=args.max_shard_mb * 2**20 or None)
+    except (inference.WorkdirError, interop.HFFormatError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {', '.join(written)}")
     return 0

@@ -30,7 +30,16 @@ class PositionalKind(str, enum.Enum):
 
 class Activation(str, enum.Enum):
     RELU = "relu"  # the paper, eq. (2)
-    GELU = "gelu"  # GPT-2 (tanh approximation)
+    GELU = "gelu"  # GPT-2 (tanh approximation; Hugging Face's "gelu_new")
+    GELU_EXACT = "gelu_exact"  # x * Phi(x) with the exact normal CDF (BERT; Hugging Face's "gelu")
+    SILU = "silu"  # x * sigmoid(x), a.k.a. swish (Marian / opus-mt)
+
+
+class SinusoidalLayout(str, enum.Enum):
+    """Where the sines and cosines of the sinusoidal encoding go (same frequencies either way)."""
+
+    INTERLEAVED = "interleaved"  # the paper's formula: sin in even columns, cos in odd ones
+    SPLIT = "split"  # all sines, then all cosines (tensor2tensor, fairseq, Marian / opus-mt)
 
 
 class NormPosition(str, enum.Enum):
@@ -45,7 +54,7 @@ class Remat(str, enum.Enum):
 
 
 class Pooling(str, enum.Enum):
-    MEAN = "mean"  # mean over non-padding tokens
+    MEAN = "mean"  # mean over the tokens with segment id > 0 (every token without segment ids)
     FIRST = "first"  # the first token (a [CLS]-style token put there by the data)
 
 
@@ -117,9 +126,13 @@ class ModelConfig(ConfigBase):
       activation: feed-forward nonlinearity.
       norm: post-LN (the paper) or pre-LN.
       positional: how positions enter the model.
+      sinusoidal_layout: column order of the sinusoidal encoding (see :class:`SinusoidalLayout`);
+        only read when ``positional="sinusoidal"``. Imported Marian models use "split".
       share_embeddings: one embedding table for source and target tokens (encoder-decoder).
       tie_output: the output projection is the transpose of the (target) embedding table
         (the paper, section 3.4). Otherwise a separate Dense layer with bias.
+      logits_bias: a learned (V,) bias added to the tied output projection's logits (Marian's
+        ``final_logits_bias``); needs ``tie_output`` (the untied Dense layer has its own bias).
       scale_embeddings: multiply embeddings by sqrt(d_model) (the paper, section 3.4).
       num_classes: classes of the encoder classifier head.
       pooling: how the encoder classifier pools token states.
@@ -148,8 +161,10 @@ class ModelConfig(ConfigBase):
     activation: Activation = Activation.RELU
     norm: NormPosition = NormPosition.POST
     positional: PositionalKind = PositionalKind.SINUSOIDAL
+    sinusoidal_layout: SinusoidalLayout = SinusoidalLayout.INTERLEAVED
     share_embeddings: bool = True
     tie_output: bool = True
+    logits_bias: bool = False
     scale_embeddings: bool = True
     num_classes: int = 2
     pooling: Pooling = Pooling.MEAN
@@ -167,6 +182,7 @@ class ModelConfig(ConfigBase):
         "activation": Activation,
         "norm": NormPosition,
         "positional": PositionalKind,
+        "sinusoidal_layout": SinusoidalLayout,
         "remat": Remat,
         "pooling": Pooling,
     }
@@ -212,6 +228,11 @@ class ModelConfig(ConfigBase):
         for field in ("dtype", "param_dtype"):
             if getattr(self, field) not in _DTYPES:
                 fail(field, f"must be one of {_DTYPES}")
+        for field in ("share_embeddings", "tie_output", "logits_bias", "scale_embeddings", "use_bias"):
+            if not isinstance(getattr(self, field), bool):
+                fail(field, "must be a bool")
+        if self.logits_bias and not self.tie_output:
+            fail("logits_bias", "needs tie_output=True (the untied output layer has its own bias)")
         if self.attention_impl not in ("auto", "xla", "cudnn"):
             fail("attention_impl", "must be 'auto', 'xla' or 'cudnn'")
 

@@ -20,7 +20,14 @@ Two layers, bottom to top:
    cached). The jit-compiled entry points :func:`lm_generate`, :func:`lm_beam_search`,
    :func:`encdec_greedy` and :func:`encdec_beam_search` put the two together.
 
-Token ids everywhere: pad 0, bos 1, eos 2. Outputs are padded with 0 after each row's EOS.
+Padding is data, never a token id (any id, 0 included, is a real token): prompts and sources
+carry their validity as a (B, P) / (B, S) bool mask, True on real tokens -- ``prompt_mask``
+for language-model prompts, which are LEFT-padded (every row's last prompt token in the last
+column), ``inputs_mask`` for encoder-decoder sources (padding anywhere, usually on the right).
+A mask of None means every token is real. Encoder-decoder outputs start from ``bos_id`` and
+rows end at ``eos_id`` (defaults 1 and 2, the ids of tfm's own tokenizers; pass the tokenizer's
+own ids otherwise -- Marian starts from its pad id). After a row's end its output
+holds :data:`FILL_ID` (0): filler, not a token -- read a row's tokens up to its ``lengths``.
 
 Beam search (Vaswani et al. 2017, section 6.1: beam 4, length penalty alpha = 0.6, maximum
 output length = input length + 50) scores a finished hypothesis Y by
@@ -30,8 +37,10 @@ output length = input length + 50) scores a finished hypothesis Y by
 where |Y| counts the generated tokens including EOS. Each step expands every live beam by every
 token, keeps the 2K best candidates by log-probability and, as in fairseq: a candidate ending in
 EOS becomes a finished hypothesis if it ranks among the best K; the K best candidates not ending
-in EOS stay live; a row stops once it has K finished hypotheses, or at its maximum length, where
-its K best candidates are all finished as they are. Finished hypotheses are ranked by score. With
+in EOS stay live; a row stops once it has K finished hypotheses and no live beam can beat the
+worst of them any more (its log-probability over the length penalty at the row's maximum length
+is an upper bound, as in tensor2tensor), or at its maximum length, where its K best candidates
+are all finished as they are. Finished hypotheses are ranked by score. With
 K = 1 this is exactly greedy search, for any alpha.
 """
 
@@ -46,11 +55,12 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tfm.models import DecoderLM, EncoderDecoder
 from tfm.token_ids import check_token_ids
 
-PAD_ID = 0
+FILL_ID = 0  # written after a row's end; not a token (use Decoded.lengths / Beams.lengths)
 BOS_ID = 1
 EOS_ID = 2
 
@@ -65,12 +75,17 @@ StepFn = Callable[[jax.Array, PyTree], tuple[jax.Array, PyTree]]
 class Decoded:
     """Output of greedy search and sampling.
 
-    tokens: (B, L) int32 generated tokens (EOS included when produced), 0 after the end.
+    tokens: (B, L) int32 generated tokens (EOS included when produced), then FILL_ID filler.
     lengths: (B,) int32 number of generated tokens of each row (EOS included).
     """
 
     tokens: jax.Array
     lengths: jax.Array
+
+    def to_lists(self) -> list[list[int]]:
+        """Each row's generated ids (EOS included when produced), without the filler (host)."""
+        tokens, lengths = np.asarray(self.tokens), np.asarray(self.lengths)
+        return [tokens[b, : lengths[b]].tolist() for b in range(tokens.shape[0])]
 
 
 @jax.tree_util.register_dataclass
@@ -78,7 +93,7 @@ class Decoded:
 class Beams:
     """Output of beam search: the K best finished hypotheses of each row, best first.
 
-    tokens: (B, K, L) int32 hypotheses (EOS included when produced), 0 after the end.
+    tokens: (B, K, L) int32 hypotheses (EOS included when produced), then FILL_ID filler.
     scores: (B, K) float32 log P(Y | X) / lp(|Y|); -inf for an empty slot.
     lengths: (B, K) int32 |Y|, EOS included.
     """
@@ -86,6 +101,10 @@ class Beams:
     tokens: jax.Array
     scores: jax.Array
     lengths: jax.Array
+
+    def best(self) -> Decoded:
+        """The best hypothesis of each row: (B, L) tokens and (B,) lengths."""
+        return Decoded(tokens=self.tokens[:, 0], lengths=self.lengths[:, 0])
 
 
 # ---------------------------------------------------------------------- pure helpers
@@ -166,7 +185,7 @@ def _token_loop(
     def body(carry):
         i, last, out, lengths, done, state = carry
         logits, state = step_fn(last, state)  # (B, V)
-        token = jnp.where(done, PAD_ID, choose(logits, i).astype(jnp.int32))  # (B,)
+        token = jnp.where(done, FILL_ID, choose(logits, i).astype(jnp.int32))  # (B,)
         out = jax.lax.dynamic_update_slice(out, token[:, None], (0, i))
         lengths = lengths + (~done).astype(jnp.int32)
         done = done | (token == eos_id) | (i + 1 >= limits)
@@ -296,12 +315,17 @@ def beam_search(
         fin_seqs = gather(jnp.concatenate([c["fin_seqs"], seqs], axis=1), best)
         lengths = jnp.concatenate([c["fin_lengths"], jnp.full((batch, 2 * k), length, jnp.int32)], 1)
         fin_lengths = gather(lengths, best)
-        num_finished = c["num_finished"] + finish.sum(axis=1, dtype=jnp.int32)
 
         # Live: the best K candidates that do not end in EOS.
         live_cand = jnp.where(is_eos | ~ok, neg_inf, top_logp)
         live_logp, keep = jax.lax.top_k(live_cand, k)  # (B, K)
-        done = c["done"] | (num_finished >= k) | at_limit[:, 0] | ~jnp.isfinite(live_logp[:, 0])
+        # A row is done when no live beam can still beat the worst of its K finished ones
+        # (-inf while fewer than K have finished): log-probabilities only fall as a beam grows,
+        # so the best a live beam can reach is its log-probability over the length penalty at
+        # the row's limit. (Stopping at K finished let K short junk hypotheses end the search.)
+        bound = live_logp[:, 0] / length_penalty(limits, alpha)
+        done = (c["done"] | (fin_scores[:, -1] >= bound) | at_limit[:, 0]
+                | ~jnp.isfinite(live_logp[:, 0]))
         rows = (jnp.arange(batch)[:, None] * k + gather(src, keep)).reshape(batch * k)
         return {
             "i": i + 1,
@@ -311,7 +335,6 @@ def beam_search(
             "fin_seqs": fin_seqs,
             "fin_scores": fin_scores,
             "fin_lengths": fin_lengths,
-            "num_finished": num_finished,
             "done": done,
             "state": _map_rows(lambda x, ax: jnp.take(x, rows, axis=ax), state, axes),
         }
@@ -321,11 +344,10 @@ def beam_search(
         "last": jnp.broadcast_to(first_tokens.astype(jnp.int32)[:, None], (batch, k)),
         # Only beam 0 is live at the start (the K copies are identical).
         "live_logp": jnp.where(jnp.arange(k) == 0, 0.0, neg_inf).astype(jnp.float32)[None].repeat(batch, 0),
-        "live_seqs": jnp.zeros((batch, k, max_len), jnp.int32),
-        "fin_seqs": jnp.zeros((batch, k, max_len), jnp.int32),
+        "live_seqs": jnp.full((batch, k, max_len), FILL_ID, jnp.int32),
+        "fin_seqs": jnp.full((batch, k, max_len), FILL_ID, jnp.int32),
         "fin_scores": jnp.full((batch, k), neg_inf),
         "fin_lengths": jnp.zeros((batch, k), jnp.int32),
-        "num_finished": jnp.zeros((batch,), jnp.int32),
         "done": limits <= 0,
         "state": state,
     }
@@ -378,42 +400,50 @@ def encdec_cache(model: EncoderDecoder, batch: int, source_len: int, length: int
 
     def init(b):
         encoded = jnp.zeros((b, source_len, cfg.d_model), jnp.dtype(cfg.dtype))
-        inputs = jnp.ones((b, source_len), jnp.int32)
         targets = jnp.ones((b, length), jnp.int32)
-        variables = model.init(
-            jax.random.key(0), encoded, inputs, targets, decode=True, method=EncoderDecoder.decode
-        )
+        variables = model.init(jax.random.key(0), encoded, targets, decode=True, method=EncoderDecoder.decode)
         return variables["cache"]
 
     return _cache_and_axes(init, batch)
 
 
-def prompt_positions(prompts: jax.Array) -> jax.Array:
-    """(B, P) positions of left-padded prompts: 0, 1, ... from each row's first real token
-    (padding before it gets 0; it is masked out anyway)."""
-    valid = (prompts != PAD_ID).astype(jnp.int32)
+def _real(tokens: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """(B, T) bool: which tokens are real (all of them when ``mask`` is None)."""
+    return jnp.ones(tokens.shape, jnp.bool_) if mask is None else jnp.asarray(mask, jnp.bool_)
+
+
+def prompt_positions(prompt_mask: jax.Array) -> jax.Array:
+    """(B, P) positions of left-padded prompts from their (B, P) bool mask (True = real token):
+    0, 1, ... from each row's first real token (padding before it gets 0; it is masked out)."""
+    valid = jnp.asarray(prompt_mask).astype(jnp.int32)
     return jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
 
 
-def lm_decoder(model: DecoderLM, params: PyTree, prompts: jax.Array, cache_len: int) -> tuple[StepFn, Start]:
+def lm_decoder(
+    model: DecoderLM, params: PyTree, prompts: jax.Array, cache_len: int, prompt_mask: jax.Array | None = None
+) -> tuple[StepFn, Start]:
     """Prefills a DecoderLM's cache with all but the last prompt token; steps one token at a time.
 
     Args:
-      prompts: (B, P) int32, LEFT-padded with 0 so that every row's last prompt token is in the
-        last column (a row must not be all padding: give it a BOS token).
+      prompts: (B, P) int32, LEFT-padded (with any id) so that every row's last prompt token is
+        in the last column.
       cache_len: tokens the cache holds: P - 1 prompt tokens + the tokens to be fed (so
         ``P - 1 + max_new_tokens`` to generate ``max_new_tokens``); at most ``cfg.max_len``.
+      prompt_mask: (B, P) bool, True on real prompt tokens, False on the left padding (the last
+        column must be True: give an empty prompt a BOS token); None = no padding.
     Returns:
       ``(step_fn, start)``; the first token fed is the last prompt token. The state is
       ``{'cache': ..., 'position': (B,) position of the token fed next}``.
     """
     batch, prompt_len = prompts.shape
     cache, cache_axes = lm_cache(model, batch, cache_len)
-    positions = prompt_positions(prompts)
+    real = _real(prompts, prompt_mask)
+    positions = prompt_positions(real)
     if prompt_len > 1:  # prefill: one forward pass over the prompt (its logits are not needed)
         _, variables = model.apply(
             {"params": params, "cache": cache},
             prompts[:, :-1],
+            segment_ids=real[:, :-1].astype(jnp.int32),  # in decode mode: which tokens are real
             positions=positions[:, :-1],
             decode=True,
             mutable=["cache"],
@@ -436,38 +466,49 @@ def lm_decoder(model: DecoderLM, params: PyTree, prompts: jax.Array, cache_len: 
 
 
 def encdec_decoder(
-    model: EncoderDecoder, params: PyTree, inputs: jax.Array, cache_len: int, beam_size: int = 1
+    model: EncoderDecoder,
+    params: PyTree,
+    inputs: jax.Array,
+    cache_len: int,
+    beam_size: int = 1,
+    inputs_mask: jax.Array | None = None,
+    bos_id: int = BOS_ID,
 ) -> tuple[StepFn, Start]:
     """Encodes the source once; each step feeds one target token (BOS first).
 
     Args:
-      inputs: (B, S) int32 source tokens (padding 0 anywhere; usually source ids + EOS, right-padded).
+      inputs: (B, S) int32 source tokens (usually source ids + EOS, right-padded with any id).
       cache_len: target tokens the cache holds (= the maximum output length), <= cfg.max_len.
       beam_size: the step function serves B * beam_size rows (the encoder output is repeated;
         the search repeats the state).
+      inputs_mask: (B, S) bool, True on real source tokens; None = no padding.
+      bos_id: the decoder's start token (the tokenizer's; Marian starts from its pad id).
     Returns:
       ``(step_fn, start)``; the state is the Flax 'cache' collection. Cross-attention keys and
       values are projected from the encoder output on the first step and cached.
     """
     batch, source_len = inputs.shape
-    encoded = model.apply({"params": params}, inputs, method=EncoderDecoder.encode)  # (B, S, D)
+    segment_ids = _real(inputs, inputs_mask).astype(jnp.int32)  # (B, S): 1 real, 0 padding
+    encoded = model.apply(
+        {"params": params}, inputs, segment_ids=segment_ids, method=EncoderDecoder.encode
+    )  # (B, S, D)
     encoded = jnp.repeat(encoded, beam_size, axis=0)  # (B*K, S, D)
-    source = jnp.repeat(inputs, beam_size, axis=0)  # (B*K, S)
+    source_segment_ids = jnp.repeat(segment_ids, beam_size, axis=0)  # (B*K, S)
     cache, axes = encdec_cache(model, batch, source_len, cache_len)
 
     def step_fn(tokens, cache):
         logits, variables = model.apply(
             {"params": params, "cache": cache},
             encoded,
-            source,
             tokens[:, None],
+            inputs_segment_ids=source_segment_ids,
             decode=True,
             method=EncoderDecoder.decode,
             mutable=["cache"],
         )  # (B*K, 1, V)
         return logits[:, 0], variables["cache"]
 
-    first = jnp.full((batch,), BOS_ID, jnp.int32)
+    first = jnp.full((batch,), bos_id, jnp.int32)
     return step_fn, Start(state=cache, first_tokens=first, state_axes=axes)
 
 
@@ -475,6 +516,23 @@ def encdec_decoder(
 def _check_cache_len(model: nn.Module, length: int, what: str) -> None:
     if length > model.cfg.max_len:
         raise ValueError(f"{what}: {length} tokens do not fit ModelConfig.max_len={model.cfg.max_len}")
+
+
+def _check_mask(mask, tokens: jax.Array, name: str, last_column: bool = False) -> jax.Array | None:
+    """The bool mask as a jax array, after checking its shape (and, for left-padded prompts,
+    that every row's last token is real); None stays None (every token real)."""
+    if mask is None:
+        return None
+    if np.shape(mask) != tokens.shape:
+        raise ValueError(f"{name} has shape {np.shape(mask)}, but the tokens have shape {tokens.shape}")
+    mask = jnp.asarray(mask, jnp.bool_)
+    if last_column and not isinstance(mask, jax.core.Tracer) and not bool(jnp.all(mask[:, -1])):
+        rows = [int(r) for r in jnp.nonzero(~mask[:, -1])[0]]
+        raise ValueError(
+            f"{name}: rows {rows[:8]} have padding in the last column; prompts must be LEFT-padded "
+            "(every row's last prompt token in the last column) and not empty (give them a BOS)"
+        )
+    return mask
 
 
 def _lm_cache_len(model: DecoderLM, prompts: jax.Array, max_new_tokens: int) -> int:
@@ -488,8 +546,11 @@ def _lm_cache_len(model: DecoderLM, prompts: jax.Array, max_new_tokens: int) -> 
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "greedy", "eos_id"))
-def _lm_generate(model, params, prompts, rng, temperature, top_k, top_p, *, max_new_tokens, greedy, eos_id):
-    step_fn, start = lm_decoder(model, params, prompts, _lm_cache_len(model, prompts, max_new_tokens))
+def _lm_generate(
+    model, params, prompts, prompt_mask, rng, temperature, top_k, top_p, *, max_new_tokens, greedy, eos_id
+):
+    cache_len = _lm_cache_len(model, prompts, max_new_tokens)
+    step_fn, start = lm_decoder(model, params, prompts, cache_len, prompt_mask)
     if greedy:
         return greedy_search(step_fn, start.state, start.first_tokens, max_len=max_new_tokens, eos_id=eos_id)
     return sample(
@@ -511,6 +572,7 @@ def lm_generate(
     prompts: jax.Array,
     *,
     max_new_tokens: int,
+    prompt_mask: jax.Array | None = None,
     rng: jax.Array | None = None,
     temperature: float = 1.0,
     top_k: int = 0,
@@ -519,11 +581,13 @@ def lm_generate(
 ) -> Decoded:
     """Continues left-padded prompts (B, P) by up to ``max_new_tokens`` tokens (compiled).
 
-    Greedy when ``temperature == 0`` or no ``rng`` is given; otherwise samples from
-    :func:`filter_logits`. Needs ``P - 1 + max_new_tokens <= cfg.max_len``. Returns
-    :class:`Decoded` with (B, max_new_tokens) tokens.
+    ``prompt_mask`` (B, P) bool marks the real prompt tokens (False on the left padding, True
+    in the last column); None = no padding. Greedy when ``temperature == 0`` or no ``rng`` is
+    given; otherwise samples from :func:`filter_logits`. Needs ``P - 1 + max_new_tokens <=
+    cfg.max_len``. Returns :class:`Decoded` with (B, max_new_tokens) tokens.
     """
     prompts = jnp.asarray(prompts, jnp.int32)
+    prompt_mask = _check_mask(prompt_mask, prompts, "prompt_mask", last_column=True)
     _lm_cache_len(model, prompts, max_new_tokens)  # fail before tracing
     check_token_ids(prompts, model.cfg.vocab_size, "lm_generate prompts")
     if not 0 <= temperature < math.inf or top_k < 0 or not 0.0 < top_p <= 1.0:  # NaN fails too
@@ -537,6 +601,7 @@ def lm_generate(
         model,
         params,
         prompts,
+        prompt_mask,
         rng,
         jnp.float32(max(temperature, 1e-6)),
         jnp.int32(top_k),
@@ -548,8 +613,9 @@ def lm_generate(
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "beam_size", "eos_id"))
-def _lm_beam_search(model, params, prompts, alpha, *, max_new_tokens, beam_size, eos_id):
-    step_fn, start = lm_decoder(model, params, prompts, _lm_cache_len(model, prompts, max_new_tokens))
+def _lm_beam_search(model, params, prompts, prompt_mask, alpha, *, max_new_tokens, beam_size, eos_id):
+    cache_len = _lm_cache_len(model, prompts, max_new_tokens)
+    step_fn, start = lm_decoder(model, params, prompts, cache_len, prompt_mask)
     return beam_search(
         step_fn,
         start.state,
@@ -568,17 +634,21 @@ def lm_beam_search(
     prompts: jax.Array,
     *,
     max_new_tokens: int,
+    prompt_mask: jax.Array | None = None,
     beam_size: int = 4,
     alpha: float = 0.6,
     eos_id: int = EOS_ID,
 ) -> Beams:
-    """Beam search continuing left-padded prompts (B, P): (B, K, max_new_tokens) hypotheses."""
+    """Beam search continuing left-padded prompts (B, P) (``prompt_mask`` as in
+    :func:`lm_generate`): (B, K, max_new_tokens) hypotheses."""
     prompts = jnp.asarray(prompts, jnp.int32)
+    prompt_mask = _check_mask(prompt_mask, prompts, "prompt_mask", last_column=True)
     _lm_cache_len(model, prompts, max_new_tokens)  # fail before tracing
     return _lm_beam_search(
         model,
         params,
         prompts,
+        prompt_mask,
         jnp.float32(alpha),
         max_new_tokens=max_new_tokens,
         beam_size=beam_size,
@@ -586,23 +656,26 @@ def lm_beam_search(
     )
 
 
-def _encdec_lengths(model: EncoderDecoder, inputs: jax.Array, extra_len: int, max_len: int | None):
-    """Static output buffer length and (B,) per-row limits: input length + extra_len (the
-    paper's maximum output length, with extra_len = 50), capped by max_len and cfg.max_len."""
+def _encdec_lengths(
+    model: EncoderDecoder, inputs: jax.Array, inputs_mask: jax.Array | None, extra_len: int, max_len: int | None
+):
+    """Static output buffer length and (B,) per-row limits: input length (its real tokens) +
+    extra_len (the paper's maximum output length, with extra_len = 50), capped by max_len and
+    cfg.max_len."""
     buffer = inputs.shape[1] + extra_len
     if max_len is not None:
         buffer = min(buffer, max_len)
     buffer = min(buffer, model.cfg.max_len)
     if buffer < 1:
         raise ValueError(f"maximum output length {buffer} must be >= 1")
-    limits = (inputs != PAD_ID).sum(axis=1, dtype=jnp.int32) + extra_len  # (B,)
+    limits = _real(inputs, inputs_mask).sum(axis=1, dtype=jnp.int32) + extra_len  # (B,)
     return buffer, limits
 
 
-@functools.partial(jax.jit, static_argnames=("model", "extra_len", "max_len", "eos_id"))
-def _encdec_greedy(model, params, inputs, *, extra_len, max_len, eos_id):
-    buffer, limits = _encdec_lengths(model, inputs, extra_len, max_len)
-    step_fn, start = encdec_decoder(model, params, inputs, buffer)
+@functools.partial(jax.jit, static_argnames=("model", "extra_len", "max_len", "eos_id", "bos_id"))
+def _encdec_greedy(model, params, inputs, inputs_mask, *, extra_len, max_len, eos_id, bos_id):
+    buffer, limits = _encdec_lengths(model, inputs, inputs_mask, extra_len, max_len)
+    step_fn, start = encdec_decoder(model, params, inputs, buffer, inputs_mask=inputs_mask, bos_id=bos_id)
     return greedy_search(
         step_fn, start.state, start.first_tokens, max_len=buffer, eos_id=eos_id, max_lengths=limits
     )
@@ -613,25 +686,32 @@ def encdec_greedy(
     params: PyTree,
     inputs: jax.Array,
     *,
+    inputs_mask: jax.Array | None = None,
     extra_len: int = 50,
     max_len: int | None = None,
     eos_id: int = EOS_ID,
+    bos_id: int = BOS_ID,
 ) -> Decoded:
-    """Greedy translation of sources (B, S) (compiled).
+    """Greedy translation of sources (B, S) (compiled); decoding starts from ``bos_id``.
 
-    Row b generates at most (its input length + ``extra_len``) tokens; the output buffer is
-    ``min(S + extra_len, max_len, cfg.max_len)`` long.
+    ``inputs_mask`` (B, S) bool marks the real source tokens (None = no padding). Row b
+    generates at most (its number of real source tokens + ``extra_len``) tokens; the output
+    buffer is ``min(S + extra_len, max_len, cfg.max_len)`` long.
     """
     check_token_ids(inputs, model.cfg.vocab_size, "encdec_greedy inputs")
+    inputs = jnp.asarray(inputs, jnp.int32)
+    inputs_mask = _check_mask(inputs_mask, inputs, "inputs_mask")
     return _encdec_greedy(
-        model, params, jnp.asarray(inputs, jnp.int32), extra_len=extra_len, max_len=max_len, eos_id=eos_id
+        model, params, inputs, inputs_mask, extra_len=extra_len, max_len=max_len, eos_id=eos_id, bos_id=bos_id
     )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "beam_size", "extra_len", "max_len", "eos_id"))
-def _encdec_beam_search(model, params, inputs, alpha, *, beam_size, extra_len, max_len, eos_id):
-    buffer, limits = _encdec_lengths(model, inputs, extra_len, max_len)
-    step_fn, start = encdec_decoder(model, params, inputs, buffer, beam_size=beam_size)
+@functools.partial(jax.jit, static_argnames=("model", "beam_size", "extra_len", "max_len", "eos_id", "bos_id"))
+def _encdec_beam_search(model, params, inputs, inputs_mask, alpha, *, beam_size, extra_len, max_len, eos_id, bos_id):
+    buffer, limits = _encdec_lengths(model, inputs, inputs_mask, extra_len, max_len)
+    step_fn, start = encdec_decoder(
+        model, params, inputs, buffer, beam_size=beam_size, inputs_mask=inputs_mask, bos_id=bos_id
+    )
     return beam_search(
         step_fn,
         start.state,
@@ -650,22 +730,29 @@ def encdec_beam_search(
     params: PyTree,
     inputs: jax.Array,
     *,
+    inputs_mask: jax.Array | None = None,
     beam_size: int = 4,
     alpha: float = 0.6,
     extra_len: int = 50,
     max_len: int | None = None,
     eos_id: int = EOS_ID,
+    bos_id: int = BOS_ID,
 ) -> Beams:
-    """Beam search translation of sources (B, S) with the paper's settings by default
-    (beam 4, alpha 0.6, at most input length + 50 output tokens). Compiled."""
+    """Beam search translation of sources (B, S) (``inputs_mask`` as in :func:`encdec_greedy`)
+    with the paper's settings by default (beam 4, alpha 0.6, at most input length + 50 output
+    tokens), starting from ``bos_id``. Compiled."""
+    inputs = jnp.asarray(inputs, jnp.int32)
+    inputs_mask = _check_mask(inputs_mask, inputs, "inputs_mask")
     check_token_ids(inputs, model.cfg.vocab_size, "encdec_beam_search inputs")
     return _encdec_beam_search(
         model,
         params,
-        jnp.asarray(inputs, jnp.int32),
+        inputs,
+        inputs_mask,
         jnp.float32(alpha),
         beam_size=beam_size,
         extra_len=extra_len,
         max_len=max_len,
         eos_id=eos_id,
+        bos_id=bos_id,
     )

@@ -3,6 +3,8 @@
 * :func:`bleu`: corpus BLEU (Papineni et al. 2002) computed by sacrebleu on detokenized text,
   the way the paper's Table 2 numbers are reported today ("13a" tokenization, exp smoothing).
 * :func:`exact_match`: fraction of hypotheses equal to their reference.
+* :func:`text_metrics_by_group`: exact match and BLEU overall and per group of sentences (the
+  numbers task groups by magnitude), with the worst group's exact match as the headline.
 * :func:`perplexity`: exp of the mean per-token negative log likelihood (nats).
 * :func:`bits_per_char`: summed negative log likelihood (nats) in bits per character of text; for
   a character-level tokenizer that is simply ``mean_nll / ln 2``.
@@ -40,6 +42,40 @@ def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     if not hypotheses:
         raise ValueError("exact_match: no sentences to score")
     return sum(h.strip() == r.strip() for h, r in zip(hypotheses, references, strict=True)) / len(hypotheses)
+
+
+def text_metrics_by_group(
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    groups: Sequence[str] | None = None,
+    *,
+    tokenize: str = "13a",
+) -> dict[str, float]:
+    """Exact match and BLEU of all sentences and of each group.
+
+    Returns ``{"exact_match", "bleu"}`` over everything and, when ``groups`` (one label per
+    sentence) is given, ``"exact_match/<group>"`` and ``"bleu/<group>"`` for each group (in
+    order of first appearance) and ``"worst_exact_match"``: the lowest per-group exact match, the
+    figure to report when an average would hide a group the model gets wrong.
+    """
+    metrics = {
+        "bleu": bleu(hypotheses, references, tokenize=tokenize),
+        "exact_match": exact_match(hypotheses, references),
+    }
+    if groups is None:
+        return metrics
+    if len(groups) != len(hypotheses):
+        raise ValueError(f"text_metrics_by_group: {len(groups)} group labels but "
+                         f"{len(hypotheses)} hypotheses")
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(str(g), []).append(i)
+    for g, idx in members.items():
+        hyps, refs = [hypotheses[i] for i in idx], [references[i] for i in idx]
+        metrics[f"exact_match/{g}"] = exact_match(hyps, refs)
+        metrics[f"bleu/{g}"] = bleu(hyps, refs, tokenize=tokenize)
+    metrics["worst_exact_match"] = min(metrics[f"exact_match/{g}"] for g in members)
+    return metrics
 
 
 def perplexity(mean_nll: float) -> float:

@@ -26,6 +26,7 @@ import functools
 import json
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +55,12 @@ _STREAM_DATASETS = ("tiny_shakespeare", "text_file")
 
 class WorkdirError(ValueError):
     """The workdir cannot be used for what was asked (missing parts, wrong model kind)."""
+
+
+class UnknownTextWarning(UserWarning):
+    """An input holds text the tokenizer never saw while it was built (characters it maps to
+    unk, or words outside its training text): the model cannot have learned it, and its
+    output for that input is a guess."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +102,13 @@ def read_config(workdir: str | os.PathLike) -> tuple[ModelConfig, DataConfig | N
             saved = json.load(f)
     except (OSError, ValueError) as e:
         raise WorkdirError(f"{path} cannot be read: {e}") from None
-    if not isinstance(saved, dict) or "model" not in saved:
+    if not isinstance(saved, dict):
+        raise WorkdirError(f"{path} does not hold a JSON object")
+    if "model_type" in saved:
+        raise WorkdirError(
+            f"{workdir} is a Hugging Face model directory (model_type {saved['model_type']!r}), not a "
+            "tfm workdir: load it with tfm.from_pretrained, or --pretrained on the command line")
+    if "model" not in saved:
         raise WorkdirError(f"{path} has no 'model' section")
     model_cfg = ModelConfig.from_dict(saved["model"])
     data_cfg = DataConfig.from_dict(saved["data"]) if "data" in saved else None
@@ -222,12 +235,18 @@ def _bucket(n: int, multiple: int, cap: int) -> int:
     return min(-(-n // multiple) * multiple, cap)
 
 
-def _left_pad(rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
+def _pad(rows: Sequence[Sequence[int]], width: int, *, left: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, mask), each (len(rows), width): the rows right-aligned (``left`` padding, for LM
+    prompts) or left-aligned (sources), the mask True on their tokens. The padding holds 0, but
+    only the mask says what is real: 0 may be a real token, and a tokenizer need not have a pad."""
     out = np.zeros((len(rows), width), np.int32)
+    mask = np.zeros((len(rows), width), bool)
     for i, r in enumerate(rows):
+        cols = slice(width - len(r), width) if left else slice(0, len(r))
         if r:
-            out[i, width - len(r):] = r
-    return out
+            out[i, cols] = r
+            mask[i, cols] = True
+    return out, mask
 
 
 # ---------------------------------------------------------------------- language models
@@ -349,9 +368,11 @@ def generate_ids(
             width = _bucket(max(len(c) for c in contexts), 8, keep)
             steps = max_len + 1 - width
         batch = _bucket(len(live), 8, max(len(live), 8))  # pad rows to a multiple of 8
-        prompts = _left_pad(contexts + [[1]] * (batch - len(live)), width)
+        # filler rows: a one-token prompt (any id); their output is discarded
+        prompts, mask = _pad(contexts + [[0]] * (batch - len(live)), width, left=True)
         decoded = decoding.lm_generate(
-            model, lm.params, prompts, max_new_tokens=steps, rng=jax.random.fold_in(rng, segment),
+            model, lm.params, prompts, prompt_mask=mask, max_new_tokens=steps,
+            rng=jax.random.fold_in(rng, segment),
             temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id,
         )
         tokens, lengths = np.asarray(decoded.tokens), np.asarray(decoded.lengths)
@@ -368,6 +389,26 @@ def generate_ids(
 
 
 # ---------------------------------------------------------------------- translation
+def unknown_text(model: Pretrained | str | os.PathLike | tuple, text: str) -> list[str]:
+    """The characters and words of ``text`` that ``model``'s tokenizer never saw in its
+    training text (see :meth:`tfm.data.tokenizers.Tokenizer.unknown_text`); [] if none."""
+    if isinstance(model, (str, os.PathLike)):
+        model = load(model)
+    elif isinstance(model, tuple):
+        model = Pretrained(*model)
+    return model.tokenizer.unknown_text(text)
+
+
+def _warn_unknown(tok: Tokenizer, texts: Sequence[str]) -> None:
+    for text in texts:
+        unknown = tok.unknown_text(text)
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            warnings.warn(UnknownTextWarning(
+                f"{text[:80]!r} contains text never seen in training ({shown}); the model has "
+                "not learned it, so its translation is a guess"), stacklevel=3)
+
+
 def translate(
     model: Pretrained | str | os.PathLike | tuple,
     sentences: str | Sequence[str],
@@ -386,6 +427,10 @@ def translate(
       beam_size: K (1 = greedy search). alpha: the length penalty's exponent.
       extra_len: at most (source length + extra_len) output tokens (also capped by max_len).
       batch_size: sentences decoded together.
+
+    A sentence holding text the tokenizer never saw in training (unknown characters, or words
+    outside its training text: :func:`unknown_text`) is still translated, with an
+    :class:`UnknownTextWarning` naming that text.
     """
     mt = _resolve(model, Arch.ENCODER_DECODER)
     for name, value in (("batch_size", batch_size), ("beam_size", beam_size), ("extra_len", extra_len)):
@@ -393,6 +438,7 @@ def translate(
             raise ValueError(f"translate: {name}={value!r} must be an integer >= 1")
     tok, cfg, net = mt.tokenizer, mt.config, mt.model
     texts = [sentences] if isinstance(sentences, str) else list(sentences)
+    _warn_unknown(tok, texts)
     sources = []
     for text in texts:
         ids = tok.encode(text) + [tok.eos_id]  # as the training batches: source ids + eos
@@ -406,17 +452,19 @@ def translate(
         chunk = order[start:start + batch_size]
         width = _bucket(max(len(sources[i]) for i in chunk), 8, cfg.max_len)
         rows = _bucket(len(chunk), 8, max(len(chunk), batch_size))
-        inputs = np.zeros((rows, width), np.int32)
-        inputs[len(chunk):, 0] = tok.eos_id  # filler rows: one token, output discarded
-        for r, i in enumerate(chunk):
-            inputs[r, : len(sources[i])] = sources[i]
+        # filler rows: one token (EOS), output discarded
+        inputs, mask = _pad([sources[i] for i in chunk] + [[tok.eos_id]] * (rows - len(chunk)), width, left=False)
+        special = dict(bos_id=tok.bos_id, eos_id=tok.eos_id)  # the tokenizer's own (Marian: start = pad)
         if beam_size > 1:
-            out = decoding.encdec_beam_search(net, mt.params, inputs, beam_size=beam_size, alpha=alpha, extra_len=extra_len)
-            tokens = np.asarray(out.tokens)[:, 0]
+            out = decoding.encdec_beam_search(
+                net, mt.params, inputs, inputs_mask=mask, beam_size=beam_size, alpha=alpha, extra_len=extra_len,
+                **special,
+            ).best()
         else:
-            tokens = np.asarray(decoding.encdec_greedy(net, mt.params, inputs, extra_len=extra_len).tokens)
+            out = decoding.encdec_greedy(net, mt.params, inputs, inputs_mask=mask, extra_len=extra_len, **special)
+        ids = out.to_lists()
         for r, i in enumerate(chunk):
-            results[i] = tok.decode(tokens[r])
+            results[i] = tok.decode(ids[r])
     return results[0] if isinstance(sentences, str) else results
 
 

@@ -75,11 +75,16 @@ class FeedForward(nn.Module):
             **dtypes(cfg),
         )
         h = dense(cfg.d_ff, ("embed", "mlp"), "wi")(x)  # (B, T, F)
-        if cfg.activation is Activation.RELU:
-            h = nn.relu(h)
-        else:
-            h = nn.gelu(h, approximate=True)
+        h = ACTIVATIONS[cfg.activation](h)
         return dense(cfg.d_model, ("mlp", "embed"), "wo")(h)  # (B, T, D)
+
+
+ACTIVATIONS = {
+    Activation.RELU: nn.relu,
+    Activation.GELU: functools.partial(nn.gelu, approximate=True),
+    Activation.GELU_EXACT: functools.partial(nn.gelu, approximate=False),
+    Activation.SILU: nn.silu,
+}
 
 
 def _layer_norm_forward(x, scale, bias, epsilon):

@@ -6,10 +6,15 @@ section 7: the one-hot target is mixed with the uniform distribution over the vo
 
     q(k) = (1 - eps) * [k == y] + eps / V          for every k in 0..V-1,
 
-so the target token gets 1 - eps + eps/V and every other token, the padding id 0 included,
-gets eps/V. Padding gets mass on purpose: it keeps q the paper's distribution (a mix with the
-uniform one) and it costs nothing, because the model learns quickly that pad never follows a
-real token. Positions whose *target* is padding get weight 0 and contribute nothing at all.
+so the target token gets 1 - eps + eps/V and every other token of the vocabulary gets eps/V
+(a tokenizer's pad id too, if it has one: that keeps q the paper's distribution, a mix with the
+uniform one, and costs nothing, because the model learns quickly that pad never follows a real
+token).
+
+Which positions count is data, never inferred from target ids (any id, 0 included, is a real
+token): the batch carries ``weights`` (the data pipeline emits them with every batch, 0 on
+padding), and a position of weight 0 contributes nothing at all. Without weights every position
+counts.
 
 The smoothed loss is what is optimised; it is bounded below by the entropy of q, not by 0, so it
 is not a log-likelihood. Every function therefore also returns the plain negative
@@ -27,18 +32,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-PAD_ID = 0  # the project-wide padding id (every tokenizer reserves 0 for padding)
 
-
-def default_weights(targets: jax.Array) -> jax.Array:
-    """Weight 1 for every real target token, 0 for padding.
-
-    Args:
-      targets: (B, T) int token ids, 0 = padding.
-    Returns:
-      (B, T) float32.
-    """
-    return (targets != PAD_ID).astype(jnp.float32)
+def _weights(targets: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """The given weights in float32, or 1 everywhere (every target counts) when None."""
+    if weights is None:
+        return jnp.ones(targets.shape, jnp.float32)
+    if weights.shape != targets.shape:
+        raise ValueError(f"weights {weights.shape} must have the shape of targets {targets.shape}")
+    return weights.astype(jnp.float32)
 
 
 def smoothed_cross_entropy(
@@ -78,17 +79,15 @@ def weighted_cross_entropy(
     Args:
       logits: (B, T, V) or, for classification, (B, V).
       targets: (B, T) or (B,) int ids.
-      weights: same shape as targets, float; None means `default_weights(targets)` for token
-        targets and 1 per example for class labels (a (B,) target).
+      weights: same shape as targets, float (0 on padding); None = every position counts
+        (weight 1). Padding is never inferred from the target ids.
       label_smoothing: eps of the module docstring.
     Returns:
       {"loss_sum", "nll_sum", "weight_sum"}: float32 scalars.
     """
     if logits.ndim != targets.ndim + 1:
         raise ValueError(f"logits {logits.shape} must have one more axis than targets {targets.shape}")
-    if weights is None:
-        weights = default_weights(targets) if targets.ndim > 1 else jnp.ones(targets.shape, jnp.float32)
-    weights = weights.astype(jnp.float32)
+    weights = _weights(targets, weights)
     loss, nll = smoothed_cross_entropy(logits, targets, label_smoothing)
     return {
         "loss_sum": jnp.sum(loss * weights),
@@ -109,10 +108,8 @@ def weighted_accuracy(
     Returns:
       float32 scalar: sum of weights at correct positions.
     """
-    if weights is None:
-        weights = default_weights(targets) if targets.ndim > 1 else jnp.ones(targets.shape, jnp.float32)
     correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-    return jnp.sum(correct * weights.astype(jnp.float32))
+    return jnp.sum(correct * _weights(targets, weights))
 
 
 def classification_metrics(

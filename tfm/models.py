@@ -4,9 +4,12 @@
 * :class:`DecoderLM`: a decoder-only language model (GPT): the decoder without cross-attention.
 * :class:`EncoderClassifier`: the encoder with a pooled classification head.
 
-Token id 0 is padding everywhere: padding keys are masked out of attention. Packed sequences
-carry segment ids (1, 2, ... per example; 0 for padding) and per-example positions, and
-examples in one row never attend to each other.
+Padding is data, not a token: every token id, 0 included, is an ordinary token. What is real
+travels with the batch as segment ids (B, T) int: 0 = padding, 1, 2, ... = which example of a
+packed row the token belongs to (an unpacked row is 1 on real tokens, 0 on padding), together
+with per-example positions. A query sees only keys of its own segment, so padding is masked out
+and examples packed into one row never attend to each other. Called without segment ids, a
+model treats every token as real (only causality is masked).
 """
 
 from __future__ import annotations
@@ -23,9 +26,6 @@ from tfm.layers import Context, DecoderBlock, Embedder, EncoderBlock, Stack, dty
 from tfm.matmul import dense_dot_general
 from tfm.positional import LearnedPositions, SinusoidalPositions
 from tfm.token_ids import check_token_ids
-
-PAD_ID = 0
-
 
 def _default_positions(tokens: jax.Array, offset: jax.Array | int = 0) -> jax.Array:
     return jnp.broadcast_to(offset + jnp.arange(tokens.shape[1]), tokens.shape)
@@ -46,7 +46,7 @@ class _Tower(nn.Module):
         cfg = self.cfg
         x = self.embedder(tokens)  # (B, T, D)
         if cfg.positional is PositionalKind.SINUSOIDAL:
-            x = x + SinusoidalPositions(cfg.d_model, dtype=x.dtype)(positions)
+            x = x + SinusoidalPositions(cfg.d_model, dtype=x.dtype, layout=cfg.sinusoidal_layout.value)(positions)
         elif cfg.positional is PositionalKind.LEARNED:
             x = x + LearnedPositions(cfg.max_len, cfg.d_model, name="position_embedding", **dtypes(cfg))(positions)
         # ROPE acts inside attention; NONE adds nothing.
@@ -63,10 +63,7 @@ class Encoder(_Tower):
         _check_length(cfg, tokens.shape[1], "encoder input")
         positions = _default_positions(tokens) if positions is None else positions
         x = self.embed(tokens, positions, deterministic)
-        mask = combine_masks(
-            padding_mask(tokens, PAD_ID),
-            None if segment_ids is None else segment_mask(segment_ids, segment_ids),
-        )  # (B, 1, S, S)
+        mask = None if segment_ids is None else segment_mask(segment_ids, segment_ids)  # (B, 1, S, S)
         stack = Stack(cfg, cfg.num_layers, EncoderBlock, deterministic=deterministic, name="stack")
         return stack(x, Context(mask=mask, positions=positions))
 
@@ -74,10 +71,16 @@ class Encoder(_Tower):
 class Decoder(_Tower):
     """tokens (B, T) [+ encoded (B, S, D)] -> logits (B, T, V) in float32.
 
+    Masks: causal, plus with ``segment_ids`` a query sees only keys of its own segment; the
+    cross-attention hides encoder keys whose ``encoder_segment_ids`` is 0 and, when both are
+    given, keys of other segments.
+
     In ``decode`` mode it keeps a cache ('cache' collection): the write index and which cached
     positions hold real tokens. ``init`` with decode=True and a (B, L) input sizes it for L tokens.
     Each call appends its T tokens (T = the prompt length at prefill, then 1) and attends causally
-    over everything cached so far; positions default to the cache index onwards.
+    over the real tokens cached so far; ``segment_ids`` then only says which of the T tokens are
+    real (nonzero; e.g. the left padding of prompts is 0), None = all of them; positions default
+    to the cache index onwards. (Packed rows are not decoded.)
     """
 
     cross: bool = False
@@ -88,7 +91,6 @@ class Decoder(_Tower):
         self,
         tokens,
         encoded=None,
-        encoder_tokens=None,
         *,
         segment_ids=None,
         positions=None,
@@ -109,7 +111,8 @@ class Decoder(_Tower):
             if positions is None:
                 positions = _default_positions(tokens, cache_index)
             if not self.is_initializing():
-                valid.value = jax.lax.dynamic_update_slice(valid.value, tokens != PAD_ID, (0, cache_index))
+                real = jnp.ones(tokens.shape, jnp.bool_) if segment_ids is None else segment_ids.astype(jnp.bool_)
+                valid.value = jax.lax.dynamic_update_slice(valid.value, real, (0, cache_index))
                 index.value = cache_index + length
             mask = combine_masks(
                 causal_mask(length, cache_len, offset=cache_index), valid.value[:, None, None, :]
@@ -119,17 +122,16 @@ class Decoder(_Tower):
             positions = _default_positions(tokens) if positions is None else positions
             mask = combine_masks(
                 causal_mask(length),
-                padding_mask(tokens, PAD_ID),
                 None if segment_ids is None else segment_mask(segment_ids, segment_ids),
             )  # (B, 1, T, T)
         cross_mask = None
         if self.cross:
             cross_mask = combine_masks(
-                padding_mask(encoder_tokens, PAD_ID),
+                None if encoder_segment_ids is None else padding_mask(encoder_segment_ids),
                 None
-                if segment_ids is None or encoder_segment_ids is None
+                if decode or segment_ids is None or encoder_segment_ids is None
                 else segment_mask(segment_ids, encoder_segment_ids),
-            )  # (B, 1, T|1, S)
+            )  # (B, 1, T|1, S) or None
         x = self.embed(tokens, positions, deterministic)
         ctx = Context(mask=mask, positions=positions, encoded=encoded, cross_mask=cross_mask, cache_index=cache_index)
         stack = Stack(
@@ -138,6 +140,10 @@ class Decoder(_Tower):
         x = stack(x, ctx)  # (B, T, D)
         if cfg.tie_output:
             logits = self.embedder.attend(x)
+            if cfg.logits_bias:
+                bias_init = nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",))
+                bias = self.param("logits_bias", bias_init, (cfg.vocab_size,), jnp.dtype(cfg.param_dtype))
+                logits = logits + bias.astype(logits.dtype)  # (B, T, V)
         else:
             logits = nn.Dense(
                 cfg.vocab_size,
@@ -154,6 +160,9 @@ class EncoderDecoder(nn.Module):
     """The paper's model: ``(inputs (B, S), decoder_inputs (B, T)) -> logits (B, T, V)``.
 
     ``decoder_inputs`` is the target shifted right with a BOS token (the data pipeline builds it).
+    Padding comes from ``inputs_segment_ids`` / ``decoder_segment_ids`` (0 = padding; see the
+    module docstring): encoder keys of segment 0 are hidden from cross-attention even when
+    ``decoder_segment_ids`` is None; with both, each packed example sees only its own source.
     """
 
     cfg: ModelConfig
@@ -173,7 +182,6 @@ class EncoderDecoder(nn.Module):
     def decode(
         self,
         encoded,
-        inputs,
         decoder_inputs,
         *,
         inputs_segment_ids=None,
@@ -182,12 +190,14 @@ class EncoderDecoder(nn.Module):
         deterministic: bool = True,
         decode: bool = False,
     ):
-        """encoded (B, S, D), source tokens (B, S) (for the padding mask), decoder_inputs (B, T)
-        -> logits (B, T, V)."""
+        """encoded (B, S, D), decoder_inputs (B, T) -> logits (B, T, V).
+
+        ``inputs_segment_ids`` (B, S) marks the source's padding (0) for cross-attention; in
+        ``decode`` mode ``decoder_segment_ids`` only marks which fed tokens are real (see
+        :class:`Decoder`)."""
         return self.decoder(
             decoder_inputs,
             encoded,
-            inputs,
             segment_ids=decoder_segment_ids,
             positions=decoder_positions,
             encoder_segment_ids=inputs_segment_ids,
@@ -211,7 +221,6 @@ class EncoderDecoder(nn.Module):
         )
         return self.decode(
             encoded,
-            inputs,
             decoder_inputs,
             inputs_segment_ids=inputs_segment_ids,
             decoder_segment_ids=decoder_segment_ids,
@@ -237,7 +246,10 @@ class DecoderLM(nn.Module):
 
 
 class EncoderClassifier(nn.Module):
-    """Encoder-only classifier: ``inputs (B, S) -> class logits (B, num_classes)``."""
+    """Encoder-only classifier: ``inputs (B, S) -> class logits (B, num_classes)``.
+
+    Mean pooling averages the tokens with ``segment_ids > 0`` (every token when None).
+    """
 
     cfg: ModelConfig
 
@@ -259,7 +271,8 @@ class EncoderClassifier(nn.Module):
         if self.cfg.pooling is Pooling.FIRST:
             pooled = x[:, 0]
         else:
-            valid = (inputs != PAD_ID)[..., None].astype(x.dtype)  # (B, S, 1)
+            real = jnp.ones(inputs.shape, jnp.bool_) if segment_ids is None else segment_ids.astype(jnp.bool_)
+            valid = real[..., None].astype(x.dtype)  # (B, S, 1)
             pooled = (x * valid).sum(1) / jnp.maximum(valid.sum(1), 1).astype(x.dtype)  # (B, D)
         return self.head(pooled).astype(jnp.float32)  # (B, num_classes)
 
@@ -278,7 +291,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
 
 def dummy_inputs(cfg: ModelConfig, batch_size: int = 1, length: int | None = None) -> tuple[jax.Array, ...]:
-    """Positional arguments for ``model.init``: non-padding int32 tokens of shape (B, length)."""
+    """Positional arguments for ``model.init``: int32 tokens of shape (B, length)."""
     length = min(cfg.max_len, 8) if length is None else length
     tokens = jnp.ones((batch_size, length), jnp.int32)
     return (tokens, tokens) if cfg.arch is Arch.ENCODER_DECODER else (tokens,)

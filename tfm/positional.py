@@ -5,6 +5,8 @@ Pure functions first (arrays in, arrays out, no Flax), then the Flax modules tha
 Sinusoidal (Vaswani et al. 2017, section 3.5):
     PE(pos, 2i)   = sin(pos / 10000^(2i / d_model))
     PE(pos, 2i+1) = cos(pos / 10000^(2i / d_model))
+(the "interleaved" layout). tensor2tensor, fairseq and Marian put the same sines in the first
+half of the columns and the cosines in the second half (the "split" layout).
 
 Rotary (Su et al. 2021, "RoFormer", eq. 34): each pair (x[2i], x[2i+1]) of a query or key vector is
 rotated by the angle pos * base^(-2i / d); then q_m . k_n depends on m and n only through m - n.
@@ -18,18 +20,26 @@ import jax.numpy as jnp
 
 
 # ---------------------------------------------------------------------- pure functions
-def sinusoidal_encoding(positions: jax.Array, d_model: int, base: float = 10000.0) -> jax.Array:
+def sinusoidal_encoding(
+    positions: jax.Array, d_model: int, base: float = 10000.0, layout: str = "interleaved"
+) -> jax.Array:
     """The paper's encoding at integer ``positions``.
 
     Args:
       positions: integer array of any shape P.
       d_model: encoding width (even or odd; the last odd column is a sine).
+      layout: "interleaved" (the paper: sines in even columns, cosines in odd ones) or "split"
+        (the ceil(D/2) sines first, then the floor(D/2) cosines: Marian's layout).
     Returns:
-      float32 array of shape P + (d_model,), sines in even columns, cosines in odd ones.
+      float32 array of shape P + (d_model,).
     """
     i2 = jnp.arange(0, d_model, 2, dtype=jnp.float32)  # the "2i" of the formula
     inv_freq = jnp.power(jnp.float32(base), -i2 / d_model)  # (ceil(D/2),)
     angles = positions.astype(jnp.float32)[..., None] * inv_freq  # P + (ceil(D/2),)
+    if layout == "split":
+        return jnp.concatenate([jnp.sin(angles), jnp.cos(angles[..., : d_model // 2])], axis=-1)
+    if layout != "interleaved":
+        raise ValueError(f"sinusoidal_encoding: layout={layout!r}; expected 'interleaved' or 'split'")
     pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # P + (ceil(D/2), 2)
     return pe.reshape(*positions.shape, -1)[..., :d_model]  # interleave sin, cos
 
@@ -64,10 +74,11 @@ class SinusoidalPositions(nn.Module):
 
     d_model: int
     dtype: jnp.dtype = jnp.float32
+    layout: str = "interleaved"  # or "split" (see sinusoidal_encoding)
 
     @nn.compact
     def __call__(self, positions: jax.Array) -> jax.Array:
-        return sinusoidal_encoding(positions, self.d_model).astype(self.dtype)
+        return sinusoidal_encoding(positions, self.d_model, layout=self.layout).astype(self.dtype)
 
 
 class LearnedPositions(nn.Module):

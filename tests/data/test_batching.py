@@ -45,7 +45,7 @@ def _translation(src_lens, tgt_lens):
 
 def test_assemble_translation_packed():
     enc = _translation([3, 2], [2, 3])
-    b = batching.assemble_translation(enc, [[0, 1]], 6, 7, packed=True)
+    b = batching.assemble_translation(enc, [[0, 1]], 6, 7)
     np.testing.assert_array_equal(b["inputs"], [[5, 6, 2, 5, 2, 0]])
     np.testing.assert_array_equal(b["targets"], [[20, 2, 20, 21, 2, 0, 0]])
     # decoder inputs restart with bos at the second segment
@@ -53,14 +53,40 @@ def test_assemble_translation_packed():
     np.testing.assert_array_equal(b["inputs_segment_ids"], [[1, 1, 1, 2, 2, 0]])
     np.testing.assert_array_equal(b["targets_segment_ids"], [[1, 1, 2, 2, 2, 0, 0]])
     np.testing.assert_array_equal(b["targets_positions"], [[0, 1, 0, 1, 2, 0, 0]])
-    assert all(v.dtype == np.int32 for v in b.values())
+    np.testing.assert_array_equal(b["weights"], [[1, 1, 1, 1, 1, 0, 0]])
+    assert b["weights"].dtype == np.float32
+    assert all(v.dtype == np.int32 for k, v in b.items() if k != "weights")
+
+
+TRANSLATION_KEYS = {"inputs", "decoder_inputs", "targets", "inputs_segment_ids", "inputs_positions",
+                    "targets_segment_ids", "targets_positions", "weights"}
 
 
 def test_assemble_translation_padded():
-    b = batching.assemble_translation(_translation([3], [4]), [[0]], 5, 5, packed=False)
-    assert set(b) == {"inputs", "decoder_inputs", "targets"}
+    """An unpacked batch has the packed format: segment id 1 on real tokens, 0 on padding."""
+    b = batching.assemble_translation(_translation([3], [4]), [[0]], 5, 5)
+    assert set(b) == TRANSLATION_KEYS
     np.testing.assert_array_equal(b["targets"], [[20, 21, 22, 2, 0]])
     np.testing.assert_array_equal(b["decoder_inputs"], [[1, 20, 21, 22, 0]])
+    np.testing.assert_array_equal(b["inputs_segment_ids"], [[1, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(b["targets_segment_ids"], [[1, 1, 1, 1, 0]])
+    np.testing.assert_array_equal(b["weights"], [[1, 1, 1, 1, 0]])
+
+
+def test_token_id_0_in_the_data_is_a_real_token():
+    """Regression (issue 14): a token 0 inside an example (GPT-2's '!') counts as a token: it
+    gets segment id 1 and weight 1; only positions past the example are padding."""
+    seq = np.array([7, 0, 9, 0], np.int32)
+    lm = batching.assemble_lm(Encoded({"inputs": [seq], "targets": [seq]}), [[0]], 6)
+    np.testing.assert_array_equal(lm["segment_ids"], [[1, 1, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(lm["weights"], [[1, 1, 1, 1, 0, 0]])
+    mt = batching.assemble_translation(Encoded({"inputs": [seq], "targets": [seq]}), [[0]], 6, 6)
+    np.testing.assert_array_equal(mt["weights"], [[1, 1, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(mt["decoder_inputs"], [[1, 7, 0, 9, 0, 0]])
+    np.testing.assert_array_equal(mt["targets_segment_ids"], [[1, 1, 1, 1, 0, 0]])
+    cls = batching.assemble_classification(Encoded({"inputs": [seq]}, np.array([1], np.int32)), [[0]], 6)
+    np.testing.assert_array_equal(cls["segment_ids"], [[1, 1, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(cls["weights"], [1])
 
 
 def test_encode_lm_and_overlong():
@@ -113,7 +139,7 @@ def _iterator(n=23, chunk=10, batch=4, seed=1, process_index=0, process_count=1,
         return batching.plan_padded(len(enc), batch)
 
     def assemble(enc, rows, planned):
-        return batching.assemble_lm(enc, rows, 8, packed=pack)
+        return batching.assemble_lm(enc, rows, 8)
 
     return batching.ChunkedIterator(source, encode, plan, assemble, chunk_size=chunk, seed=seed,
                                     process_index=process_index, process_count=process_count,
@@ -180,6 +206,9 @@ def test_window_iterator():
     assert b["inputs"].shape == b["targets"].shape == (6, 8)
     np.testing.assert_array_equal(b["targets"][:, :-1], b["inputs"][:, 1:])
     np.testing.assert_array_equal(b["targets"][:, -1], b["inputs"][:, -1] + 1)
+    np.testing.assert_array_equal(b["segment_ids"], np.ones((6, 8)))  # every window token is real
+    np.testing.assert_array_equal(b["positions"], np.broadcast_to(np.arange(8), (6, 8)))
+    np.testing.assert_array_equal(b["weights"], np.ones((6, 8)))
     ref = [next(it) for _ in range(5)]
     fresh = batching.WindowIterator(tokens, context=8, batch_size=6, seed=3)
     fresh.set_state({"kind": "windows", "seed": 3, "step": 1})
@@ -195,13 +224,13 @@ def test_window_iterator():
 
 def test_eval_batches_pad_last_batch_with_zero_weights():
     enc = _translation([3, 2, 4, 2, 3], [2, 3, 2, 2, 4])
-    assemble = lambda e, rows: batching.assemble_translation(e, rows, 6, 6, packed=False)  # noqa: E731
+    assemble = lambda e, rows: batching.assemble_translation(e, rows, 6, 6)  # noqa: E731
     batches = list(batching.eval_batches(enc, 4, assemble))
     assert len(batches) == 2
     assert batches[1]["inputs"].shape == (4, 6)
     np.testing.assert_array_equal(batches[1]["weights"].sum(1), [4, 0, 0, 0])
     np.testing.assert_array_equal(batches[1]["targets"][1:], 0)
-    np.testing.assert_array_equal(batches[0]["weights"], batches[0]["targets"] != 0)
+    np.testing.assert_array_equal(batches[0]["weights"], batches[0]["targets_segment_ids"] > 0)
     # two hosts: host 1's share of the last batch is all padding
     h1 = list(batching.eval_batches(enc, 4, assemble, process_index=1, process_count=2))
     assert h1[1]["inputs"].shape == (2, 6) and h1[1]["weights"].sum() == 0
@@ -210,7 +239,7 @@ def test_eval_batches_pad_last_batch_with_zero_weights():
 
 
 def test_eval_windows_score_every_token_once():
-    tokens = np.arange(4, 4 + 50, dtype=np.int32)
+    tokens = (np.arange(50) % 7).astype(np.int32)  # token 0 is a real token (issue 14)
     batches = list(batching.eval_windows(tokens, context=8, batch_rows=4))
     assert batching.num_windows(50, 8) == 7
     targets = np.concatenate([b["targets"] for b in batches]).ravel()
@@ -218,4 +247,5 @@ def test_eval_windows_score_every_token_once():
     np.testing.assert_array_equal(targets[weights > 0], tokens[1:])
     for b in batches:
         real = b["weights"] > 0
-        np.testing.assert_array_equal(b["targets"][real], b["inputs"][real] + 1)
+        np.testing.assert_array_equal(b["segment_ids"] > 0, real)
+        np.testing.assert_array_equal(b["targets"][real], (b["inputs"][real] + 1) % 7)

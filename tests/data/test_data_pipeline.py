@@ -28,6 +28,10 @@ def pipe():
     return build_pipeline(small())
 
 
+TRANSLATION_KEYS = {"inputs", "decoder_inputs", "targets", "inputs_segment_ids", "inputs_positions",
+                    "targets_segment_ids", "targets_positions", "weights"}
+
+
 def _same(a, b):
     assert a.keys() == b.keys()
     for k in a:
@@ -37,15 +41,18 @@ def _same(a, b):
 def test_numbers_batch_format(pipe):
     assert pipe.arch == "encoder_decoder" and pipe.vocab_size == pipe.tokenizer.vocab_size
     b = next(pipe.train_iter)
-    assert set(b) == {"inputs", "decoder_inputs", "targets"}
-    for v in b.values():
-        assert v.shape == (8, 48) and v.dtype == np.int32
+    assert set(b) == TRANSLATION_KEYS  # padded (unpacked) batches carry segment ids too
+    for k, v in b.items():
+        assert v.shape == (8, 48) and v.dtype == (np.float32 if k == "weights" else np.int32)
     for row in range(8):
         x, d, y = b["inputs"][row], b["decoder_inputs"][row], b["targets"][row]
         nx, ny = int((x != 0).sum()), int((y != 0).sum())
         assert x[nx - 1] == 2 and (x[:nx - 1] > 3).all() and (x[nx:] == 0).all()  # ids, eos, pad
         assert y[ny - 1] == 2 and (y[ny:] == 0).all()
         assert d[0] == 1 and (d[1:ny] == y[:ny - 1]).all() and (d[ny:] == 0).all()
+        np.testing.assert_array_equal(b["inputs_segment_ids"][row], np.arange(48) < nx)
+        np.testing.assert_array_equal(b["targets_segment_ids"][row], np.arange(48) < ny)
+        np.testing.assert_array_equal(b["weights"][row], np.arange(48) < ny)
         source, target = pipe.tokenizer.decode(x), pipe.tokenizer.decode(y)
         assert GERMAN_OF[source] == target
 
@@ -67,13 +74,36 @@ def test_eval_batches_and_pairs_are_aligned(pipe):
 
 
 def test_held_out_numbers_never_in_training():
-    cfg = small(numbers_max=999, numbers_valid_size=100, numbers_test_size=100, batch_size=8)
+    # temperature 1: one epoch is the 800 training numbers once each
+    cfg = small(numbers_max=999, numbers_valid_size=100, numbers_test_size=100, batch_size=8,
+                numbers_sampling_temperature=1.0)
     p = build_pipeline(cfg)
     held = {s for s, _ in p.eval_pairs("validation") + p.eval_pairs("test")}
     seen = set()
     for _ in range(100):  # 800 rows = one epoch of the 800 training numbers
         seen.update(p.decode(next(p.train_iter)["inputs"]))
     assert len(seen) == 800 and not seen & held
+
+
+def test_numbers_training_stream_oversamples_small_numbers():
+    # 0..999, 10% of each bucket held out per split: 80 training numbers below 100 (1 and 2
+    # digits), 720 of 100-999. At temperature 3 the d-digit numbers get a share proportional
+    # to (their count) ** (1/3) of the stream (uniform sampling: below 100 would be 10%).
+    cfg = small(numbers_max=999, numbers_valid_size=100, numbers_test_size=100, batch_size=8,
+                numbers_sampling_temperature=3.0)
+    p = build_pipeline(cfg)
+    held = {s for s, _ in p.eval_pairs("validation") + p.eval_pairs("test")}
+    train = numbers.split_numbers(999, 100, 100)["train"]
+    counts = np.array([sum(len(str(n)) == d for n in train) for d in (1, 2, 3)])
+    assert counts.sum() == 800 and counts[:2].sum() == 80
+    expected = (counts[:2] ** (1 / 3)).sum() / (counts ** (1 / 3)).sum()
+    rows = []
+    for _ in range(200):
+        rows.extend(p.decode(next(p.train_iter)["inputs"]))
+    small_share = sum(" hundred" not in r for r in rows) / len(rows)
+    assert expected > 0.4 and abs(small_share - expected) < 0.04, (small_share, expected)
+    assert not set(rows) & held
+    assert p.train_iter.source.num_examples > 800  # small numbers repeated, none left out
 
 
 def test_resume_gives_the_next_batches():
@@ -106,8 +136,7 @@ def test_two_hosts_equal_one():
 def test_packed_numbers():
     p = build_pipeline(small(pack=True, max_len=96, max_target_len=96))
     b = next(p.train_iter)
-    keys = {"inputs", "decoder_inputs", "targets", "inputs_segment_ids", "inputs_positions",
-            "targets_segment_ids", "targets_positions"}
+    keys = TRANSLATION_KEYS
     assert set(b) == keys and all(b[k].shape == (8, 96) for k in keys)
     assert (b["inputs_segment_ids"].max(1) >= 2).all()  # short examples really are packed
     np.testing.assert_array_equal(b["inputs_segment_ids"].max(1), b["targets_segment_ids"].max(1))
@@ -156,6 +185,10 @@ def test_encode_inputs(pipe):
     x = pipe.encode_inputs(["three hundred twenty-one", "five"])
     assert x.shape == (2, 48) and x.dtype == np.int32
     assert pipe.decode(x) == ["three hundred twenty-one", "five"]
+    same, mask = pipe.encode_inputs(["three hundred twenty-one", "five"], return_mask=True)
+    np.testing.assert_array_equal(same, x)
+    assert mask.dtype == bool
+    np.testing.assert_array_equal(mask.sum(1), [len(pipe.tokenizer.encode(t)) + 1 for t in ["three hundred twenty-one", "five"]])
 
 
 def test_tokenizer_saved_and_reused(tmp_path, monkeypatch):
@@ -210,7 +243,8 @@ def test_text_file_lm(tmp_path):
                      batch_size=4, eval_batch_size=8)
     p = build_pipeline(cfg, "decoder_lm")
     b = next(p.train_iter)
-    assert set(b) == {"inputs", "targets"} and b["inputs"].shape == (4, 32)
+    assert set(b) == {"inputs", "targets", "segment_ids", "positions", "weights"}
+    assert b["inputs"].shape == (4, 32) and (b["segment_ids"] == 1).all()
     np.testing.assert_array_equal(b["targets"][:, :-1], b["inputs"][:, 1:])
     assert all(s in TEXT for s in p.decode(b["inputs"]))
     held_out = TEXT[int(len(TEXT) * 0.9):]
@@ -245,3 +279,19 @@ def test_text_file_errors(tmp_path, content, match):
     with pytest.raises(ValueError, match=match) as e:
         build_pipeline(cfg)
     assert str(path) in str(e.value)
+
+
+def test_numbers_decode_sets_and_groups_line_up_with_the_pairs():
+    p = build_pipeline(small())  # 0..9,999
+    assert p.decode_sets == ("validation", "below_1000")
+    number_of = {numbers.english(n): n for n in range(10_000)}
+    for split in p.decode_sets:
+        pairs, groups = p.eval_pairs(split), p.eval_groups(split)
+        assert len(groups) == len(pairs)
+        assert groups == [numbers.bucket_of(number_of[src]) for src, _ in pairs]
+    assert set(p.eval_groups("validation")) == {"0-99", "100-999", "1000-9999"}
+    below = [number_of[s] for s, _ in p.eval_pairs("below_1000")]
+    assert sorted(below) == list(range(1000))
+    assert numbers.bucket_labels(below[:4]) == ["0-99", "100-999"] * 2  # any prefix: both
+    limited = build_pipeline(small(max_eval_examples=7))
+    assert limited.eval_groups("validation") == p.eval_groups("validation")[:7]

@@ -27,9 +27,9 @@ def _unpack(ids, seg, length):
     return np.stack(out).astype(np.int32)
 
 
-def _per_example(nll, targets, seg):
+def _per_example(nll, seg):
     """Per-segment summed nll of packed rows, in (row, segment) order."""
-    return np.array([nll[r][(seg[r] == s) & (targets[r] != 0)].sum()
+    return np.array([nll[r][seg[r] == s].sum()
                      for r in range(seg.shape[0]) for s in range(1, seg[r].max() + 1)])
 
 
@@ -48,16 +48,19 @@ def test_packed_translation_equals_unpacked():
                         **packed_kw)["params"]
     logits = model.apply({"params": params}, jnp.asarray(b["inputs"]),
                          jnp.asarray(b["decoder_inputs"]), **packed_kw)
-    packed = _per_example(_nll(logits, b["targets"]), b["targets"], b["targets_segment_ids"])
+    packed = _per_example(_nll(logits, b["targets"]), b["targets_segment_ids"])
 
     x = _unpack(b["inputs"], b["inputs_segment_ids"], 48)
+    x_seg = _unpack(b["inputs_segment_ids"] > 0, b["inputs_segment_ids"], 48)
     y = _unpack(b["targets"], b["targets_segment_ids"], 48)
+    y_seg = _unpack(b["targets_segment_ids"] > 0, b["targets_segment_ids"], 48)
     d = _unpack(b["decoder_inputs"], b["targets_segment_ids"], 48)
-    inside = d[:, 1:] != 0
+    inside = y_seg[:, 1:] > 0
     np.testing.assert_array_equal(d[:, 1:][inside], y[:, :-1][inside])
     np.testing.assert_array_equal(d[:, 0], 1)
-    logits_u = model.apply({"params": params}, jnp.asarray(x), jnp.asarray(d))
-    unpacked = (_nll(logits_u, y) * (y != 0)).sum(1)
+    logits_u = model.apply({"params": params}, jnp.asarray(x), jnp.asarray(d),
+                           inputs_segment_ids=jnp.asarray(x_seg), decoder_segment_ids=jnp.asarray(y_seg))
+    unpacked = (_nll(logits_u, y) * y_seg).sum(1)
     assert len(packed) == len(unpacked) > 4
     np.testing.assert_allclose(packed, unpacked, rtol=1e-4, atol=1e-4)
 
@@ -67,16 +70,17 @@ def test_packed_lm_equals_unpacked():
     sentences = [rng.integers(4, 50, size=n).astype(np.int32) for n in (5, 9, 3, 12, 7, 4, 6, 2)]
     enc = batching.encode_lm_sentences(sentences, 32, drop=False)
     plan = batching.plan_packed(enc.lengths("inputs"), [32], batch_rows=2)
-    b = batching.assemble_lm(enc, plan[0].rows, 32, packed=True)
+    b = batching.assemble_lm(enc, plan[0].rows, 32)
     assert b["segment_ids"].max() >= 3
     model = build_model(get_preset("tiny_lm", vocab_size=50, max_len=32))
     kw = dict(segment_ids=jnp.asarray(b["segment_ids"]), positions=jnp.asarray(b["positions"]))
     params = model.init(jax.random.key(2), jnp.asarray(b["inputs"]), **kw)["params"]
     logits = model.apply({"params": params}, jnp.asarray(b["inputs"]), **kw)
-    packed = _per_example(_nll(logits, b["targets"]), b["targets"], b["segment_ids"])
+    packed = _per_example(_nll(logits, b["targets"]), b["segment_ids"])
 
     x = _unpack(b["inputs"], b["segment_ids"], 16)
     y = _unpack(b["targets"], b["segment_ids"], 16)
-    logits_u = model.apply({"params": params}, jnp.asarray(x))
-    unpacked = (_nll(logits_u, y) * (y != 0)).sum(1)
+    y_seg = _unpack(b["segment_ids"] > 0, b["segment_ids"], 16)
+    logits_u = model.apply({"params": params}, jnp.asarray(x))  # causal: the right padding is unseen
+    unpacked = (_nll(logits_u, y) * y_seg).sum(1)
     np.testing.assert_allclose(packed, unpacked, rtol=1e-4, atol=1e-4)

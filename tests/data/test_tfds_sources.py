@@ -37,7 +37,8 @@ def forward_loss(pipe, batch) -> float:
         kwargs = {k: b[k] for k in ("segment_ids", "positions") if k in b}
         targets = b["targets"]
     else:
-        args, kwargs, targets = (b["inputs"],), {}, b["label"]
+        args, targets = (b["inputs"],), b["label"]
+        kwargs = {k: b[k] for k in ("segment_ids", "positions") if k in b}
     params = model.init(jax.random.key(0), *args, **kwargs)["params"]
     logits = model.apply({"params": params}, *args, **kwargs)
     out = losses.weighted_cross_entropy(logits, targets, b.get("weights"))
@@ -66,7 +67,7 @@ def test_tiny_shakespeare_mock(tmp_path):
         pipe = build_pipeline(cfg, "decoder_lm")
         b = next(pipe.train_iter)
         ev = next(iter(pipe.eval_batches("test")))
-    assert set(b) == {"inputs", "targets"} and b["inputs"].shape == (4, 16)
+    assert set(b) == {"inputs", "targets", "segment_ids", "positions", "weights"} and b["inputs"].shape == (4, 16)
     np.testing.assert_array_equal(b["targets"][:, :-1], b["inputs"][:, 1:])
     _check_ids(b, pipe.vocab_size)
     assert (b["inputs"] >= 4).all()  # a character stream: no pad / bos / eos inside
@@ -116,7 +117,7 @@ def test_lm1b_mock(tmp_path, pack):
     _check_ids(b, pipe.vocab_size)
     assert b["inputs"].shape == (4, 32)
     if pack:
-        assert set(b) == {"inputs", "targets", "segment_ids", "positions"}
+        assert set(b) == {"inputs", "targets", "segment_ids", "positions", "weights"}
         starts = b["positions"] == 0
         assert (b["inputs"][starts & (b["segment_ids"] > 0)] == 1).all()  # bos opens each segment
     else:
@@ -136,7 +137,7 @@ def test_sst2_mock(tmp_path):
         b = next(pipe.train_iter)
         ev = list(pipe.eval_batches("test"))  # sst2's test labels are hidden: validation
     assert pipe.num_classes == 2
-    assert set(b) == {"inputs", "label"} and b["inputs"].shape == (4, 24) and b["label"].shape == (4,)
+    assert set(b) == {"inputs", "segment_ids", "positions", "label", "weights"} and b["inputs"].shape == (4, 24) and b["label"].shape == (4,)
     _check_ids(b, pipe.vocab_size)
     assert set(b["label"].tolist()) <= {0, 1} and (b["inputs"][:, 0] == 1).all()
     n = (b["inputs"] != 0).sum(1)
@@ -218,7 +219,7 @@ def test_large_split_read_in_slices(tmp_path):
 
         return batching.ChunkedIterator(
             src, encode, lambda enc: batching.plan_padded(len(enc), 5),
-            lambda enc, rows, planned: batching.assemble_lm(enc, rows, 1, packed=False),
+            lambda enc, rows, planned: batching.assemble_lm(enc, rows, 1),
             chunk_size=25, seed=0)
 
     it = make()

@@ -129,3 +129,41 @@ def test_spm_character_coverage_below_one_drops_rare_characters():
     dropped = SentencePieceTokenizer.train(texts, vocab_size=64, character_coverage=0.9995)
     assert kept.decode(kept.encode("zwölf")) == "zwölf"
     assert dropped.unk_id in dropped.encode("zwölf")
+
+
+def test_unknown_text_names_unseen_characters_and_words(spm_tok, tmp_path):
+    char = CharTokenizer.train(["one hundred", "twenty-one"])
+    assert char.known_words == {"one", "hundred", "twenty-one"}
+    assert char.unknown_text("one hundred twenty-one") == []
+    # "O", "a", "7" are no characters of the training text (listed first), "One" and "and" no
+    # words of it ("7" is named once)
+    assert char.unknown_text("One hundred and 7") == ["O", "a", "7", "One", "and"]
+    char.save(tmp_path / "char")
+    assert load_tokenizer(tmp_path / "char").known_words == char.known_words
+
+    # SentencePiece: "and" is spelled from known pieces, but it is still an unseen word
+    assert spm_tok.unknown_text("three hundred twenty-one") == []
+    assert spm_tok.unknown_text("three hundred and 5") == ["5", "and"]
+    assert spm_tok.unk_id in spm_tok.encode("5") and spm_tok.unk_id not in spm_tok.encode("and")
+    spm_tok.save(tmp_path / "spm")
+    assert load_tokenizer(tmp_path / "spm").known_words == spm_tok.known_words
+
+
+def test_unknown_text_without_a_word_list():
+    # too many distinct words (or a tokenizer saved before words were recorded): characters only
+    assert tokenizers.word_set(["a b c"], limit=2) is None
+    tok = CharTokenizer("abc ")
+    assert tok.known_words is None
+    assert tok.unknown_text("abc cab d!") == ["d", "!"]
+
+
+def test_default_numbers_tokenizer_knows_every_english_number_word():
+    # every word of every English number (they all occur below 1,000, but "thousand") -- "zero"
+    # only in 0 itself -- so that no correct input is reported as unseen
+    from tfm.data.config import DataConfig
+    from tfm.data.pipeline import build_tokenizer
+
+    tok = build_tokenizer(DataConfig())
+    words = {w for n in [*range(1000), 1000] for w in english(n).split()}
+    assert len(words) == 102 and words <= tok.known_words
+    assert tok.unknown_text("one hundred and five") == ["and"]

@@ -60,6 +60,41 @@ def test_evaluation_reports_loss_accuracy_perplexity_and_bleu(finished):
     assert record == {**result["eval"], "step": 4, "split": "eval"}
 
 
+def test_numbers_evaluation_by_magnitude_in_jsonl_and_tensorboard(finished):
+    # 0..999: validation holds numbers of both buckets (round-robin order, so the 8 decoded
+    # ones do too), and every number below 1,000 is decoded as well ("below_1000/...")
+    workdir, _, _ = finished
+    record = read_metrics(str(workdir), "eval")[4]
+    for prefix in ("", "below_1000/"):
+        for key in ("exact_match", "bleu", "worst_exact_match", "exact_match/0-99",
+                    "exact_match/100-999", "bleu/0-99", "bleu/100-999"):
+            assert 0 <= record[prefix + key] <= 100, prefix + key
+        assert record[prefix + "worst_exact_match"] == min(
+            record[prefix + "exact_match/0-99"], record[prefix + "exact_match/100-999"])
+    assert "exact_match/1000-9999" not in record  # no such numbers in this run
+    tags = _tensorboard_tags(workdir / "tensorboard")
+    assert {"eval/exact_match/0-99", "eval/bleu/100-999", "eval/worst_exact_match",
+            "eval/below_1000/exact_match/0-99"} <= tags
+
+
+def _tensorboard_tags(directory) -> set[str]:
+    """Scalar tags of the TensorBoard event files (TFRecord framing, tensorboardX's protos)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    tags = set()
+    for name in os.listdir(directory):
+        data = (directory / name).read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            tags.update(v.tag for v in event.summary.value)
+            pos += 12 + length + 4
+    return tags
+
+
 def test_a_workdir_of_a_different_model_is_refused_untouched(finished):
     workdir, config, _ = finished
     before = (workdir / "config.json").read_text(), sorted(os.listdir(workdir / "checkpoints"))

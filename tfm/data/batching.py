@@ -1,7 +1,10 @@
 """Batching: padding, packing, token-count buckets, LM windows, host sharding, resumable order.
 
 Everything here is NumPy; batches are dicts of host-local int32 arrays in the format of the
-shared contract (see :mod:`tfm.data.pipeline`).
+shared contract (see :mod:`tfm.data.pipeline`). Padding travels as data: every batch carries
+segment ids (0 = padding, 1, 2, ... = the example of a packed row; an unpacked row is 1 on its
+real tokens), positions and float32 ``weights`` (0 on padding); the ids written into padded
+positions (the tokenizer's pad id 0) mean nothing to the model or the loss.
 
 Tokenized examples (:class:`Encoded`) carry per-example id sequences: translation
 ``inputs`` (source + eos) and ``targets`` (target + eos); language model ``inputs`` and
@@ -243,60 +246,53 @@ def _pack_rows(
     return ids, seg, pos
 
 
-def _shift_right(targets: np.ndarray, segment_ids: np.ndarray | None = None) -> np.ndarray:
-    """decoder_inputs = [bos] + targets[:-1], restarting with bos at each packed segment."""
+def _shift_right(targets: np.ndarray, segment_ids: np.ndarray) -> np.ndarray:
+    """decoder_inputs = [bos] + targets[:-1], restarting with bos at each segment (padding: 0)."""
     out = np.zeros_like(targets)
     out[:, 1:] = targets[:, :-1]
-    out[:, 0] = BOS_ID
-    if segment_ids is not None:
-        starts = np.zeros_like(segment_ids, dtype=bool)
-        starts[:, 0] = True
-        starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
-        out = np.where(starts & (segment_ids > 0), BOS_ID, out)
-        out = np.where(segment_ids > 0, out, PAD_ID)
-    else:
-        out = np.where(targets != PAD_ID, out, PAD_ID)
-    return out.astype(np.int32)
+    starts = np.ones_like(segment_ids, dtype=bool)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    out = np.where(starts, BOS_ID, out)
+    return np.where(segment_ids > 0, out, PAD_ID).astype(np.int32)
+
+
+def _weights(segment_ids: np.ndarray) -> np.ndarray:
+    """float32 loss weights: 1 on real tokens (segment id > 0), 0 on padding."""
+    return (segment_ids > 0).astype(np.float32)
 
 
 def assemble_translation(
-    enc: Encoded, rows: Sequence[Row], src_len: int, tgt_len: int, *, packed: bool
+    enc: Encoded, rows: Sequence[Row], src_len: int, tgt_len: int
 ) -> Batch:
-    """inputs (R,S), decoder_inputs (R,T), targets (R,T) [+ segment ids / positions if packed]."""
+    """inputs (R,S), decoder_inputs (R,T), targets (R,T), their segment ids and positions, and
+    weights (R,T). Packed or not, the format is the same: an unpacked row is a packed row of one
+    example (segment id 1 on its tokens)."""
     x, xs, xp = _pack_rows(enc.seqs["inputs"], rows, src_len)
     y, ys, yp = _pack_rows(enc.seqs["targets"], rows, tgt_len)
-    batch = {"inputs": x, "decoder_inputs": _shift_right(y, ys if packed else None), "targets": y}
-    if packed:
-        batch.update(inputs_segment_ids=xs, inputs_positions=xp,
-                     targets_segment_ids=ys, targets_positions=yp)
-    return batch
+    return {"inputs": x, "decoder_inputs": _shift_right(y, ys), "targets": y,
+            "inputs_segment_ids": xs, "inputs_positions": xp,
+            "targets_segment_ids": ys, "targets_positions": yp, "weights": _weights(ys)}
 
 
-def assemble_lm(enc: Encoded, rows: Sequence[Row], length: int, *, packed: bool) -> Batch:
-    """inputs (R,T), targets (R,T) [+ segment_ids, positions if packed]."""
+def assemble_lm(enc: Encoded, rows: Sequence[Row], length: int) -> Batch:
+    """inputs (R,T), targets (R,T), segment_ids, positions, weights (R,T) (as translation)."""
     x, seg, pos = _pack_rows(enc.seqs["inputs"], rows, length)
-    y, _, _ = _pack_rows(enc.seqs["targets"], rows, length)
-    batch = {"inputs": x, "targets": y}
-    if packed:
-        batch.update(segment_ids=seg, positions=pos)
-    return batch
+    y, _, _ = _pack_rows(enc.seqs["targets"], rows, length)  # same lengths: same segments
+    return {"inputs": x, "targets": y, "segment_ids": seg, "positions": pos, "weights": _weights(seg)}
 
 
 def assemble_classification(enc: Encoded, rows: Sequence[Row], length: int) -> Batch:
-    """inputs (R,S), label (R,)."""
-    x, _, _ = _pack_rows(enc.seqs["inputs"], rows, length)
+    """inputs (R,S), segment_ids, positions (R,S), label (R,), weights (R,) (1 per example)."""
+    x, seg, pos = _pack_rows(enc.seqs["inputs"], rows, length)
     labels = np.array([enc.labels[row[0]] for row in rows], np.int32).reshape(len(rows))
-    return {"inputs": x, "label": labels}
+    return {"inputs": x, "segment_ids": seg, "positions": pos, "label": labels,
+            "weights": np.ones(labels.shape, np.float32)}
 
 
 def add_eval_weights(batch: Batch, num_real_rows: int) -> Batch:
-    """``weights`` float32: 1 on real target tokens (classification: real rows), 0 elsewhere."""
-    if "label" in batch:
-        w = np.zeros(batch["label"].shape, np.float32)
-        w[:num_real_rows] = 1.0
-    else:
-        w = (batch["targets"] != PAD_ID).astype(np.float32)
-        w[num_real_rows:] = 0.0
+    """Zeroes the ``weights`` of the rows from ``num_real_rows`` on (padding examples)."""
+    w = batch["weights"].copy()
+    w[num_real_rows:] = 0.0
     batch["weights"] = w
     return batch
 
@@ -378,7 +374,7 @@ class WindowIterator(BatchIterator):
         idx = starts[:, None] + np.arange(self.context + 1)[None, :]  # (B, T+1)
         windows = self.tokens[idx]
         self.step += 1
-        return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
+        return _window_batch(windows[:, :-1], windows[:, 1:], np.full(len(windows), self.context))
 
     def get_state(self) -> dict[str, Any]:
         return {"kind": self.kind, "seed": self.seed, "step": self.step}
@@ -530,15 +526,25 @@ def eval_windows(
     for start in range(0, n_windows, batch_rows):
         inputs = np.zeros((per, context), np.int32)
         targets = np.zeros((per, context), np.int32)
+        lengths = np.zeros(per, np.int64)  # real targets of each row (0 on padding rows)
         lo = start + process_index * per
         for r, w in enumerate(range(lo, min(lo + per, n_windows))):
-            x = tokens[w * context:(w + 1) * context]
             y = tokens[w * context + 1:(w + 1) * context + 1]
-            inputs[r, :len(x)] = x
+            # the last window: inputs beyond the last target are padding
+            inputs[r, :len(y)] = tokens[w * context:w * context + len(y)]
             targets[r, :len(y)] = y
-            inputs[r, len(y):] = 0  # the last window: inputs beyond the last target are padding
-        yield {"inputs": inputs, "targets": targets,
-               "weights": (targets != PAD_ID).astype(np.float32)}
+            lengths[r] = len(y)
+        yield _window_batch(inputs, targets, lengths)
+
+
+def _window_batch(inputs: np.ndarray, targets: np.ndarray, lengths: np.ndarray) -> Batch:
+    """An LM batch of windows whose first ``lengths[r]`` tokens are real: the format of
+    :func:`assemble_lm` (one segment per row)."""
+    real = np.arange(inputs.shape[1])[None, :] < np.asarray(lengths)[:, None]  # (R, T)
+    seg = real.astype(np.int32)
+    pos = np.where(real, np.arange(inputs.shape[1])[None, :], 0).astype(np.int32)
+    return {"inputs": inputs, "targets": targets, "segment_ids": seg, "positions": pos,
+            "weights": _weights(seg)}
 
 
 def num_windows(num_tokens: int, context: int, max_windows: int = 0) -> int:

@@ -15,6 +15,7 @@ import enum
 from typing import ClassVar
 
 from tfm.config import ConfigBase
+from tfm.data import numbers as numbers_lib
 
 
 class Dataset(str, enum.Enum):
@@ -39,6 +40,7 @@ class Task(str, enum.Enum):
 class TokenizerKind(str, enum.Enum):
     CHAR = "char"  # one id per Unicode character seen in the training text
     SENTENCEPIECE = "sentencepiece"  # unigram SentencePiece trained on the training split
+    PRETRAINED = "pretrained"  # the tokenizer of the imported model (TrainConfig.init_from)
 
 
 class Overlong(str, enum.Enum):
@@ -124,8 +126,17 @@ class DataConfig(ConfigBase):
         TFDS expects (e.g. ``input.txt`` for tiny_shakespeare): preparation then needs no
         network. "" = none.
       numbers_max: the numbers task covers the integers 0..numbers_max (at most 999,999).
-      numbers_valid_size: numbers held out for validation.
-      numbers_test_size: numbers held out for test (disjoint from validation and training).
+      numbers_valid_size: numbers held out for validation, stratified by magnitude bucket
+        (0-99, 100-999, ..., 100,000-999,999): an equal share from every bucket, at most
+        ``numbers_held_out_fraction`` of any one (see :func:`tfm.data.numbers.split_numbers`).
+      numbers_test_size: numbers held out for test (disjoint from validation and training),
+        stratified the same way.
+      numbers_held_out_fraction: the largest fraction of a magnitude bucket that validation (and,
+        separately, test) may take: 0.1 holds out 10 of the 100 numbers below 100 for each.
+      numbers_sampling_temperature: training samples magnitude bucket ``b`` (``n_b`` training
+        numbers) in proportion to ``n_b ** (1 / T)``: 1 = uniform over the numbers (then 90% of
+        the examples have six digits and 0.01% are below 100); larger values flatten towards
+        equal shares per bucket (3: 2.5% below 100, 5% of 100-999, 55% six digits).
       numbers_split_seed: seed of the fixed permutation that splits the numbers (deliberately
         separate from ``shuffle_seed``, so the test set never moves).
     """
@@ -153,6 +164,8 @@ class DataConfig(ConfigBase):
     numbers_valid_size: int = 2000
     numbers_test_size: int = 2000
     numbers_split_seed: int = 0
+    numbers_held_out_fraction: float = 0.1
+    numbers_sampling_temperature: float = 3.0
 
     _ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {
         "dataset": Dataset,
@@ -211,12 +224,19 @@ class DataConfig(ConfigBase):
             fail("text_file", f"is only used with dataset='text_file', not {self.dataset.value!r}")
         if not is_int(self.numbers_max) or not 0 < self.numbers_max <= 999_999:
             fail("numbers_max", "must be in 1..999999 (the number words stop below a million)")
+        fraction = self.numbers_held_out_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 0.5:
+            fail("numbers_held_out_fraction", "must be in (0, 0.5]")
+        temperature = self.numbers_sampling_temperature
+        if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                or not 1 <= temperature < float("inf")):
+            fail("numbers_sampling_temperature", "must be a finite number >= 1 (1 = uniform)")
         if self.dataset is Dataset.NUMBERS:
-            held_out = self.numbers_valid_size + self.numbers_test_size
-            if held_out >= self.numbers_max + 1:
-                fail("numbers_valid_size",
-                     f"validation + test ({held_out}) leave no training numbers out of "
-                     f"0..{self.numbers_max}")
+            for field in ("numbers_valid_size", "numbers_test_size"):
+                try:
+                    numbers_lib.held_out_sizes(self.numbers_max, getattr(self, field), fraction)
+                except ValueError as e:
+                    fail(field, str(e))
         if self.tokens_per_batch:
             if self.task is not Task.TRANSLATION:
                 fail("tokens_per_batch", "token-count batching is for translation data sets only")

@@ -14,9 +14,25 @@ Conventions (fixed here, tested against a hand-written table):
   multiplier: "einhundert", "eintausend" (not the colloquial bare "hundert"/"tausend").
   Spelling uses ß and umlauts: "dreißig", "fünf", "zwölf". 0 is "null".
 
-The split (:func:`split_numbers`) is a fixed-seed permutation of 0..max_number: the first
-``test_size`` numbers are the test set, the next ``valid_size`` the validation set, the rest
-train. The three are disjoint and depend only on the seed and the sizes.
+Magnitudes. A uniform sample of 0..999,999 is 90% six-digit numbers and 0.1% numbers below
+1,000 -- the numbers people actually type. Everything here is therefore organised by magnitude
+bucket (:data:`BUCKETS`: 0-99, 100-999, 1,000-9,999, 10,000-99,999, 100,000-999,999):
+
+* The split (:func:`split_numbers`) is stratified: validation and test each take an equal share
+  of their size from every bucket, but at most ``held_out_fraction`` of a bucket (so 10 of the
+  100 numbers below 100, 90 of the 900 three-digit ones); what a small bucket cannot take goes
+  to the larger ones. 0 is never held out: "zero"/"null" occur in no other number, so no model
+  could learn them from the rest. Held-out sets are ordered round-robin over the buckets, so that
+  any prefix (``eval_decode_examples``) covers every magnitude. The three parts are disjoint,
+  together hold every number once, and depend only on the arguments.
+* Training samples by number of digits with temperature ``T`` (:func:`training_numbers`, as
+  languages are sampled in multilingual MT, Arivazhagan et al. 2019): the ``d``-digit numbers,
+  ``n_d`` of them in training, get a share proportional to ``n_d ** (1/T)``. T = 1 is uniform
+  over the numbers (six digits dominate), larger T flattens towards equal shares per digit
+  count. (Sampling separates 1 and 2 digits: a lone "three" -> "drei" is its own pattern, and
+  only 10 numbers have it.)
+* :func:`bucket_of` / :func:`bucket_labels` name the bucket of a number, for evaluation by
+  magnitude (:func:`tfm.evaluation.text_metrics_by_group`).
 """
 
 from __future__ import annotations
@@ -108,27 +124,151 @@ def german(n: int) -> str:
     return (_DE_PREFIX[thousands] + "tausend" if thousands else "") + _DE_FINAL[rest]
 
 
-def split_numbers(
-    max_number: int = MAX_NUMBER, valid_size: int = 2000, test_size: int = 2000, seed: int = 0
-) -> dict[str, np.ndarray]:
-    """Disjoint, deterministic train / validation / test split of 0..max_number.
+# Magnitude buckets (inclusive bounds): the numbers of each number of digits, 1-2 digits together.
+BUCKETS: tuple[tuple[int, int], ...] = (
+    (0, 99), (100, 999), (1_000, 9_999), (10_000, 99_999), (100_000, 999_999),
+)
+BUCKET_LABELS: tuple[str, ...] = ("0-99", "100-999", "1000-9999", "10000-99999", "100000-999999")
 
-    Returns ``{"train", "validation", "test"}`` -> sorted int64 arrays that together hold
-    every number once. Depends only on the arguments (a fixed-seed NumPy permutation).
+
+def bucket_of(n: int) -> str:
+    """The magnitude bucket label of ``n``: "0-99", "100-999", ..., "100000-999999"."""
+    n = _check(n)
+    return BUCKET_LABELS[_bucket_index(np.asarray([n]))[0]]
+
+
+def bucket_labels(numbers: Sequence[int] | np.ndarray) -> list[str]:
+    """:func:`bucket_of` of each number (vectorised)."""
+    return [BUCKET_LABELS[i] for i in _bucket_index(np.asarray(numbers, dtype=np.int64))]
+
+
+def buckets_up_to(max_number: int) -> list[tuple[str, int, int]]:
+    """(label, low, high) of the buckets that 0..max_number reaches, the last one cut at
+    max_number."""
+    max_number = _check(max_number)
+    return [(label, lo, min(hi, max_number))
+            for label, (lo, hi) in zip(BUCKET_LABELS, BUCKETS) if lo <= max_number]
+
+
+def held_out_sizes(max_number: int, size: int, held_out_fraction: float) -> list[int]:
+    """How many numbers of each bucket (:func:`buckets_up_to`) a held-out set of ``size`` takes.
+
+    Equal shares per bucket, each capped at ``held_out_fraction`` of its bucket (0 excluded);
+    what a capped bucket cannot take is shared among the others ("water filling"). Raises
+    ValueError when the caps together hold fewer than ``size`` numbers.
+    """
+    if not 0.0 < held_out_fraction <= 0.5:
+        raise ValueError(f"held_out_fraction={held_out_fraction!r} must be in (0, 0.5]")
+    buckets = buckets_up_to(max_number)
+    # a fraction of the bucket's size (epsilon: 0.1 * 900 is 90.00000000000001), 0 never
+    caps = [min(int(held_out_fraction * (hi - lo + 1) + 1e-9), hi - max(lo, 1) + 1)
+            for _, lo, hi in buckets]
+    if size < 0 or size > sum(caps):
+        raise ValueError(
+            f"a held-out set of {size} numbers does not fit 0..{max_number}: at most "
+            f"held_out_fraction={held_out_fraction} of each magnitude bucket is held out, "
+            f"{sum(caps)} numbers in all"
+        )
+    sizes = [0] * len(caps)
+    left, open_ = size, [i for i, c in enumerate(caps) if c > 0]
+    while left and open_:
+        share, extra = divmod(left, len(open_))
+        for rank, i in enumerate(sorted(open_, key=lambda i: -caps[i])):  # remainder to big ones
+            take = min(caps[i] - sizes[i], share + (rank < extra))
+            sizes[i] += take
+            left -= take
+        open_ = [i for i in open_ if sizes[i] < caps[i]]
+    return sizes
+
+
+def split_numbers(
+    max_number: int = MAX_NUMBER, valid_size: int = 2000, test_size: int = 2000, seed: int = 0,
+    held_out_fraction: float = 0.1,
+) -> dict[str, np.ndarray]:
+    """Disjoint, deterministic train / validation / test split of 0..max_number, stratified by
+    magnitude (see the module docstring).
+
+    Returns ``{"train", "validation", "test"}`` -> int64 arrays that together hold every number
+    once: "train" sorted, the held-out sets ordered round-robin over the magnitude buckets
+    (their ``k`` first numbers cover every bucket as evenly as ``k`` allows). Depends only on
+    the arguments. ``held_out_fraction`` caps the share of each bucket in each held-out set.
     """
     max_number = _check(max_number)
-    total = max_number + 1
-    if valid_size < 0 or test_size < 0 or valid_size + test_size >= total:
-        raise ValueError(
-            f"split_numbers: valid_size={valid_size} + test_size={test_size} must leave training "
-            f"numbers out of 0..{max_number}"
-        )
-    perm = np.random.default_rng(seed).permutation(total)
+    try:
+        valid_sizes = held_out_sizes(max_number, valid_size, held_out_fraction)
+        test_sizes = held_out_sizes(max_number, test_size, held_out_fraction)
+    except ValueError as e:
+        raise ValueError(f"split_numbers: valid_size={valid_size}, test_size={test_size}: {e}") from None
+    rng = np.random.default_rng(seed)
+    train, valid, test = [], [], []
+    for (_, lo, hi), n_valid, n_test in zip(buckets_up_to(max_number), valid_sizes, test_sizes):
+        perm = rng.permutation(np.arange(max(lo, 1), hi + 1))  # 0 always trains
+        test.append(perm[:n_test])
+        valid.append(perm[n_test:n_test + n_valid])
+        train.append(perm[n_test + n_valid:])
     return {
-        "test": np.sort(perm[:test_size]),
-        "validation": np.sort(perm[test_size:test_size + valid_size]),
-        "train": np.sort(perm[test_size + valid_size:]),
+        "test": _round_robin(test),
+        "validation": _round_robin(valid),
+        "train": np.sort(np.concatenate([np.zeros(1, np.int64)] + train)).astype(np.int64),
     }
+
+
+def below(limit: int, max_number: int = MAX_NUMBER, seed: int = 0) -> np.ndarray:
+    """Every number below ``limit`` (and at most ``max_number``), in a fixed-seed round-robin
+    order over the magnitude buckets like the held-out sets: any prefix covers every bucket."""
+    top = min(limit - 1, _check(max_number))
+    rng = np.random.default_rng(seed)
+    return _round_robin([rng.permutation(np.arange(lo, hi + 1))
+                         for _, lo, hi in buckets_up_to(top)])
+
+
+def num_digits(numbers: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Number of decimal digits of each number (0 has one)."""
+    return 1 + np.searchsorted(10 ** np.arange(1, 6), np.asarray(numbers, np.int64), side="right")
+
+
+def training_numbers(train: np.ndarray, temperature: float = 1.0, seed: int = 0) -> np.ndarray:
+    """The training numbers, repeated so that the ``d``-digit numbers (``n_d`` of them) have the
+    share ``n_d ** (1/temperature) / sum_e n_e ** (1/temperature)`` of every epoch.
+
+    Each number of the digit count with the smallest per-number weight (the largest) appears
+    once; a digit count whose numbers need ``r`` appearances each gives every number
+    ``floor(r)`` of them and a fixed-seed ``r - floor(r)`` fraction one more. Temperature 1
+    returns ``train`` itself (uniform over the numbers). Sorted, deterministic in the arguments.
+    """
+    if isinstance(temperature, bool) or not temperature >= 1.0 or not np.isfinite(temperature):
+        raise ValueError(f"sampling temperature must be a finite number >= 1, got {temperature!r}")
+    train = np.sort(np.asarray(train, dtype=np.int64))
+    index = num_digits(train) - 1
+    counts = np.bincount(index, minlength=6).astype(np.float64)
+    present = counts > 0
+    share = np.zeros_like(counts)
+    share[present] = counts[present] ** (1.0 / temperature)
+    share /= share.sum()
+    per_number = np.zeros_like(counts)
+    per_number[present] = share[present] / counts[present]
+    repeats = per_number / per_number[present].min()  # >= 1
+    rng = np.random.default_rng(seed)
+    parts = []
+    for b in np.flatnonzero(present):
+        members = train[index == b]
+        whole, frac = divmod(repeats[b], 1.0)
+        extra = rng.permutation(members)[: int(round(frac * len(members)))]
+        parts.append(np.repeat(members, int(whole)))
+        parts.append(extra)
+    return np.sort(np.concatenate(parts))
+
+
+def _bucket_index(numbers: np.ndarray) -> np.ndarray:
+    return np.searchsorted(np.array([lo for lo, _ in BUCKETS[1:]]), numbers, side="right")
+
+
+def _round_robin(parts: list[np.ndarray]) -> np.ndarray:
+    """Interleaves the arrays: one of each (while it lasts), then again."""
+    out, width = [], max((len(p) for p in parts), default=0)
+    for k in range(width):
+        out.extend(int(p[k]) for p in parts if k < len(p))
+    return np.asarray(out, dtype=np.int64)
 
 
 def number_pairs(numbers: Sequence[int] | np.ndarray) -> tuple[list[str], list[str]]:

@@ -36,7 +36,8 @@ batch_multiple=1) -> Pipeline``
 ``Pipeline`` attributes and methods:
 
   * ``config`` (DataConfig), ``task`` (Task), ``arch`` (str, the tfm.config.Arch value).
-  * ``tokenizer``: a :class:`tfm.data.tokenizers.Tokenizer` (pad 0, bos 1, eos 2, unk 3).
+  * ``tokenizer``: a :class:`tfm.data.tokenizers.Tokenizer` (pad 0, bos 1, eos 2, unk 3; the
+    pad id only fills padded positions: what is padding is said by segment ids and weights).
   * ``vocab_size``: ``tokenizer.vocab_size`` -- set the model's vocab_size from it.
   * ``num_classes``: classification only (2 for sst2), else None.
   * ``train_iter``: :class:`tfm.data.batching.BatchIterator`; infinite; ``next(it)`` gives
@@ -44,17 +45,24 @@ batch_multiple=1) -> Pipeline``
     ``set_state(dict)``: after ``set_state(s)`` the next batch is exactly the one the
     uninterrupted run would have produced after ``s`` was taken.
   * ``eval_batches(split="validation") -> Iterator[dict]``: a fresh finite pass over the
-    split (no shuffling, no packing, fixed shapes (eval_batch_size/P, max_len)); every eval
-    batch carries ``weights`` (0 on padding tokens and on the padding rows that fill the
-    last batch). Global eval batch j holds examples ``[j*E, (j+1)*E)`` of the split in order
+    split (no shuffling, no packing, fixed shapes (eval_batch_size/P, max_len)); the
+    ``weights`` are also 0 on the padding rows that fill the last batch. Global eval batch j holds examples ``[j*E, (j+1)*E)`` of the split in order
     (E = eval_batch_size), so row r of host i is example ``j*E + i*E/P + r``.
   * ``num_eval_examples(split="validation") -> int``: real (non-padding) rows over all batches.
   * ``eval_pairs(split="validation") -> list[tuple[str, str]]``: translation only: (source
     text, reference text) in the same order as the rows of ``eval_batches`` -- for BLEU and
     exact match on detokenized text.
-  * ``encode_inputs(texts) -> np.ndarray``: translation / classification: (len(texts),
-    max_len) int32 model inputs for new text, built exactly like the ``inputs`` of a batch
-    (truncated, padded). For LM prompts use ``tokenizer.encode`` (no eos is added there).
+  * ``decode_sets``: translation: the sets the training loop decodes for BLEU / exact match:
+    "validation", plus a data set's evaluation-only sets (numbers: "below_1000", every number
+    0..999, training numbers included); each works with ``eval_pairs`` and ``eval_groups``.
+  * ``eval_groups(split="validation") -> list[str] | None``: one group label per example of
+    ``eval_pairs(split)``, for metrics by group (numbers: the magnitude bucket, "0-99",
+    "100-999", ...); None when the data set has no groups.
+  * ``encode_inputs(texts, return_mask=False) -> np.ndarray``: translation / classification:
+    (len(texts), max_len) int32 model inputs for new text, built exactly like the ``inputs`` of
+    a batch (truncated, padded); with ``return_mask`` also the (len(texts), max_len) bool mask
+    of real tokens (what :mod:`tfm.decoding` takes as ``inputs_mask``). For LM prompts use
+    ``tokenizer.encode`` (no eos is added there).
   * ``decode(ids) -> list[str]``: (B, T) ids -> texts, each cut at its first eos.
   * ``bleu_tokenize``: the sacrebleu tokenizer to score this task with ("13a" normally;
     "char" for the numbers task, whose German outputs are single words, so word-level BLEU
@@ -70,18 +78,23 @@ a text file's "validation" and "test" are both its held-out tail.
 
 Batches
 -------
-Dicts of host-local NumPy arrays, int32 unless said (the shared contract):
+Dicts of host-local NumPy arrays, int32 unless said (the shared contract). Padding is data:
+every batch, training or eval, packed or not, carries segment ids (0 = padding, 1, 2, ... =
+the example within a packed row; an unpacked row is 1 on its real tokens), per-example
+positions, and ``weights`` float32 (1 on real targets, 0 on padding), which the model and the
+loss use; no token id means padding (padded positions hold 0, which is just filler).
 
-  * decoder_lm: ``inputs`` (B,T), ``targets`` (B,T) = inputs shifted left by one. Streamed
-    LMs (tiny_shakespeare, text_file) are random windows of T+1 tokens of the training
-    stream (nanoGPT); sentence LMs (lm1b) are ``[bos] + ids + [eos]`` split into inputs
-    ``seq[:-1]`` and targets ``seq[1:]``, padded (or packed: + ``segment_ids``, ``positions``).
+  * decoder_lm: ``inputs`` (B,T), ``targets`` (B,T) = inputs shifted left by one,
+    ``segment_ids``, ``positions``, ``weights`` (B,T). Streamed LMs (tiny_shakespeare,
+    text_file) are random windows of T+1 tokens of the training stream (nanoGPT; all
+    real); sentence LMs (lm1b) are ``[bos] + ids + [eos]`` split into inputs ``seq[:-1]``
+    and targets ``seq[1:]``, padded or packed.
   * encoder_decoder: ``inputs`` (B,S) = source ids + eos; ``decoder_inputs`` (B,T) =
-    ``[bos] + target[:-1]``; ``targets`` (B,T) = target ids + eos; packed adds
-    ``inputs_segment_ids``, ``inputs_positions``, ``targets_segment_ids``,
-    ``targets_positions`` (decoder_inputs restart with bos at each segment).
-  * encoder_classifier: ``inputs`` (B,S) = ``[bos] + ids + [eos]``, ``label`` (B,).
-  * eval batches add ``weights`` float32, the shape of ``targets`` (classification: (B,)).
+    ``[bos] + target[:-1]`` (restarting with bos at each packed segment); ``targets`` (B,T)
+    = target ids + eos; ``inputs_segment_ids``, ``inputs_positions`` (B,S),
+    ``targets_segment_ids``, ``targets_positions``, ``weights`` (B,T).
+  * encoder_classifier: ``inputs``, ``segment_ids``, ``positions`` (B,S) with inputs
+    ``[bos] + ids + [eos]``; ``label`` (B,), ``weights`` (B,) (1 per real example).
 
 What the training loop must do
 ------------------------------
@@ -109,9 +122,10 @@ from typing import Any
 import numpy as np
 
 from tfm.data import batching, sources
+from tfm.data import numbers as numbers_lib
 from tfm.data import tokenizers as tokenizers_lib
-from tfm.data.config import DataConfig, Overlong, Task, TokenizerKind
-from tfm.data.tokenizers import EOS_ID, Tokenizer
+from tfm.data.config import DataConfig, Dataset, Overlong, Task, TokenizerKind
+from tfm.data.tokenizers import Tokenizer
 from tfm.token_ids import check_token_ids
 
 TOKENIZER_DIR = "tokenizer"
@@ -163,6 +177,19 @@ class Pipeline:
             raise ValueError(f"eval_pairs is for translation data sets, not {self.config.dataset.value!r}")
         return list(self._eval_data(split)[1])
 
+    @property
+    def decode_sets(self) -> tuple[str, ...]:
+        """Translation: the sets to decode for BLEU / exact match ("validation" first)."""
+        return ("validation",) + sources.EXTRA_EVAL_SETS.get(self.config.dataset, ())
+
+    def eval_groups(self, split: str = "validation") -> list[str] | None:
+        """Group label of each example of ``eval_pairs(split)`` (numbers: magnitude bucket)."""
+        cfg = self.config
+        if cfg.dataset is not Dataset.NUMBERS:
+            return None
+        numbers = sources.load_examples(cfg, split).numbers
+        return numbers_lib.bucket_labels(numbers[: self.num_eval_examples(split)])
+
     def _eval_data(self, split: str):
         if split not in self._eval_cache:
             cfg = self.config
@@ -187,22 +214,24 @@ class Pipeline:
     def _eval_assemble(self, enc: batching.Encoded, rows) -> dict[str, np.ndarray]:
         cfg = self.config
         if self.task is Task.TRANSLATION:
-            return batching.assemble_translation(enc, rows, cfg.max_len, cfg.max_target_len,
-                                                 packed=False)
+            return batching.assemble_translation(enc, rows, cfg.max_len, cfg.max_target_len)
         if self.task is Task.LM:
-            return batching.assemble_lm(enc, rows, cfg.max_len, packed=False)
+            return batching.assemble_lm(enc, rows, cfg.max_len)
         return batching.assemble_classification(enc, rows, cfg.max_len)
 
     # ------------------------------------------------------------------ new text
-    def encode_inputs(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), max_len) int32 inputs for new source / classification text."""
+    def encode_inputs(self, texts: Sequence[str], return_mask: bool = False):
+        """(len(texts), max_len) int32 inputs for new source / classification text, and with
+        ``return_mask`` the bool mask of their real tokens: ``(inputs, mask)``."""
         if self.task is Task.LM:
             raise ValueError("encode_inputs is for translation and classification; encode LM "
                              "prompts with pipe.tokenizer.encode")
         raw = [(t, "") for t in texts] if self.task is Task.TRANSLATION else [(t, 0) for t in texts]
         enc = encode_examples(self.task, self.tokenizer, raw, self.config, drop=False)
         rows = [[i] for i in range(len(enc))]
-        return self._eval_assemble(enc, rows)["inputs"]
+        batch = self._eval_assemble(enc, rows)
+        seg = batch["inputs_segment_ids" if self.task is Task.TRANSLATION else "segment_ids"]
+        return (batch["inputs"], seg > 0) if return_mask else batch["inputs"]
 
     def decode(self, ids: np.ndarray) -> list[str]:
         """(B, T) ids -> B texts, each cut at its first eos."""
@@ -236,14 +265,15 @@ def _checked(tok: Tokenizer, rows: Sequence[np.ndarray]) -> Sequence[np.ndarray]
 def encode_stream(tok: Tokenizer, text: str) -> np.ndarray:
     """A text stream -> one int32 token stream.
 
-    Character level: every character, newlines included. SentencePiece normalises newlines
-    away, so the text is encoded line by line with eos between lines.
+    Character level and byte-level BPE (GPT-2): the whole text, newlines included.
+    SentencePiece normalises newlines away, so the text is encoded line by line with eos
+    between lines.
     """
-    if tok.kind == TokenizerKind.CHAR.value:
+    if tok.keeps_newlines:
         return _checked(tok, tok.encode_batch([text]))[0]
     lines = [line for line in text.split("\n") if line.strip()]
     ids = _checked(tok, tok.encode_batch(lines))
-    eos = np.array([EOS_ID], np.int32)
+    eos = np.array([tok.eos_id], np.int32)
     return np.concatenate([part for line in ids for part in (line, eos)]).astype(np.int32)
 
 
@@ -258,7 +288,9 @@ def tokenizer_texts(cfg: DataConfig) -> list[str]:
         return lines[:cap]
     source = sources.load_examples(cfg, "train")
     n = source.num_examples
-    if n <= cap:
+    if isinstance(source, sources.NumbersSource):
+        raw = source.tokenizer_sample(cap)
+    elif n <= cap:
         raw = source.read(0, n)
     elif source.random_access:
         raw = source.take(np.sort(np.random.default_rng(0).choice(n, cap, replace=False)))
@@ -283,19 +315,31 @@ def build_tokenizer(cfg: DataConfig) -> Tokenizer:
 
 
 def get_tokenizer(cfg: DataConfig, workdir: str | os.PathLike | None = None,
-                  process_index: int = 0) -> Tokenizer:
-    """Loads ``WORKDIR/tokenizer`` if present, else builds it (and saves it from host 0)."""
+                  process_index: int = 0, pretrained: Tokenizer | None = None) -> Tokenizer:
+    """Loads ``WORKDIR/tokenizer`` if present, else builds it -- or, for
+    ``tokenizer="pretrained"``, takes ``pretrained`` (an imported model's) -- and saves it from
+    host 0."""
     tok_dir = pathlib.Path(workdir) / TOKENIZER_DIR if workdir else None
+    own_kinds = {TokenizerKind.CHAR.value, TokenizerKind.SENTENCEPIECE.value}
     if tok_dir is not None and tokenizers_lib.exists(tok_dir):
         tok = tokenizers_lib.load_tokenizer(tok_dir)
-        if tok.kind != cfg.tokenizer.value:
+        if cfg.tokenizer is TokenizerKind.PRETRAINED and tok.kind not in own_kinds:
+            pass  # an imported model's tokenizer, saved by the first run of this workdir
+        elif tok.kind != cfg.tokenizer.value:
             raise ValueError(
                 f"DataConfig.tokenizer={cfg.tokenizer.value!r} but {tok_dir} holds a {tok.kind!r} "
                 "tokenizer (a resumed run must keep its tokenizer; use a fresh workdir)")
         logging.info("tokenizer: loaded %s (vocab %d) from %s", tok.kind, tok.vocab_size, tok_dir)
         return tok
-    tok = build_tokenizer(cfg)
-    logging.info("tokenizer: built %s (vocab %d) from the training split", tok.kind, tok.vocab_size)
+    if cfg.tokenizer is TokenizerKind.PRETRAINED:
+        if pretrained is None:
+            raise ValueError("DataConfig.tokenizer='pretrained': no imported tokenizer was given "
+                             "(set TrainConfig.init_from)")
+        tok = pretrained
+        logging.info("tokenizer: %s (vocab %d) of the imported model", tok.kind, tok.vocab_size)
+    else:
+        tok = build_tokenizer(cfg)
+        logging.info("tokenizer: built %s (vocab %d) from the training split", tok.kind, tok.vocab_size)
     if tok_dir is not None and process_index == 0:
         tok.save(tok_dir)
     return tok
@@ -313,6 +357,7 @@ def build_pipeline(
     process_index: int = 0,
     process_count: int = 1,
     batch_multiple: int = 1,
+    pretrained_tokenizer: Tokenizer | None = None,
 ) -> Pipeline:
     """Builds the tokenizer and the batches of ``data_cfg`` (see the module docstring)."""
     cfg = data_cfg
@@ -332,7 +377,7 @@ def build_pipeline(
             raise ValueError(f"DataConfig.{field}={getattr(cfg, field)} is not divisible by "
                              f"batch_multiple={batch_multiple} (the device count)")
 
-    tok = get_tokenizer(cfg, workdir, process_index)
+    tok = get_tokenizer(cfg, workdir, process_index, pretrained_tokenizer)
     shard = dict(process_index=process_index, process_count=process_count)
     if sources.is_stream(cfg):
         tokens = encode_stream(tok, sources.load_text(cfg, "train"))
@@ -384,15 +429,15 @@ def _planner(cfg: DataConfig, batch_multiple: int):
 
 def _assembler(cfg: DataConfig):
     """(Encoded, host rows, PlannedBatch) -> batch, per the task of ``cfg``."""
-    task, packed = cfg.task, cfg.pack
+    task = cfg.task
 
     def assemble(enc, rows, planned: batching.PlannedBatch):
         if task is Task.TRANSLATION:
             src_len = planned.length or cfg.max_len
             tgt_len = planned.length or cfg.max_target_len
-            return batching.assemble_translation(enc, rows, src_len, tgt_len, packed=packed)
+            return batching.assemble_translation(enc, rows, src_len, tgt_len)
         if task is Task.LM:
-            return batching.assemble_lm(enc, rows, cfg.max_len, packed=packed)
+            return batching.assemble_lm(enc, rows, cfg.max_len)
         return batching.assemble_classification(enc, rows, cfg.max_len)
 
     return assemble

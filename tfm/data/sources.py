@@ -31,6 +31,10 @@ from tfm.data.config import DataConfig, Dataset
 
 SPLITS = ("train", "validation", "test")
 
+# Evaluation-only sets of a data set, beside its splits (they may overlap training):
+# "below_1000" is every number 0..999 -- what people type first -- of the numbers task.
+EXTRA_EVAL_SETS = {Dataset.NUMBERS: ("below_1000",)}
+
 # Data sets read as one long string per split (character / token stream language models).
 STREAM_DATASETS = (Dataset.TINY_SHAKESPEARE, Dataset.TEXT_FILE)
 
@@ -106,6 +110,16 @@ class NumbersSource(ExampleSource):
         return [(numbers_lib.english(int(n)), numbers_lib.german(int(n)))
                 for n in self.numbers[np.asarray(indices, dtype=np.int64)]]
 
+    def tokenizer_sample(self, cap: int) -> list[tuple[str, str]]:
+        """What the tokenizer is built from: every distinct number below 1,000 here (they hold
+        every English word but "thousand", some of them -- "zero" -- nowhere else), then a
+        fixed-seed sample of the others, ``cap`` numbers in all (at least those below 1,000)."""
+        distinct = np.unique(self.numbers)
+        small, rest = distinct[distinct < 1000], distinct[distinct >= 1000]
+        k = min(max(cap - len(small), 0), len(rest))
+        pick = np.random.default_rng(0).choice(rest, k, replace=False)
+        return NumbersSource(np.sort(np.concatenate([small, pick]))).read(0, len(small) + k)
+
 
 class TFDSSliceSource(ExampleSource):
     """A large TFDS split read by slices ``split[start:stop]`` (never held in memory whole)."""
@@ -134,10 +148,16 @@ def is_stream(cfg: DataConfig) -> bool:
 
 def load_examples(cfg: DataConfig, split: str) -> ExampleSource:
     """The examples of ``split`` for a non-stream data set (numbers, wmt14, lm1b, sst2)."""
+    if cfg.dataset is Dataset.NUMBERS and split == "below_1000":
+        return NumbersSource(numbers_lib.below(1000, cfg.numbers_max))
     _check_split(split)
     if cfg.dataset is Dataset.NUMBERS:
         parts = numbers_lib.split_numbers(
-            cfg.numbers_max, cfg.numbers_valid_size, cfg.numbers_test_size, cfg.numbers_split_seed)
+            cfg.numbers_max, cfg.numbers_valid_size, cfg.numbers_test_size, cfg.numbers_split_seed,
+            cfg.numbers_held_out_fraction)
+        if split == "train":  # every magnitude gets its share (see DataConfig)
+            return NumbersSource(numbers_lib.training_numbers(
+                parts["train"], cfg.numbers_sampling_temperature, cfg.numbers_split_seed))
         return NumbersSource(parts[split])
     if cfg.dataset in STREAM_DATASETS:
         raise ValueError(f"dataset {cfg.dataset.value!r} is a text stream: use load_text()")

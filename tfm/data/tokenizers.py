@@ -1,7 +1,10 @@
 """Tokenizers: character level and SentencePiece, one interface, saved in the workdir.
 
 Every tokenizer reserves the same special ids (the project's token conventions):
-``pad = 0`` (padding; masks are ``tokens != 0``), ``bos = 1``, ``eos = 2``, ``unk = 3``.
+``pad = 0``, ``bos = 1``, ``eos = 2``, ``unk = 3`` (kept, so that older workdirs keep working).
+The pad id is only the filler written into padded positions: what is padding travels with the
+batch as segment ids and weights, and no model, loss or search infers it from a token id (other
+tokenizers, e.g. GPT-2's, have no pad token at all).
 Neither adds bos/eos by itself: ``encode`` returns the bare ids of the text and the batching
 code places bos/eos where the batch format wants them.
 
@@ -11,6 +14,12 @@ code places bos/eos where the batch format wants them.
 * :class:`SentencePieceTokenizer`: a unigram SentencePiece model (Kudo 2018) trained in-process
   on the training split; for translation one vocabulary is shared by source and target, as in
   the paper (section 5.1). ``vocab_size`` is a soft limit (a small corpus may give fewer pieces).
+
+Unseen text. Both tokenizers remember the whitespace-separated words of the text they were
+built from (when there are at most :data:`MAX_KNOWN_WORDS` distinct ones; ``known_words`` is
+None otherwise), and :meth:`Tokenizer.unknown_text` lists what of a new text they never saw:
+characters that become unk, and words outside ``known_words``. A model cannot have learned
+those, so translation warns about them (:func:`tfm.inference.translate`).
 
 ``tok.save(directory)`` writes ``tokenizer.json`` (which class, plus the character vocabulary)
 and, for SentencePiece, ``spm.model``; :func:`load_tokenizer` reads either back.
@@ -31,18 +40,29 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 NUM_RESERVED = 4
 UNK_TEXT = "\u2047"  # "⁇", what SentencePiece also prints for unk
 
+# Tokenizers built from text with at most this many distinct words remember them (known_words).
+MAX_KNOWN_WORDS = 50_000
+
 META_FILE = "tokenizer.json"
 SPM_FILE = "spm.model"
 
 
 class Tokenizer(abc.ABC):
-    """Text <-> int ids. ``pad_id = 0``, ``bos_id = 1``, ``eos_id = 2``, ``unk_id = 3``."""
+    """Text <-> int ids. ``pad_id = 0``, ``bos_id = 1``, ``eos_id = 2``, ``unk_id = 3`` here; the
+    tokenizers of imported models (:mod:`tfm.data.hf_tokenizers`) keep their own special ids.
+
+    ``keeps_newlines``: whether a newline survives encode/decode (a text stream can then be
+    encoded whole; otherwise it is encoded line by line with EOS between lines).
+    """
 
     kind: str
+    keeps_newlines: bool = False
     pad_id: int = PAD_ID
     bos_id: int = BOS_ID
     eos_id: int = EOS_ID
     unk_id: int = UNK_ID
+    # The words of the text the tokenizer was built from (None: not recorded, e.g. too many).
+    known_words: frozenset[str] | None = None
 
     @property
     @abc.abstractmethod
@@ -64,6 +84,21 @@ class Tokenizer(abc.ABC):
     def encode(self, text: str) -> list[int]:
         """``text`` -> its ids (no bos/eos added)."""
         return self.encode_batch([text])[0].tolist()
+
+    def unknown_text(self, text: str) -> list[str]:
+        """What of ``text`` this tokenizer never saw in the text it was built from: characters
+        it encodes as unk, then (when ``known_words`` is recorded) whitespace-separated words
+        outside it. In order of first appearance, each once; [] when everything is known."""
+        chars = sorted({c for c in text if not c.isspace()})
+        ids = self.encode_batch(chars) if chars else []
+        unknown_chars = {c for c, i in zip(chars, ids) if self.unk_id in i.tolist()}
+        found = [c for c in text if c in unknown_chars]
+        if self.known_words is not None:
+            found += [w for w in text.split() if w not in self.known_words]
+        return list(dict.fromkeys(found))
+
+    def _meta_words(self) -> dict:
+        return {} if self.known_words is None else {"known_words": sorted(self.known_words)}
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> text, stopping at the first eos and dropping pad and bos."""
@@ -92,8 +127,10 @@ class CharTokenizer(Tokenizer):
     """Character-level tokenizer over the code points of the training text."""
 
     kind = "char"
+    keeps_newlines = True
 
-    def __init__(self, chars: Iterable[str]):
+    def __init__(self, chars: Iterable[str], known_words: Iterable[str] | None = None):
+        self.known_words = None if known_words is None else frozenset(known_words)
         chars = sorted(set(chars))
         for c in chars:
             if len(c) != 1:
@@ -105,12 +142,13 @@ class CharTokenizer(Tokenizer):
     @classmethod
     def train(cls, texts: Iterable[str]) -> "CharTokenizer":
         """Vocabulary = every character of ``texts``."""
+        texts = list(texts)
         seen: set[str] = set()
         for t in texts:
             seen.update(t)
         if not seen:
             raise ValueError("CharTokenizer: the training text is empty")
-        return cls(seen)
+        return cls(seen, known_words=word_set(texts))
 
     @property
     def vocab_size(self) -> int:
@@ -136,12 +174,13 @@ class CharTokenizer(Tokenizer):
     def save(self, directory: str | os.PathLike) -> None:
         directory = pathlib.Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        meta = {"kind": self.kind, "vocab_size": self.vocab_size, "chars": self.chars}
+        meta = {"kind": self.kind, "vocab_size": self.vocab_size, "chars": self.chars,
+                **self._meta_words()}
         _atomic_write(directory / META_FILE, json.dumps(meta, ensure_ascii=False).encode())
 
     @classmethod
     def _from_meta(cls, directory: pathlib.Path, meta: dict) -> "CharTokenizer":
-        return cls(meta["chars"])
+        return cls(meta["chars"], known_words=meta.get("known_words"))
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -149,9 +188,10 @@ class SentencePieceTokenizer(Tokenizer):
 
     kind = "sentencepiece"
 
-    def __init__(self, model_proto: bytes):
+    def __init__(self, model_proto: bytes, known_words: Iterable[str] | None = None):
         import sentencepiece as spm
 
+        self.known_words = None if known_words is None else frozenset(known_words)
         self.model_proto = model_proto
         self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
         if (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id(), self._sp.unk_id()) != (
@@ -202,7 +242,7 @@ class SentencePieceTokenizer(Tokenizer):
             max_sentence_length=1 << 20,
             num_threads=1,  # reproducible
         )
-        return cls(writer.getvalue())
+        return cls(writer.getvalue(), known_words=word_set(texts))
 
     @property
     def vocab_size(self) -> int:
@@ -222,7 +262,8 @@ class SentencePieceTokenizer(Tokenizer):
         directory = pathlib.Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         _atomic_write(directory / SPM_FILE, self.model_proto)
-        meta = {"kind": self.kind, "vocab_size": self.vocab_size, "model_file": SPM_FILE}
+        meta = {"kind": self.kind, "vocab_size": self.vocab_size, "model_file": SPM_FILE,
+                **self._meta_words()}
         _atomic_write(directory / META_FILE, json.dumps(meta).encode())
 
     @classmethod
@@ -230,7 +271,7 @@ class SentencePieceTokenizer(Tokenizer):
         path = directory / meta.get("model_file", SPM_FILE)
         if not path.is_file():
             raise ValueError(f"load_tokenizer: {path} is missing (named by {directory / META_FILE})")
-        return cls(path.read_bytes())
+        return cls(path.read_bytes(), known_words=meta.get("known_words"))
 
 
 _CLASSES: dict[str, type[Tokenizer]] = {
@@ -252,15 +293,30 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
     if not isinstance(meta, dict):
         raise ValueError(f"load_tokenizer: {meta_path} does not hold a JSON object")
     kind = meta.get("kind")
-    if kind not in _CLASSES:
-        raise ValueError(f"load_tokenizer: unknown kind {kind!r} in {meta_path}; known: {sorted(_CLASSES)}")
-    tok = _CLASSES[kind]._from_meta(directory, meta)
+    from tfm.data import hf_tokenizers  # the tokenizers of Hugging Face model directories
+
+    classes = {**_CLASSES, **{c.kind: c for c in (hf_tokenizers.ByteLevelBPETokenizer,
+                                                  hf_tokenizers.MarianSentencePieceTokenizer)}}
+    if kind not in classes:
+        raise ValueError(f"load_tokenizer: unknown kind {kind!r} in {meta_path}; known: {sorted(classes)}")
+    tok = classes[kind]._from_meta(directory, meta)
     if "vocab_size" in meta and meta["vocab_size"] != tok.vocab_size:
         raise ValueError(
             f"load_tokenizer: {meta_path} says vocab_size={meta['vocab_size']} but the loaded "
             f"tokenizer has {tok.vocab_size}"
         )
     return tok
+
+
+def word_set(texts: Iterable[str], limit: int = MAX_KNOWN_WORDS) -> frozenset[str] | None:
+    """The distinct whitespace-separated words of ``texts``; None when there are more than
+    ``limit`` (then no word counts as unknown)."""
+    words: set[str] = set()
+    for t in texts:
+        words.update(t.split())
+        if len(words) > limit:
+            return None
+    return frozenset(words)
 
 
 def exists(directory: str | os.PathLike) -> bool:

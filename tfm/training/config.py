@@ -26,7 +26,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from tfm.config import ConfigBase, ModelConfig
-from tfm.data.config import DataConfig
+from tfm.data.config import DataConfig, TokenizerKind
 
 
 class Strategy(str, enum.Enum):
@@ -107,6 +107,12 @@ class TrainConfig(ConfigBase):
         but start a fresh optimiser state (its schedule continues at the restored step) -- for
         resuming after a change of optimiser or clipping, whose checkpointed state no longer
         fits. It applies to every resume it is passed to; pass it once.
+      init_from: a model directory in Hugging Face's layout (GPT-2 or Marian, see
+        :mod:`tfm.interop`) to start from: a fresh run takes its parameters, its tokenizer (set
+        ``DataConfig.tokenizer="pretrained"``) and its architecture -- every ``ModelConfig``
+        field except the execution-only ones (dtype, remat, attention_impl) and the dropout
+        rates, which stay as configured. Resuming a run restores its checkpoint as usual.
+        "" = train from scratch.
     """
 
     seed: int = 0
@@ -138,6 +144,7 @@ class TrainConfig(ConfigBase):
     peak_flops_per_device: float = 0.0
     progress_bar: bool = True
     reset_optimizer: bool = False
+    init_from: str = ""
 
     _ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {
         "optimizer": Optimizer, "schedule": Schedule, "strategy": Strategy,
@@ -186,6 +193,8 @@ class TrainConfig(ConfigBase):
                 fail(field, "must be a positive integer or -1 (all remaining devices)")
         if self.mesh_data == -1 and self.mesh_fsdp == -1:
             fail("mesh_fsdp", "only one of mesh_data and mesh_fsdp may be -1")
+        if not isinstance(self.init_from, str):
+            fail("init_from", "must be a directory path (a string) or ''")
         for field in ("async_checkpointing", "progress_bar", "eval_at_end", "reset_optimizer"):
             if not isinstance(getattr(self, field), bool):
                 fail(field, "must be a bool")
@@ -223,6 +232,17 @@ class RunConfig:
                 f"sequence (DataConfig.max_len={self.data.max_len}, "
                 f"max_target_len={self.data.max_target_len})"
             )
+        pretrained_tokenizer = self.data.tokenizer is TokenizerKind.PRETRAINED
+        if pretrained_tokenizer and not self.train.init_from:
+            raise ValueError("DataConfig.tokenizer='pretrained' needs the model to take it from: "
+                             "--config.train.init_from=DIR (a Hugging Face model directory)")
+        if self.train.init_from and not pretrained_tokenizer:
+            raise ValueError(
+                f"TrainConfig.init_from={self.train.init_from!r} brings its own tokenizer: set "
+                f"--config.data.tokenizer=pretrained (not {self.data.tokenizer.value!r})")
+        if self.train.init_from and self.model.scan_layers:
+            raise ValueError("TrainConfig.init_from: ModelConfig.scan_layers=True is not supported "
+                             "(imported parameters are per layer)")
         if self.data.batch_size % self.train.grad_accum_steps:
             raise ValueError(
                 f"TrainConfig.grad_accum_steps={self.train.grad_accum_steps}: must divide "

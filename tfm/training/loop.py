@@ -26,7 +26,8 @@ One run, in order:
    estimate when the device's peak FLOP/s is known.
 6. Every ``eval_every_steps`` and at the end (``eval_at_end``): validation loss, accuracy, perplexity; for
    translation also greedy/beam decoding of ``eval_decode_examples`` sentences -> BLEU and
-   exact match.
+   exact match, per group where the data has groups (numbers: by magnitude, plus the set of
+   every number below 1,000: ``below_1000/...``; see ``Pipeline.decode_sets``).
 7. Every ``checkpoint_every_steps`` and at the end, an asynchronous checkpoint -- of finite
    parameters only (:mod:`tfm.training.health`); a write that fails (read-only or full disk)
    stops the run with :class:`~tfm.training.checkpoint.CheckpointWriteError` naming cause
@@ -57,7 +58,8 @@ import numpy as np
 
 from tfm import optim
 from tfm.config import Arch, ModelConfig
-from tfm.data.pipeline import Pipeline, build_pipeline
+from tfm.data import tokenizers as tokenizers_lib
+from tfm.data.pipeline import TOKENIZER_DIR, Pipeline, build_pipeline
 from tfm.models import build_model
 from tfm.training import flops as flops_lib
 from tfm.training import health
@@ -173,6 +175,36 @@ def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
             + f"\nUse a new --workdir, or the model settings saved in {path}."
         )
     return saved
+
+
+# ModelConfig fields a run that starts from an imported model keeps from its own config.
+INIT_FROM_KEPT_FIELDS = EXECUTION_ONLY_MODEL_FIELDS | {"dropout_rate", "attention_dropout_rate"}
+
+
+def resolve_init_from(config: RunConfig, workdir: str | None = None) -> RunConfig:
+    """With ``train.init_from``: the imported model's architecture (its config.json), keeping
+    the run's execution-only fields and dropout rates (:data:`INIT_FROM_KEPT_FIELDS`). A
+    workdir already started from the same directory keeps the architecture it saved (resuming
+    does not need the imported directory any more)."""
+    if not config.train.init_from:
+        return config
+    kept = {f: getattr(config.model, f) for f in INIT_FROM_KEPT_FIELDS}
+    saved_path = os.path.join(workdir, CONFIG_FILE) if workdir else ""
+    if saved_path and os.path.exists(saved_path):
+        with open(saved_path, encoding="utf-8") as f:
+            saved = RunConfig.from_config_dict(json.load(f))
+        if saved.train.init_from == config.train.init_from:
+            return config.replace(model=saved.model.replace(**kept))
+    from tfm import interop
+
+    imported = interop.read_model_config(config.train.init_from)
+    model = imported.replace(**kept)
+    ignored = [d.replace(" in the workdir", " in init_from") for d in model_differences(model, config.model)
+               if d.split(":")[0].split(".")[1] != "vocab_size"]
+    if ignored:
+        log.info("train.init_from=%s decides the architecture; config values not used:\n  %s",
+                 config.train.init_from, "\n  ".join(ignored))
+    return config.replace(model=model)
 
 
 def resolve_model(config: RunConfig, pipe: Pipeline) -> RunConfig:
@@ -319,34 +351,36 @@ def summarize(sums: dict[str, Any]) -> dict[str, float]:
 
 def translation_metrics(
     model, params, pipe: Pipeline, *, num_examples: int, beam_size: int, batch_size: int,
-    max_len: int,
+    max_len: int, split: str = "validation",
 ) -> tuple[dict[str, float], str]:
-    """Decodes the first ``num_examples`` validation sources; BLEU and exact match on text.
+    """Decodes the first ``num_examples`` sources of ``split``; BLEU and exact match on text,
+    also per group where the data set has groups (numbers: by magnitude; see
+    :func:`tfm.evaluation.text_metrics_by_group`).
 
     Returns the metrics and a few (source, reference, output) examples as text.
     """
     from tfm import decoding, evaluation
 
-    pairs = pipe.eval_pairs("validation")[:num_examples]
+    pairs = pipe.eval_pairs(split)[:num_examples]
     if not pairs:
         return {}, ""
     hypotheses: list[str] = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
-        inputs = pipe.encode_inputs([source for source, _ in chunk])
+        # a short last batch is padded with copies of its first source: one compiled shape
+        sources = [source for source, _ in chunk]
+        inputs, mask = pipe.encode_inputs(sources + sources[:1] * (batch_size - len(chunk)), return_mask=True)
         if beam_size > 1:
-            out = decoding.encdec_beam_search(model, params, inputs, beam_size=beam_size,
-                                              max_len=max_len)
-            tokens = np.asarray(jax.device_get(out.tokens))[:, 0]
+            out = decoding.encdec_beam_search(model, params, inputs, inputs_mask=mask,
+                                              beam_size=beam_size, max_len=max_len).best()
         else:
-            out = decoding.encdec_greedy(model, params, inputs, max_len=max_len)
-            tokens = np.asarray(jax.device_get(out.tokens))
-        hypotheses.extend(pipe.decode(tokens))
+            out = decoding.encdec_greedy(model, params, inputs, inputs_mask=mask, max_len=max_len)
+        hypotheses.extend(pipe.tokenizer.decode(ids) for ids in out.to_lists()[:len(chunk)])
     references = [reference for _, reference in pairs]
-    metrics = {
-        "bleu": evaluation.bleu(hypotheses, references, tokenize=pipe.bleu_tokenize),
-        "exact_match": evaluation.exact_match(hypotheses, references),
-    }
+    groups = pipe.eval_groups(split)
+    metrics = evaluation.text_metrics_by_group(
+        hypotheses, references, None if groups is None else groups[:len(pairs)],
+        tokenize=pipe.bleu_tokenize)
     examples = "\n\n".join(
         f"source: {s}  \nreference: {r}  \noutput: {h}"
         for (s, r), h in list(zip(pairs, hypotheses))[:4]
@@ -422,6 +456,7 @@ class _Setup:
             parallel, batch_size=config.data.batch_size, grad_accum_steps=train.grad_accum_steps,
             eval_batch_size=config.data.eval_batch_size,
         )
+        config = resolve_init_from(config, workdir)
         saved = check_workdir(config, workdir)
         if jax.process_index() == 0:
             os.makedirs(workdir, exist_ok=True)
@@ -430,10 +465,15 @@ class _Setup:
         provenance = workdir_lib.check_provenance(config.data, workdir,
                                                   is_chief=jax.process_index() == 0)
         _sync("tfm_provenance_checked")
+        pretrained_tokenizer = None
+        if config.train.init_from and not tokenizers_lib.exists(os.path.join(workdir, TOKENIZER_DIR)):
+            from tfm import interop
+
+            pretrained_tokenizer = interop.load_tokenizer(config.train.init_from)
         pipe = build_pipeline(
             config.data, config.model.arch, workdir=workdir,
             process_index=jax.process_index(), process_count=jax.process_count(),
-            batch_multiple=parallel.num_devices,
+            batch_multiple=parallel.num_devices, pretrained_tokenizer=pretrained_tokenizer,
         )
         if jax.process_index() == 0:
             workdir_lib.check_and_record_tokenizer(workdir, provenance)
@@ -485,7 +525,11 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
         start_step = 0
         state = parallel.init_state(setup.boxed_init, setup.init_rng)
         dropout_rng = setup.dropout_rng
-        log.info("initialised a new run in %s", setup.workdir)
+        if train.init_from:
+            state = _with_imported_params(parallel, state, train.init_from, model_cfg)
+            log.info("initialised a new run in %s from the parameters of %s", setup.workdir, train.init_from)
+        else:
+            log.info("initialised a new run in %s", setup.workdir)
 
     writer = MetricWriter(setup.workdir, enabled=is_chief,
                           purge_step=start_step + 1 if restored is not None else None)
@@ -514,13 +558,16 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
         metrics = evaluate(parallel, setup.eval_step, state, pipe,
                            max_in_flight=train.max_steps_in_flight)
         if model_cfg.arch is Arch.ENCODER_DECODER and train.eval_decode_examples > 0:
-            decoded, examples = translation_metrics(
-                setup.model, parallel.canonical(state).params, pipe,
-                num_examples=train.eval_decode_examples, beam_size=train.eval_beam_size,
-                batch_size=config.data.eval_batch_size, max_len=config.data.max_target_len,
-            )
-            metrics.update(decoded)
-            writer.write_text(step, "translations", examples)
+            for split in pipe.decode_sets:  # "validation", then e.g. numbers' "below_1000"
+                decoded, examples = translation_metrics(
+                    setup.model, parallel.canonical(state).params, pipe,
+                    num_examples=train.eval_decode_examples, beam_size=train.eval_beam_size,
+                    batch_size=config.data.eval_batch_size, max_len=config.data.max_target_len,
+                    split=split,
+                )
+                prefix = "" if split == "validation" else f"{split}/"
+                metrics.update({prefix + k: v for k, v in decoded.items()})
+                writer.write_text(step, prefix + "translations", examples)
         writer.write(step, "eval", metrics)
         result["eval"] = metrics
         if is_chief:
@@ -592,6 +639,21 @@ def _newest_good(checkpointer: Checkpointer) -> str:
         return f"No checkpoint has been saved in {checkpointer.directory}."
     return (f"The newest checkpoint is step {steps[-1]} (its parameters are finite) in "
             f"{checkpointer.directory}.")
+
+
+def _with_imported_params(parallel, state, directory: str, model_cfg: ModelConfig):
+    """``state`` with its parameters replaced by those of a Hugging Face model directory, each
+    placed like the parameter it replaces (the optimiser state of a fresh run does not depend
+    on the parameter values)."""
+    from tfm import interop
+
+    imported_cfg, params = interop.load_model(directory)
+    if imported_cfg.replace(**{f: getattr(model_cfg, f) for f in INIT_FROM_KEPT_FIELDS}) != model_cfg:
+        raise WorkdirMismatchError(f"{directory} no longer holds the model this run was configured from")
+    canonical = parallel.canonical(state)
+    placed = jax.tree.map(lambda old, new: jax.device_put(np.asarray(new, old.dtype), old.sharding),
+                          canonical.params, params)
+    return parallel.from_canonical(canonical.replace(params=placed))
 
 
 # ====================================================================== logging helpers

@@ -56,7 +56,12 @@ def forward(
     Returns:
       (logits, targets, weights): logits (B, T, V) with targets (B, T) for translation and
       language modelling, (B, C) with labels (B,) for classification; weights are the batch's
-      ``weights`` when it has them, else None (the loss then masks padding itself).
+      ``weights`` (the pipeline emits them with every batch, 0 on padding), else None (then
+      every target counts: padding is never inferred from token ids).
+
+    Padding reaches the model as the batch's segment ids (``inputs_segment_ids`` and
+    ``targets_segment_ids`` for translation, ``segment_ids`` otherwise); a batch without them
+    has no padding.
     """
     rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
     variables = {"params": params}
