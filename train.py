@@ -17,11 +17,43 @@ All the work happens in tfm.training.loop.run; this file only parses flags.
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _check_config_overrides(argv) -> None:
+    """Every ``--config.SECTION.FIELD=`` of the command line against the dataclasses: an
+    unknown one is one line naming it and the valid fields (ml_collections would raise a
+    traceback while this file is imported, before absl parses anything)."""
+    import dataclasses
+
+    from tfm.config import ModelConfig
+    from tfm.data.config import DataConfig
+    from tfm.training.config import TrainConfig
+
+    known = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+    for arg in argv[1:]:
+        if not arg.startswith("--config."):
+            continue
+        path = arg[len("--config."):].split("=", 1)[0].split(".")
+        section, field = path[0], ".".join(path[1:])
+        if section not in known:
+            print(f"error: {arg.split('=')[0]}: unknown section {section!r}; the sections are "
+                  f"{', '.join(known)}", file=sys.stderr)
+            sys.exit(2)
+        fields = [f.name for f in dataclasses.fields(known[section])]
+        if field not in fields:
+            print(f"error: {arg.split('=')[0]}: {known[section].__name__} has no field {field!r}; "
+                  f"its fields are: {', '.join(fields)}", file=sys.stderr)
+            sys.exit(2)
+
+
+if __name__ == "__main__":
+    _check_config_overrides(sys.argv)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(_HERE, "configs", "numbers.py"), "Experiment config file.",
@@ -39,18 +71,24 @@ _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", None,
     "Split the host CPU into this many XLA devices (jax_num_cpu_devices), for data parallelism "
     "(= --config.train.cpu_devices=N). Default: on a CPU-only host one device per physical core "
-    "as the batch size allows (2 on 2 cores: cpu_small's step 1.3-1.7x faster, "
-    "benchmarks/README.md), unless TFM_CPU_DEVICES or "
+    "as the batch size allows (measured in benchmarks/README.md), unless TFM_CPU_DEVICES or "
     "XLA_FLAGS=--xla_force_host_platform_device_count says otherwise; GPU/TPU hosts untouched.",
     lower_bound=1,
 )
 
 
 class _QuietLibraries:
-    """Drops INFO records of libraries that log every checkpoint step by step (orbax)."""
+    """Drops INFO records of libraries that log every checkpoint step by step (orbax), and cuts
+    their warnings and errors to one line without the traceback."""
 
     def filter(self, record) -> bool:
-        return record.levelno >= 30 or "/orbax/" not in record.pathname
+        if "/orbax/" not in record.pathname:
+            return True
+        if record.levelno >= 30:  # one line: tfm reports what failed, and where, itself
+            record.msg, record.args = str(record.getMessage()).splitlines()[0][:300], ()
+            record.exc_info = record.exc_text = None
+            return True
+        return False
 
 
 def main(argv):
@@ -64,13 +102,40 @@ def main(argv):
     from tfm.training.config import RunConfig
     from tfm.training.loop import run
 
-    config = RunConfig.from_config_dict(_CONFIG.value)  # validated before anything compiles
-    if _CPU_DEVICES.value is not None:  # run() applies it before JAX's backends start
-        config = config.replace(train=config.train.replace(cpu_devices=_CPU_DEVICES.value))
-    workdir = _WORKDIR.value or os.path.join("workdirs", _config_name())
-    logging.info("workdir: %s", os.path.abspath(workdir))
-    result = run(config, workdir)
+    try:
+        config = RunConfig.from_config_dict(_CONFIG.value)  # validated before anything compiles
+        if _CPU_DEVICES.value is not None:  # run() applies it before JAX's backends start
+            config = config.replace(train=config.train.replace(cpu_devices=_CPU_DEVICES.value))
+        workdir = _WORKDIR.value or os.path.join("workdirs", _config_name())
+        logging.info("workdir: %s", os.path.abspath(workdir))
+        result = run(config, workdir)
+    except _user_errors() as e:
+        _exit_with(e)
     logging.info("finished at step %d%s", result["step"], " (preempted)" if result["preempted"] else "")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a user's config, data, workdir or file system causes: reported in one message,
+    without a traceback (--verbosity=1 shows it)."""
+    from tfm.training.checkpoint import CheckpointError
+    from tfm.training.workdir import WorkdirLockedError
+
+    return (ValueError, OSError, FloatingPointError, CheckpointError, WorkdirLockedError)
+
+
+def _exit_with(error: BaseException) -> None:
+    """Prints ``error: ...`` and exits 1 -- at once, even if a library thread (orbax's saves
+    after a failed write) would keep the interpreter from shutting down."""
+    import threading
+
+    if logging.get_verbosity() >= 1:
+        logging.exception("traceback")
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    stuck = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    if stuck:
+        sys.stdout.flush()
+        os._exit(1)
+    sys.exit(1)
 
 
 def _config_name() -> str:

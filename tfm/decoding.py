@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tfm.models import DecoderLM, EncoderDecoder
+from tfm.token_ids import check_token_ids
 
 FILL_ID = 0  # written after a row's end; not a token (use Decoded.lengths / Beams.lengths)
 BOS_ID = 1
@@ -587,9 +589,10 @@ def lm_generate(
     prompts = jnp.asarray(prompts, jnp.int32)
     prompt_mask = _check_mask(prompt_mask, prompts, "prompt_mask", last_column=True)
     _lm_cache_len(model, prompts, max_new_tokens)  # fail before tracing
-    if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
+    check_token_ids(prompts, model.cfg.vocab_size, "lm_generate prompts")
+    if not 0 <= temperature < math.inf or top_k < 0 or not 0.0 < top_p <= 1.0:  # NaN fails too
         raise ValueError(
-            f"need temperature >= 0, top_k >= 0 and 0 < top_p <= 1; got temperature={temperature}, "
+            f"need a finite temperature >= 0, top_k >= 0 and 0 < top_p <= 1; got temperature={temperature}, "
             f"top_k={top_k}, top_p={top_p}"
         )
     greedy = rng is None or temperature == 0.0
@@ -695,6 +698,7 @@ def encdec_greedy(
     generates at most (its number of real source tokens + ``extra_len``) tokens; the output
     buffer is ``min(S + extra_len, max_len, cfg.max_len)`` long.
     """
+    check_token_ids(inputs, model.cfg.vocab_size, "encdec_greedy inputs")
     inputs = jnp.asarray(inputs, jnp.int32)
     inputs_mask = _check_mask(inputs_mask, inputs, "inputs_mask")
     return _encdec_greedy(
@@ -739,6 +743,7 @@ def encdec_beam_search(
     tokens), starting from ``bos_id``. Compiled."""
     inputs = jnp.asarray(inputs, jnp.int32)
     inputs_mask = _check_mask(inputs_mask, inputs, "inputs_mask")
+    check_token_ids(inputs, model.cfg.vocab_size, "encdec_beam_search inputs")
     return _encdec_beam_search(
         model,
         params,

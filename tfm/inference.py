@@ -38,6 +38,7 @@ from tfm.config import Arch, ModelConfig
 from tfm.data.config import DataConfig, Task
 from tfm.data.tokenizers import Tokenizer, load_tokenizer
 from tfm.models import build_model, param_shapes
+from tfm.token_ids import check_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,13 @@ def read_config(workdir: str | os.PathLike) -> tuple[ModelConfig, DataConfig | N
         raise WorkdirError(f"workdir {workdir} does not exist")
     if not os.path.isfile(path):
         raise WorkdirError(f"{workdir} is not a tfm workdir: {CONFIG_FILE} is missing (train.py writes it)")
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        raise WorkdirError(f"{path} cannot be read: {e}") from None
+    if not isinstance(saved, dict):
+        raise WorkdirError(f"{path} does not hold a JSON object")
     if "model_type" in saved:
         raise WorkdirError(
             f"{workdir} is a Hugging Face model directory (model_type {saved['model_type']!r}), not a "
@@ -175,8 +181,10 @@ def restore_params(workdir: str | os.PathLike, config: ModelConfig, step: int | 
                 )
                 return restored[STATE_ITEM]["params"], s
             except Exception as e:  # noqa: BLE001 - any failure: try the previous checkpoint
-                failures.append(f"step {s}: {type(e).__name__}: {str(e)[:300]}")
-                log.warning("cannot restore the checkpoint of step %d (%s); trying the previous one", s, e)
+                failures.append(f"step {s}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}")
+                first = (str(e).strip().splitlines() or [""])[0][:300]  # TensorStore: whole specs
+                log.warning("cannot restore the checkpoint of step %d (%s: %s); trying the previous "
+                            "one", s, type(e).__name__, first)
     raise WorkdirError(f"no checkpoint in {directory} can be restored:\n  " + "\n  ".join(failures))
 
 
@@ -279,6 +287,8 @@ def generate(
       The continuation(s) only (the prompt is not repeated).
     """
     lm = _resolve(model, Arch.DECODER_LM)
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"generate: num_samples={num_samples!r} must be an integer >= 1")
     tok = lm.tokenizer
     stream = _is_stream_lm(lm.data)
     add_bos = (lm.data is not None and lm.data.task is Task.LM and not stream) if add_bos is None else add_bos
@@ -334,6 +344,8 @@ def generate_ids(
     if any(not r for r in rows):
         raise ValueError("generate_ids: every prompt needs at least one token (e.g. BOS)")
     cfg, model = lm.config, lm.model
+    for r in rows:
+        check_token_ids(r, cfg.vocab_size, "generate_ids prompt")
     max_len = cfg.max_len
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 1")
@@ -421,6 +433,9 @@ def translate(
     :class:`UnknownTextWarning` naming that text.
     """
     mt = _resolve(model, Arch.ENCODER_DECODER)
+    for name, value in (("batch_size", batch_size), ("beam_size", beam_size), ("extra_len", extra_len)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"translate: {name}={value!r} must be an integer >= 1")
     tok, cfg, net = mt.tokenizer, mt.config, mt.model
     texts = [sentences] if isinstance(sentences, str) else list(sentences)
     _warn_unknown(tok, texts)

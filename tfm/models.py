@@ -25,6 +25,7 @@ from tfm.config import Arch, ModelConfig, Pooling, PositionalKind
 from tfm.layers import Context, DecoderBlock, Embedder, EncoderBlock, Stack, dtypes
 from tfm.matmul import dense_dot_general
 from tfm.positional import LearnedPositions, SinusoidalPositions
+from tfm.token_ids import check_token_ids
 
 def _default_positions(tokens: jax.Array, offset: jax.Array | int = 0) -> jax.Array:
     return jnp.broadcast_to(offset + jnp.arange(tokens.shape[1]), tokens.shape)
@@ -58,6 +59,7 @@ class Encoder(_Tower):
     @nn.compact
     def __call__(self, tokens, *, segment_ids=None, positions=None, deterministic: bool = True):
         cfg = self.cfg
+        check_token_ids(tokens, cfg.vocab_size, "encoder input", batched=True)
         _check_length(cfg, tokens.shape[1], "encoder input")
         positions = _default_positions(tokens) if positions is None else positions
         x = self.embed(tokens, positions, deterministic)
@@ -97,6 +99,7 @@ class Decoder(_Tower):
         decode: bool = False,
     ):
         cfg = self.cfg
+        check_token_ids(tokens, cfg.vocab_size, "decoder input", batched=True)
         length = tokens.shape[1]
         cache_index = None
         if decode:

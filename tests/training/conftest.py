@@ -106,6 +106,17 @@ def subprocess_env(jax_cache_dir, **extra: str) -> dict[str, str]:
     return env
 
 
+def wait_for_line(proc: subprocess.Popen, prefix: str) -> list[str]:
+    """Reads ``proc``'s output up to a line starting with ``prefix`` (the lines read); fails
+    the test with the output's tail if the process ends first."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(prefix):
+            return lines
+    pytest.fail("driver exited early:\n" + "".join(lines[-30:]))
+
+
 def start(command, env, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, cwd=kwargs.pop("cwd", str(REPO)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)

@@ -90,3 +90,39 @@ def test_every_checkpoint_damaged_is_an_error_not_a_fresh_start(saved):
     ckpt = Checkpointer(saved / "checkpoints", keep=3)
     with pytest.raises(CheckpointError, match="refusing to start the run over"):
         ckpt.restore_latest(abstract())
+
+
+def test_moved_aside_checkpoints_are_never_overwritten_and_never_started_over(saved):
+    """Issue 15, fault 1: step 6 damaged twice keeps both copies; once every checkpoint has been
+    moved aside, every later restore still refuses instead of starting over."""
+    truncate(saved / "checkpoints" / "6" / "meta" / "metadata")
+    ckpt = Checkpointer(saved / "checkpoints", keep=3)
+    assert ckpt.restore_latest(abstract())[0] == 4
+    ckpt.save(6, state_at(6), meta_at(6))
+    ckpt.wait()
+    truncate(saved / "checkpoints" / "6" / "meta" / "metadata")
+    assert ckpt.restore_latest(abstract())[0] == 4
+    assert sorted(os.listdir(saved / "checkpoints_damaged")) == ["6", "6.1"]
+    for step in (2, 4):
+        truncate(saved / "checkpoints" / str(step) / "meta" / "metadata")
+    with pytest.raises(CheckpointError, match="refusing to start the run over"):
+        ckpt.restore_latest(abstract())
+    ckpt.close()
+    again = Checkpointer(saved / "checkpoints", keep=3)
+    with pytest.raises(CheckpointError, match="refusing to start the run over"):
+        again.restore_latest(abstract())
+    again.close()
+    assert sorted(os.listdir(saved / "checkpoints_damaged")) == ["2", "4", "6", "6.1"]
+
+
+def test_a_checkpoint_of_a_different_state_is_incompatible_not_damaged(saved):
+    from tfm.training.checkpoint import IncompatibleCheckpointError
+
+    ckpt = Checkpointer(saved / "checkpoints", keep=3)
+    other = abstract().replace(opt_state=({"count": abstract().opt_state[0]["count"]}, {}),
+                               params={"w": jax.ShapeDtypeStruct((601,), jnp.float32),
+                                       "b": abstract().params["b"]})
+    with pytest.raises(IncompatibleCheckpointError, match=r"params/w: shape \(600,\) in the checkpoint"):
+        ckpt.restore_latest(other)
+    assert ckpt.all_steps() == [2, 4, 6] and not (saved / "checkpoints_damaged").exists()
+    ckpt.close()

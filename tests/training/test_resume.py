@@ -12,7 +12,7 @@ import shutil
 import signal
 
 import pytest
-from conftest import driver_command, start, subprocess_env, tiny_config, train_losses
+from conftest import driver_command, start, subprocess_env, tiny_config, train_losses, wait_for_line
 
 from tfm.training.checkpoint import CheckpointError
 from tfm.training.loop import run
@@ -69,13 +69,7 @@ def test_sigkill_after_the_step_n_checkpoint_then_restart_continues_exactly(
     proc = start(driver_command(config(), tmp_path, "--hang_at_step", str(N + 1),
                                 "--wait_for_checkpoint", str(N)), subprocess_env(jax_cache_dir))
     try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("READY"):
-                break
-        else:
-            pytest.fail("driver exited early:\n" + "".join(lines[-30:]))
+        wait_for_line(proc, "READY")
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=60) == -signal.SIGKILL
     finally:

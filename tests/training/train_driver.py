@@ -4,6 +4,7 @@
         [--hang_at_step N]            # at step N: wait until checkpoint N-1.. exists, print
                                       # READY and sleep (the test then kills the process)
         [--coordinator ADDR --num_processes P --process_id I]   # multi-process
+        [--print_first_step]          # print FIRST_STEP n at the first step this process runs
 """
 
 import argparse
@@ -20,6 +21,7 @@ parser.add_argument("--wait_for_checkpoint", type=int, default=0)
 parser.add_argument("--coordinator", default=None)
 parser.add_argument("--num_processes", type=int, default=None)
 parser.add_argument("--process_id", type=int, default=None)
+parser.add_argument("--print_first_step", action="store_true")
 args = parser.parse_args()
 
 # jax.distributed must start before anything touches a JAX backend
@@ -37,7 +39,13 @@ from tfm.training.loop import run
 logging.basicConfig(level=logging.WARNING, stream=sys.stdout)
 
 
+_first = []
+
+
 def hang(step: int) -> None:
+    if args.print_first_step and not _first:
+        _first.append(step)
+        print("FIRST_STEP", step, flush=True)
     if step != args.hang_at_step:
         return
     marker = os.path.join(args.workdir, "checkpoints", str(args.wait_for_checkpoint))

@@ -126,6 +126,7 @@ from tfm.data import numbers as numbers_lib
 from tfm.data import tokenizers as tokenizers_lib
 from tfm.data.config import DataConfig, Dataset, Overlong, Task, TokenizerKind
 from tfm.data.tokenizers import Tokenizer
+from tfm.token_ids import check_token_ids
 
 TOKENIZER_DIR = "tokenizer"
 
@@ -242,13 +243,23 @@ def encode_examples(task: Task, tok: Tokenizer, raw: Sequence[Any], cfg: DataCon
                     drop: bool) -> batching.Encoded:
     """Raw examples of ``task`` -> :class:`batching.Encoded` (ids placed, overlong handled)."""
     if task is Task.TRANSLATION:
-        src = tok.encode_batch([r[0] for r in raw])
-        tgt = tok.encode_batch([r[1] for r in raw])
+        src = _checked(tok, tok.encode_batch([r[0] for r in raw]))
+        tgt = _checked(tok, tok.encode_batch([r[1] for r in raw]))
         return batching.encode_translation(src, tgt, cfg.max_len, cfg.max_target_len, drop=drop)
     if task is Task.LM:
-        return batching.encode_lm_sentences(tok.encode_batch(list(raw)), cfg.max_len, drop=drop)
-    return batching.encode_classification(tok.encode_batch([r[0] for r in raw]),
+        return batching.encode_lm_sentences(_checked(tok, tok.encode_batch(list(raw))), cfg.max_len,
+                                            drop=drop)
+    return batching.encode_classification(_checked(tok, tok.encode_batch([r[0] for r in raw])),
                                           [r[1] for r in raw], cfg.max_len, drop=drop)
+
+
+def _checked(tok: Tokenizer, rows: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
+    """``rows`` after checking every id is in the tokenizer's vocabulary (a corrupt tokenizer
+    file would otherwise become NaN logits in training)."""
+    if len(rows):
+        check_token_ids(np.concatenate([np.asarray(r).ravel() for r in rows]), tok.vocab_size,
+                        f"the {tok.kind} tokenizer's output")
+    return rows
 
 
 def encode_stream(tok: Tokenizer, text: str) -> np.ndarray:
@@ -259,9 +270,9 @@ def encode_stream(tok: Tokenizer, text: str) -> np.ndarray:
     between lines.
     """
     if tok.keeps_newlines:
-        return tok.encode_batch([text])[0]
+        return _checked(tok, tok.encode_batch([text]))[0]
     lines = [line for line in text.split("\n") if line.strip()]
-    ids = tok.encode_batch(lines)
+    ids = _checked(tok, tok.encode_batch(lines))
     eos = np.array([tok.eos_id], np.int32)
     return np.concatenate([part for line in ids for part in (line, eos)]).astype(np.int32)
 

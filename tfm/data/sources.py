@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 import pathlib
 from collections.abc import Sequence
 from typing import Any
@@ -249,6 +250,14 @@ def _tfds_builder(cfg: DataConfig):
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # noqa: BLE001 -- re-raised with the cause named
         raise ValueError(f"TFDS dataset {name}: cannot create its builder: {e}") from e
+    if not cfg.tfds_manual_dir and _downloads(builder) and not _is_prepared(builder):
+        offline = network_unreachable()  # TFDS would retry for minutes before failing
+        if offline:
+            raise ValueError(
+                f"TFDS dataset {name} is not prepared in {builder.data_dir} and the network "
+                f"cannot be reached ({offline}). Prepare it elsewhere and point "
+                "--config.data.tfds_data_dir at it, or put the source files under the names "
+                "TFDS expects into --config.data.tfds_manual_dir")
     download_config = tfds.download.DownloadConfig(manual_dir=cfg.tfds_manual_dir or None)
     try:
         builder.download_and_prepare(download_config=download_config)
@@ -260,6 +269,38 @@ def _tfds_builder(cfg: DataConfig):
             "expects into --config.data.tfds_manual_dir"
         ) from e
     return builder
+
+
+def _downloads(builder) -> bool:
+    """Whether preparing runs TFDS's own downloader (not a test double such as
+    ``tfds.testing.mock_data``'s, which needs no network)."""
+    prepare = getattr(type(builder), "download_and_prepare", None)
+    return getattr(prepare, "__module__", "").startswith("tensorflow_datasets.core")
+
+
+def _is_prepared(builder) -> bool:
+    try:
+        return bool(builder.is_prepared())
+    except Exception:  # noqa: BLE001 - unknown: let TFDS decide
+        return True
+
+
+# Where TFDS downloads from first (its GCS mirror); a proxy in the environment is trusted.
+NETWORK_PROBE = ("storage.googleapis.com", 443)
+
+
+def network_unreachable(probe: tuple[str, int] = NETWORK_PROBE, timeout: float = 5.0) -> str:
+    """"" if ``probe`` answers a TCP connection within ``timeout`` seconds (or a proxy is set),
+    else the reason (for the error message)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return ""
+    import socket
+
+    try:
+        socket.create_connection(probe, timeout=timeout).close()
+    except OSError as e:
+        return f"{probe[0]}:{probe[1]}: {e.strerror or e}"
+    return ""
 
 
 def _load_tfds_examples(cfg: DataConfig, split: str) -> ExampleSource:

@@ -105,6 +105,9 @@ class Tokenizer(abc.ABC):
         clean = []
         for i in ids:
             i = int(i)
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(f"{self.kind} tokenizer: token id {i} is outside [0, "
+                                 f"{self.vocab_size}) (its vocabulary)")
             if i == self.eos_id:
                 break
             if i not in (self.pad_id, self.bos_id):
@@ -283,7 +286,12 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
     meta_path = directory / META_FILE
     if not meta_path.is_file():
         raise ValueError(f"load_tokenizer: no tokenizer in {directory} ({META_FILE} is missing)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"load_tokenizer: {meta_path} cannot be read: {e}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"load_tokenizer: {meta_path} does not hold a JSON object")
     kind = meta.get("kind")
     from tfm.data import hf_tokenizers  # the tokenizers of Hugging Face model directories
 

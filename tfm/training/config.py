@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import types
 import typing
 from typing import Any, ClassVar
@@ -107,6 +108,10 @@ class TrainConfig(ConfigBase):
       peak_flops_per_device: the device's peak FLOP/s for the MFU estimate; 0 = look it up by
         device kind (H100, A100, TPU v4/v5...), and skip MFU when unknown (CPU).
       progress_bar: show a tqdm bar on process 0.
+      reset_optimizer: on resume, restore the step, parameters, data position and dropout key
+        but start a fresh optimiser state (its schedule continues at the restored step) -- for
+        resuming after a change of optimiser or clipping, whose checkpointed state no longer
+        fits. It applies to every resume it is passed to; pass it once.
       init_from: a model directory in Hugging Face's layout (GPT-2 or Marian, see
         :mod:`tfm.interop`) to start from: a fresh run takes its parameters, its tokenizer (set
         ``DataConfig.tokenizer="pretrained"``) and its architecture -- every ``ModelConfig``
@@ -144,6 +149,7 @@ class TrainConfig(ConfigBase):
     async_checkpointing: bool = True
     peak_flops_per_device: float = 0.0
     progress_bar: bool = True
+    reset_optimizer: bool = False
     init_from: str = ""
 
     _ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {
@@ -159,8 +165,8 @@ class TrainConfig(ConfigBase):
         def is_int(v) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
 
-        def is_num(v) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool)
+        def is_num(v) -> bool:  # a finite int or float (NaN and inf pass every comparison test)
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
         for field in ("num_steps", "grad_accum_steps", "log_every_steps", "max_steps_in_flight",
                       "eval_beam_size", "checkpoint_every_steps", "keep_checkpoints"):
@@ -171,7 +177,7 @@ class TrainConfig(ConfigBase):
             if not is_int(getattr(self, field)) or getattr(self, field) < 0:
                 fail(field, "must be a non-negative integer")
         if not is_num(self.learning_rate) or self.learning_rate <= 0:
-            fail("learning_rate", "must be > 0")
+            fail("learning_rate", "must be a finite number > 0")
         if self.schedule is Schedule.RSQRT and self.warmup_steps == 0:
             fail("warmup_steps", "the rsqrt schedule needs warmup_steps > 0")
         if not is_num(self.end_learning_rate_ratio) or not 0 <= self.end_learning_rate_ratio <= 1:
@@ -180,10 +186,10 @@ class TrainConfig(ConfigBase):
             if not is_num(getattr(self, field)) or not 0 <= getattr(self, field) < 1:
                 fail(field, "must be in [0, 1)")
         if not is_num(self.eps) or self.eps <= 0:
-            fail("eps", "must be > 0")
+            fail("eps", "must be a finite number > 0")
         for field in ("weight_decay", "grad_clip_norm", "peak_flops_per_device"):
             if not is_num(getattr(self, field)) or getattr(self, field) < 0:
-                fail(field, "must be >= 0")
+                fail(field, "must be a finite number >= 0")
         if self.weight_decay and self.optimizer is not Optimizer.ADAMW:
             fail("weight_decay", "is only used by optimizer='adamw'")
         if not is_num(self.label_smoothing) or not 0 <= self.label_smoothing < 1:
@@ -196,7 +202,7 @@ class TrainConfig(ConfigBase):
             fail("mesh_fsdp", "only one of mesh_data and mesh_fsdp may be -1")
         if not isinstance(self.init_from, str):
             fail("init_from", "must be a directory path (a string) or ''")
-        for field in ("async_checkpointing", "progress_bar", "eval_at_end"):
+        for field in ("async_checkpointing", "progress_bar", "eval_at_end", "reset_optimizer"):
             if not isinstance(getattr(self, field), bool):
                 fail(field, "must be a bool")
 

@@ -3,16 +3,21 @@
 One run, in order:
 
 1. The config becomes validated dataclasses (:class:`RunConfig`); on a CPU-only host the CPU
-   is split into one device per core (:mod:`tfm.training.devices`); the parallel strategy is
-   chosen and checked against the batch sizes -- before any data is read or anything compiled.
+   is split into one device per core (:mod:`tfm.training.devices`); process 0 takes the
+   workdir's lock (:mod:`tfm.training.workdir`: a second run on it is refused naming the
+   holder), and the parallel strategy is chosen and checked against the batch sizes -- before
+   any data is read or anything compiled.
 2. A workdir that already holds a run of a *different model* is refused
    (:class:`WorkdirMismatchError`); it is never overwritten.
-3. The data pipeline builds (or reloads from ``WORKDIR/tokenizer``) the tokenizer; the model's
-   ``vocab_size`` is taken from it when the config leaves it 0. The resolved config is written
-   to ``WORKDIR/config.json``.
-4. The newest checkpoint is restored (TrainState, data position, dropout key); a damaged newest
+3. The data pipeline builds (or reloads from ``WORKDIR/tokenizer``, once its recorded
+   provenance matches this run's data) the tokenizer; the model's ``vocab_size`` is taken from
+   it when the config leaves it 0.
+4. The newest checkpoint is restored (TrainState, data position, dropout key;
+   :mod:`tfm.training.resume`): one that does not fit a changed setting is refused naming it
+   (``train.reset_optimizer`` restores all but the optimiser state); a damaged newest
    checkpoint falls back to the previous one (:mod:`tfm.training.checkpoint`). Otherwise the
-   state is initialised from ``TrainConfig.seed``.
+   state is initialised from ``TrainConfig.seed``. Then the resolved config is written to
+   ``WORKDIR/config.json``.
 5. Steps run asynchronously, at most ``max_steps_in_flight`` ahead of the devices
    (:mod:`tfm.training.inflight`); every ``log_every_steps`` the metrics of the last steps are
    pulled to the host in one transfer, checked (a NaN/Inf loss or gradient norm raises
@@ -24,10 +29,14 @@ One run, in order:
    translation also greedy/beam decoding of ``eval_decode_examples`` sentences -> BLEU and
    exact match, per group where the data has groups (numbers: by magnitude, plus the set of
    every number below 1,000: ``below_1000/...``; see ``Pipeline.decode_sets``).
-7. Every ``checkpoint_every_steps`` and at the end, an asynchronous checkpoint.
+7. Every ``checkpoint_every_steps`` and at the end, an asynchronous checkpoint -- of finite
+   parameters only (:mod:`tfm.training.health`); a write that fails (read-only or full disk)
+   stops the run with :class:`~tfm.training.checkpoint.CheckpointWriteError` naming cause
+   and path.
 8. SIGTERM or SIGINT: the current step is checkpointed and ``run`` returns normally (the
    launcher then exits 0). With several processes the stop is agreed at the next logging
-   step, so that all of them save the same step.
+   step, so that all of them save the same step. During set-up (steps 1-3: downloads,
+   tokenizer training) a signal stops the run at once: there is nothing to save yet.
 """
 
 from __future__ import annotations
@@ -55,9 +64,12 @@ from tfm.data.pipeline import TOKENIZER_DIR, Pipeline, build_pipeline
 from tfm.models import build_model
 from tfm.training import devices as devices_lib
 from tfm.training import flops as flops_lib
+from tfm.training import health
 from tfm.training import parallel as parallel_lib
+from tfm.training import resume as resume_lib
 from tfm.training import state as state_lib
 from tfm.training import steps as steps_lib
+from tfm.training import workdir as workdir_lib
 from tfm.training.checkpoint import Checkpointer
 from tfm.training.config import (
     EXECUTION_ONLY_MODEL_FIELDS,
@@ -67,6 +79,7 @@ from tfm.training.config import (
     TrainConfig,
 )
 from tfm.training.inflight import InFlight
+from tfm.training.workdir import WorkdirLockedError, WorkdirMismatchError  # noqa: F401 - re-exported
 from tfm.training.writer import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -77,12 +90,8 @@ CHECKPOINT_DIR = "checkpoints"
 Hook = Callable[[int], None]
 
 
-class WorkdirMismatchError(ValueError):
-    """The workdir holds a run of a different model."""
-
-
 class NonFiniteLossError(FloatingPointError):
-    """A training step produced a NaN or Inf loss (or gradient norm)."""
+    """A training step produced a NaN or Inf loss (or gradient norm), or NaN/Inf parameters."""
 
 
 # ====================================================================== config helpers
@@ -152,8 +161,14 @@ def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
                 "against this config; refusing to touch it. Use a new --workdir."
             )
         return None
-    with open(path, encoding="utf-8") as f:
-        saved = RunConfig.from_config_dict(json.load(f))
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = RunConfig.from_config_dict(json.load(f))
+    except (OSError, ValueError) as e:
+        raise WorkdirMismatchError(
+            f"{path} cannot be read ({type(e).__name__}: {e}), so the workdir cannot be checked "
+            "against this config; refusing to touch it. Repair or remove that file, or use a new "
+            "--workdir.") from None
     diffs = model_differences(saved.model, config.model)
     if diffs:
         raise WorkdirMismatchError(
@@ -214,14 +229,32 @@ def resolve_model(config: RunConfig, pipe: Pipeline) -> RunConfig:
 
 
 # ====================================================================== preemption
+class _SetupInterrupted(BaseException):
+    """SIGTERM/SIGINT during set-up (a BaseException: libraries' ``except Exception`` retry
+    loops, e.g. TFDS downloads, must not swallow it)."""
+
+
 class _StopSignals:
     """SIGTERM / SIGINT set a flag (the loop checkpoints and returns); a second SIGINT
-    interrupts at once. Installed only from the main thread; restored on exit."""
+    interrupts at once. Inside :meth:`interruptible` (set-up: data, tokenizer, compilation --
+    nothing to save yet) they stop the run at once. Installed only from the main thread;
+    restored on exit."""
 
     def __init__(self):
         self.requested = False
         self.signal_name = ""
         self._previous: dict[int, Any] = {}
+        self._interruptible = False
+
+    @contextlib.contextmanager
+    def interruptible(self):
+        self._interruptible = True
+        try:
+            if self.requested:
+                raise _SetupInterrupted(self.signal_name)
+            yield
+        finally:
+            self._interruptible = False
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -234,6 +267,9 @@ class _StopSignals:
             raise KeyboardInterrupt
         self.requested = True
         self.signal_name = signal.Signals(signum).name
+        if self._interruptible:
+            self._interruptible = False
+            raise _SetupInterrupted(self.signal_name)
         log.warning("%s received: saving a checkpoint at the current step and stopping",
                     self.signal_name)
 
@@ -241,6 +277,31 @@ class _StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
+
+
+def _closing(close: Callable[[], None]):
+    """An ExitStack exit callback running ``close``: when the run is already failing, an error
+    of ``close`` (a full disk failing the last metrics flush too) is logged, not raised over the
+    error that says what went wrong."""
+
+    def exit_callback(exc_type, exc, tb) -> bool:
+        try:
+            close()
+        except Exception as e:  # noqa: BLE001
+            if exc is None:
+                raise
+            log.warning("while stopping after %s: %s: %s", type(exc).__name__, type(e).__name__, e)
+        return False
+
+    return exit_callback
+
+
+def _sync(name: str) -> None:
+    """A barrier of all processes (multi-process only)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _agree(flag: bool) -> bool:
@@ -346,18 +407,29 @@ def run(
     Returns:
       ``{"step", "preempted", "train": last logged train metrics, "eval": last eval metrics}``.
     Raises:
-      WorkdirMismatchError, NonFiniteLossError, CheckpointError, ValueError (bad config).
+      WorkdirMismatchError, WorkdirLockedError, NonFiniteLossError, CheckpointError (and its
+      CheckpointWriteError), ValueError (bad config).
     """
     # Signals are handled from the start, so that one arriving during set-up stops cleanly too.
     with _StopSignals() as stop, contextlib.ExitStack() as cleanup:
-        config = as_run_config(config)
+        config, workdir = as_run_config(config), os.path.abspath(workdir)
         devices_lib.configure_for_run(config.train, config.data)  # before JAX's backends start
-        setup = _Setup.build(config, os.path.abspath(workdir))
+        if jax.process_index() == 0:  # one run per workdir (released last, after the saves)
+            workdir_lib.prepare(workdir)
+            cleanup.push(_closing(workdir_lib.WorkdirLock(workdir).acquire().release))
+        try:
+            with stop.interruptible():
+                setup = _Setup.build(config, workdir)
+        except _SetupInterrupted:
+            log.warning("%s received during set-up: stopping before the first step; nothing to save",
+                        stop.signal_name)
+            return {"step": _newest_step(os.path.join(workdir, CHECKPOINT_DIR)), "preempted": True,
+                    "train": {}, "eval": {}}
         checkpointer = Checkpointer(
             os.path.join(setup.workdir, CHECKPOINT_DIR), keep=setup.config.train.keep_checkpoints,
             async_save=setup.config.train.async_checkpointing,
         )
-        cleanup.callback(checkpointer.close)  # waits for saves in flight, also on errors
+        cleanup.push(_closing(checkpointer.close))  # waits for saves in flight, also on errors
         return _train(setup, checkpointer, cleanup, hooks, stop)
 
 
@@ -376,6 +448,7 @@ class _Setup:
     dropout_rng: jax.Array
     train_step: Callable
     eval_step: Callable
+    saved: RunConfig | None  # the workdir's config.json, if it has one
 
     @classmethod
     def build(cls, config: RunConfig, workdir: str) -> _Setup:
@@ -387,11 +460,14 @@ class _Setup:
             eval_batch_size=config.data.eval_batch_size,
         )
         config = resolve_init_from(config, workdir)
-        check_workdir(config, workdir)
+        saved = check_workdir(config, workdir)
         if jax.process_index() == 0:
             os.makedirs(workdir, exist_ok=True)
 
-        # data, vocabulary, resolved config
+        # data, vocabulary (checked against what the workdir's tokenizer was built from), config
+        provenance = workdir_lib.check_provenance(config.data, workdir,
+                                                  is_chief=jax.process_index() == 0)
+        _sync("tfm_provenance_checked")
         pretrained_tokenizer = None
         if config.train.init_from and not tokenizers_lib.exists(os.path.join(workdir, TOKENIZER_DIR)):
             from tfm import interop
@@ -402,10 +478,10 @@ class _Setup:
             process_index=jax.process_index(), process_count=jax.process_count(),
             batch_multiple=parallel.num_devices, pretrained_tokenizer=pretrained_tokenizer,
         )
-        config = resolve_model(config, pipe)
-        check_workdir(config, workdir)
         if jax.process_index() == 0:
-            _write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+            workdir_lib.check_and_record_tokenizer(workdir, provenance)
+        config = resolve_model(config, pipe)
+        check_workdir(config, workdir)  # config.json is written once the restore succeeded
         model_cfg = config.model
         log.info("model: %s, %s parameters; %s", model_cfg.arch.value,
                  f"{_param_count(model_cfg):,}", parallel.describe())
@@ -428,7 +504,7 @@ class _Setup:
             gather_params=parallel.gather_params(),
         ))
         return cls(config, workdir, parallel, pipe, model, boxed_init, init_rng, dropout_rng,
-                   train_step, eval_step)
+                   train_step, eval_step, saved)
 
 
 def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitStack,
@@ -438,7 +514,10 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
     train, model_cfg = config.train, config.model
     is_chief = jax.process_index() == 0
 
-    restored = checkpointer.restore_latest(parallel.canonical_abstract(setup.boxed_init, setup.init_rng))
+    restored = resume_lib.restore(checkpointer, parallel, setup.boxed_init, setup.init_rng, config,
+                                  setup.saved, setup.workdir)
+    if is_chief:
+        _write_json(os.path.join(setup.workdir, CONFIG_FILE), config.to_dict())
     if restored is not None:
         start_step, canonical_state, meta = restored
         state = parallel.from_canonical(canonical_state)
@@ -457,19 +536,26 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
 
     writer = MetricWriter(setup.workdir, enabled=is_chief,
                           purge_step=start_step + 1 if restored is not None else None)
-    cleanup.callback(writer.close)
+    cleanup.push(_closing(writer.close))
     bar = _progress_bar(train, start_step, enabled=is_chief)
-    cleanup.callback(bar.close)
+    cleanup.push(_closing(bar.close))
     peak = train.peak_flops_per_device or flops_lib.peak_flops(jax.devices()[0].device_kind)
     result: dict[str, Any] = {"step": start_step, "preempted": False, "train": {}, "eval": {}}
 
     def save(step: int) -> None:
+        canonical = parallel.canonical(state)
+        bad = health.nonfinite_leaves(canonical.params)  # what is saved, not only the loss
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite parameters after step {step}: "
+                f"{health.describe(bad, len(jax.tree.leaves(canonical.params)))}; not saved, "
+                f"stopping. {_newest_good(checkpointer)}")
         meta = {
             "step": step,
             "data": pipe.train_iter.get_state(),
             "rng": np.asarray(jax.random.key_data(dropout_rng)).tolist(),
         }
-        checkpointer.save(step, parallel.canonical(state), meta)
+        checkpointer.save(step, canonical, meta)
 
     def run_eval(step: int) -> None:
         metrics = evaluate(parallel, setup.eval_step, state, pipe,
@@ -519,7 +605,10 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
         if flush_now or stopping:
             stopping = _agree(stop.requested)
             # NaN/Inf raises here, before any checkpoint of this step is written
-            result["train"] = _flush(pending, parallel, window, peak, writer, bar)
+            try:
+                result["train"] = _flush(pending, parallel, window, peak, writer, bar)
+            except NonFiniteLossError as e:
+                raise NonFiniteLossError(f"{e} {_newest_good(checkpointer)}") from None
             pending = []
         if stopping:
             save(step)
@@ -537,6 +626,22 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
     result["step"] = step
     checkpointer.wait()
     return result
+
+
+def _newest_step(directory: str) -> int:
+    steps = [int(s) for s in os.listdir(directory) if s.isdigit()] if os.path.isdir(directory) else []
+    return max(steps, default=0)
+
+
+def _newest_good(checkpointer: Checkpointer) -> str:
+    """Which checkpoint a run stopped by NaN/Inf can resume from (every saved one passed the
+    parameter check)."""
+    checkpointer.wait()
+    steps = checkpointer.all_steps()
+    if not steps:
+        return f"No checkpoint has been saved in {checkpointer.directory}."
+    return (f"The newest checkpoint is step {steps[-1]} (its parameters are finite) in "
+            f"{checkpointer.directory}.")
 
 
 def _with_imported_params(parallel, state, directory: str, model_cfg: ModelConfig):
@@ -576,7 +681,7 @@ def _flush(pending, parallel, window: _Window, peak, writer: MetricWriter, bar) 
         if not (math.isfinite(loss) and math.isfinite(float(m["grad_norm"]))):
             raise NonFiniteLossError(
                 f"non-finite training loss {loss} (gradient norm {float(m['grad_norm'])}) at "
-                f"step {step}; stopping. The newest checkpoint (before this step) is intact."
+                f"step {step}; stopping."
             )
     now = time.time()
     elapsed = max(now - window.start, 1e-9)

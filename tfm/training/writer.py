@@ -11,9 +11,12 @@ counts -- :func:`read_metrics` keeps it, and TensorBoard drops the stale events 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -36,7 +39,10 @@ class MetricWriter:
             return
         os.makedirs(workdir, exist_ok=True)
         # open for the writer's lifetime (closed by close()), appended to on resume
-        self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")  # noqa: SIM115
+        path = os.path.join(workdir, METRICS_FILE)
+        self._jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        if _ends_without_newline(path):  # a kill cut the last record: start on a new line
+            self._jsonl.write("\n")
         try:
             from tensorboardX import SummaryWriter
 
@@ -80,6 +86,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _ends_without_newline(path: str) -> bool:
+    if not os.path.getsize(path):
+        return False
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
 def read_metrics(workdir: str, split: str = "train") -> dict[int, dict[str, Any]]:
     """``{step: record}`` of ``split`` from ``WORKDIR/metrics.jsonl``; a later record of the same
     step (after a resume) replaces the earlier one."""
@@ -88,11 +102,15 @@ def read_metrics(workdir: str, split: str = "train") -> dict[int, dict[str, Any]
     if not os.path.exists(path):
         return out
     with open(path, encoding="utf-8") as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             line = line.strip()
             if not line:
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except ValueError:  # cut by a kill in the middle of a write
+                log.warning("%s line %d is not a complete record (skipped)", path, number)
+                continue
             if record.get("split") == split:
                 out[int(record["step"])] = record
     return out

@@ -1,0 +1,67 @@
+"""Fault class 2 of issue 15: what a failed run left in the workdir is never trusted blindly.
+
+A run on a text file too short for its context fails before its first checkpoint, after it has
+written WORKDIR/tokenizer. A later run on the right file must build its own tokenizer (not the
+dozen characters of the short file); once the workdir has checkpoints, a run on a different
+file is refused naming the file's fingerprint.
+"""
+
+import json
+import os
+import shutil
+
+import pytest
+from conftest import tiny_config
+
+from tfm.training.loop import WorkdirMismatchError, run
+
+LONG = "".join(f"line {i}: the quick brown fox jumps over the lazy dog, {i * 7919 % 1000}!\n"
+               for i in range(200))
+
+
+def lm_config(path, **overrides):
+    return tiny_config(**{
+        "data.dataset": "text_file", "data.text_file": str(path), "data.valid_fraction": 0.1,
+        "data.max_len": 16, "model.arch": "decoder_lm",
+        "train.num_steps": 2, "train.checkpoint_every_steps": 2, **overrides,
+    })
+
+
+def vocab_in(workdir):
+    with open(workdir / "config.json") as f:
+        return json.load(f)["model"]["vocab_size"]
+
+
+def test_a_failed_runs_tokenizer_is_not_reused_and_a_changed_file_is_refused(tmp_path):
+    text = tmp_path / "data.txt"
+    text.write_text("abcabc\nabc\n")  # too short for a 16-token context
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError):
+        run(lm_config(text), workdir)
+    text.write_text(LONG)
+    assert run(lm_config(text), workdir)["step"] == 2
+    assert vocab_in(workdir) == len(set(LONG)) + 4  # the characters of the long text + specials
+    aside = [p for p in os.listdir(workdir) if p.startswith("superseded")]
+    assert aside, "the failed run's tokenizer is kept, moved aside"
+
+    # with checkpoints, different data is refused by name
+    text.write_text(LONG.replace("fox", "cat"))
+    with pytest.raises(WorkdirMismatchError, match="data.text_file.*sha256"):
+        run(lm_config(text, **{"train.num_steps": 4}), workdir)
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
+
+
+def test_a_replaced_tokenizer_is_refused_and_a_rebuilt_identical_one_accepted(tmp_path):
+    from tfm.data.tokenizers import CharTokenizer, load_tokenizer
+
+    text = tmp_path / "data.txt"
+    text.write_text(LONG)
+    workdir = tmp_path / "run"
+    assert run(lm_config(text), workdir)["step"] == 2
+    saved = load_tokenizer(workdir / "tokenizer")
+    shutil.rmtree(workdir / "tokenizer")  # deleted: rebuilt from the same data, identical
+    assert run(lm_config(text, **{"train.num_steps": 3}), workdir)["step"] == 3
+    shutil.rmtree(workdir / "tokenizer")
+    CharTokenizer(saved.chars[:-1] + ["é"]).save(workdir / "tokenizer")  # same size, other text
+    with pytest.raises(WorkdirMismatchError, match="not the tokenizer this workdir's checkpoints"):
+        run(lm_config(text, **{"train.num_steps": 4}), workdir)

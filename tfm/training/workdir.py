@@ -1,0 +1,282 @@
+"""What a workdir promises the runs that use it: one run at a time, and that what it holds
+(tokenizer, data) is what this run would build.
+
+* :class:`WorkdirLock`: ``WORKDIR/tfm.lock``, held by the run using the workdir; a second run is
+  refused naming the holder (:class:`WorkdirLockedError`); a lock left by a killed run is stale
+  and taken over.
+* Provenance: ``WORKDIR/provenance.json`` records what the tokenizer and the training text come
+  from (data set, text file path + size + SHA-256, tokenizer settings). A resumed run on other
+  data is refused naming the difference, and so is a tokenizer that is not the one the
+  checkpoints were trained with (its files' SHA-256 is recorded too); a tokenizer left by a run
+  that never reached a checkpoint is moved aside (never trusted blindly, never deleted) and
+  rebuilt.
+* :class:`WorkdirMismatchError`: the workdir holds something this run must not use or replace.
+* :func:`setting_differences`: the settings that differ between a workdir's saved config and
+  this run's ("train.optimizer: 'adam' in the workdir, 'adamw' now").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class WorkdirMismatchError(ValueError):
+    """The workdir holds a run this config must not continue or overwrite."""
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
+def setting_differences(saved: Any, new: Any, sections: tuple[str, ...] = ("model", "data", "train"),
+                        ignore: frozenset[str] = frozenset()) -> list[str]:
+    """``"section.field: saved in the workdir, new now"`` for every differing field of two
+    RunConfigs (``ignore``: dotted names left out)."""
+    out = []
+    for section in sections:
+        a, b = getattr(saved, section), getattr(new, section)
+        for f in dataclasses.fields(a):
+            name = f"{section}.{f.name}"
+            if name in ignore:
+                continue
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            if x != y:
+                out.append(f"{name}: {_plain(x)!r} in the workdir, {_plain(y)!r} now")
+    return out
+
+
+class WorkdirLockedError(RuntimeError):
+    """Another run holds the workdir's lock."""
+
+
+# ====================================================================== one run per workdir
+LOCK_FILE = "tfm.lock"
+
+
+class WorkdirLock:
+    """An exclusive lock on ``WORKDIR/tfm.lock`` for the lifetime of a run (process 0 only).
+
+    The lock is an ``fcntl.flock`` on the open file, so the kernel drops it when its holder
+    dies however it dies (SIGKILL, OOM, power): a lock file whose flock can be taken is stale,
+    whatever it says. The file records the holder (pid, host, start time) for the refusal
+    message; it is left in place (emptied) on release, never deleted, so that two starting
+    runs cannot lock two different files of the same name.
+    """
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, LOCK_FILE)
+        self._fd: int | None = None
+
+    def acquire(self) -> WorkdirLock:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise WorkdirLockedError(
+                f"{os.path.dirname(self.path)} is in use by another run ({holder}; lock file "
+                f"{self.path}); refusing to start a second run on it. Wait for it to finish or "
+                "stop it, or use another --workdir."
+            ) from None
+        previous = _read_holder(fd)
+        if previous != "holder unknown":
+            log.warning("taking over a stale lock of %s in %s (that run is no longer running)",
+                        previous, self.path)
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            os.fsync(fd)
+        except OSError as e:  # a full disk: say where
+            os.close(fd)
+            raise OSError(e.errno, e.strerror, self.path) from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        import fcntl
+
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "null")
+        return f"pid {info['pid']} on {info['host']}, started {info['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+def prepare(workdir: str) -> None:
+    """Creates the workdir, refusing a path that exists and is not a directory."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise WorkdirMismatchError(f"--workdir {workdir} exists and is not a directory")
+    os.makedirs(workdir, exist_ok=True)
+
+
+# ====================================================================== provenance
+PROVENANCE_FILE = "provenance.json"
+SUPERSEDED_DIR = "superseded"
+TOKENIZER_DIR = "tokenizer"
+TOKENIZER_KEY = "tokenizer files sha256"  # in provenance.json, beside the data fields
+
+# The DataConfig fields that decide the tokenizer and the training text.
+PROVENANCE_FIELDS = (
+    "dataset", "text_file", "valid_fraction", "tokenizer", "vocab_size",
+    "tokenizer_character_coverage", "tokenizer_max_examples", "tfds_data_dir",
+    "numbers_max", "numbers_valid_size", "numbers_test_size", "numbers_split_seed",
+)
+
+
+def provenance(data: Any) -> dict[str, Any]:
+    """What the workdir's tokenizer and data come from: the deciding DataConfig fields and, for a
+    text file, its absolute path, size and SHA-256."""
+    out = {f"data.{f}": _plain(getattr(data, f)) for f in PROVENANCE_FIELDS}
+    if data.text_file:
+        path = os.path.abspath(data.text_file)
+        out["data.text_file"] = path
+        if os.path.isfile(path):
+            out["data.text_file sha256"] = _sha256(path)
+            out["data.text_file size"] = os.path.getsize(path)
+    return out
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def has_checkpoints(workdir: str, checkpoint_dir: str = "checkpoints") -> bool:
+    """Whether the workdir holds checkpoints, complete or damaged (moved aside)."""
+    for name in (checkpoint_dir, checkpoint_dir + "_damaged"):
+        path = os.path.join(workdir, name)
+        if os.path.isdir(path) and any(e.split(".")[0].isdigit() for e in os.listdir(path)):
+            return True
+    return False
+
+
+def check_provenance(data: Any, workdir: str, *, is_chief: bool = True) -> dict[str, Any]:
+    """Compares the workdir's recorded provenance with this run's data (see the module doc).
+
+    * match: nothing to do;
+    * mismatch, or a tokenizer without a record, in a workdir WITH checkpoints: a mismatch is
+      refused naming the differing fields; a tokenizer without a record (a workdir of an older
+      tfm) is accepted with a warning;
+    * either in a workdir WITHOUT checkpoints: it is what a run that never reached a checkpoint
+      left; the tokenizer and its record are moved to ``WORKDIR/superseded/<time>/`` (kept, not
+      trusted) and this run builds its own.
+
+    Returns this run's provenance (written by :func:`record_provenance` once the tokenizer is in
+    place).
+    """
+    now = provenance(data)
+    record_path = os.path.join(workdir, PROVENANCE_FILE)
+    tokenizer = os.path.join(workdir, TOKENIZER_DIR)
+    recorded = None
+    if os.path.exists(record_path):
+        try:
+            with open(record_path, encoding="utf-8") as f:
+                recorded = json.load(f)
+        except (OSError, ValueError) as e:
+            raise WorkdirMismatchError(f"{record_path} cannot be read ({e}); refusing to trust "
+                                       "the workdir's tokenizer. Use a new --workdir.") from None
+    elif not os.path.exists(tokenizer):
+        return now  # nothing recorded, nothing to trust
+    differences = ([] if recorded is None else
+                   [f"{k}: {recorded.get(k)!r} in the workdir, {now.get(k)!r} now"
+                    for k in sorted((set(recorded) | set(now)) - {TOKENIZER_KEY})
+                    if recorded.get(k) != now.get(k)])
+    if recorded is not None and not differences:
+        return now
+    if has_checkpoints(workdir):
+        if recorded is None:
+            log.warning("%s has no %s (written by an older tfm); its tokenizer is used as it is",
+                        workdir, PROVENANCE_FILE)
+            return now
+        raise WorkdirMismatchError(
+            f"{workdir} holds a run on different data, refusing to resume it with this data:\n  "
+            + "\n  ".join(differences)
+            + f"\nUse the data recorded in {record_path}, or a new --workdir."
+        )
+    why = ("no record of what it was built from" if recorded is None
+           else "built from other data: " + "; ".join(differences))
+    if is_chief:
+        aside = os.path.join(workdir, SUPERSEDED_DIR, time.strftime("%Y%m%d-%H%M%S"))
+        n, base = 0, aside
+        while os.path.exists(aside):
+            n += 1
+            aside = f"{base}.{n}"
+        os.makedirs(aside)
+        for name in (TOKENIZER_DIR, PROVENANCE_FILE):
+            if os.path.exists(os.path.join(workdir, name)):
+                os.rename(os.path.join(workdir, name), os.path.join(aside, name))
+        log.warning("%s has no checkpoint, and its tokenizer was left by a run that never reached "
+                    "one (%s); moved it to %s and building a new one", workdir, why, aside)
+    return now
+
+
+def tokenizer_fingerprint(workdir: str) -> str | None:
+    """SHA-256 over the names and contents of ``WORKDIR/tokenizer``'s files (None: none there)."""
+    directory = os.path.join(workdir, TOKENIZER_DIR)
+    if not os.path.isdir(directory):
+        return None
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path) and not name.endswith(".tmp"):
+            h.update(name.encode() + b"\0")
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
+def check_and_record_tokenizer(workdir: str, record: dict[str, Any]) -> None:
+    """After the pipeline has loaded or built the tokenizer (process 0): the tokenizer must be
+    the one the workdir's checkpoints were trained with (a deleted and rebuilt tokenizer may
+    number the vocabulary differently); then ``record`` and its fingerprint are written."""
+    fingerprint = tokenizer_fingerprint(workdir)
+    path = os.path.join(workdir, PROVENANCE_FILE)
+    recorded = None
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            recorded = json.load(f).get(TOKENIZER_KEY)
+    if recorded and fingerprint != recorded and has_checkpoints(workdir):
+        raise WorkdirMismatchError(
+            f"{os.path.join(workdir, TOKENIZER_DIR)} is not the tokenizer this workdir's "
+            f"checkpoints were trained with ({TOKENIZER_KEY}: {recorded[:12]}... recorded, "
+            f"{(fingerprint or 'none')[:12]}... now): it was changed, or deleted and rebuilt. "
+            "Restore it, or use a new --workdir.")
+    record_provenance(workdir, {**record, TOKENIZER_KEY: fingerprint})
+
+
+def record_provenance(workdir: str, record: dict[str, Any]) -> None:
+    """Writes ``WORKDIR/provenance.json`` (atomically; process 0)."""
+    path = os.path.join(workdir, PROVENANCE_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
