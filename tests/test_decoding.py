@@ -152,7 +152,7 @@ def test_beam_search_does_not_stop_at_k_junk_hypotheses(alpha, beam_size):
     np.testing.assert_allclose(beams.scores[0, 0], best_score, rtol=1e-5)
 
 
-@pytest.mark.parametrize("alpha", [0.0, 0.6])
+@pytest.mark.parametrize("alpha", [0.0])  # alpha > 0 may let a longer runner-up win (decoding docstring)
 def test_beam_one_equals_greedy_on_prefix_dependent_distribution(alpha):
     vocab, batch, max_len = 11, 16, 12
     step_fn = prefix_step(vocab, seed=3)

@@ -41,7 +41,8 @@ in EOS stay live; a row stops once it has K finished hypotheses and no live beam
 worst of them any more (its log-probability over the length penalty at the row's maximum length
 is an upper bound, as in tensor2tensor), or at its maximum length, where its K best candidates
 are all finished as they are. Finished hypotheses are ranked by score. With
-K = 1 this is exactly greedy search, for any alpha.
+K = 1 and alpha = 0 this is exactly greedy search; with alpha > 0 the length penalty can let
+the runner-up of an early EOS go on and win with a longer hypothesis (as in tensor2tensor).
 """
 
 from __future__ import annotations
@@ -586,10 +587,10 @@ def lm_generate(
     given; otherwise samples from :func:`filter_logits`. Needs ``P - 1 + max_new_tokens <=
     cfg.max_len``. Returns :class:`Decoded` with (B, max_new_tokens) tokens.
     """
+    check_token_ids(prompts, model.cfg.vocab_size, "lm_generate prompts")  # on the host input
     prompts = jnp.asarray(prompts, jnp.int32)
     prompt_mask = _check_mask(prompt_mask, prompts, "prompt_mask", last_column=True)
     _lm_cache_len(model, prompts, max_new_tokens)  # fail before tracing
-    check_token_ids(prompts, model.cfg.vocab_size, "lm_generate prompts")
     if not 0 <= temperature < math.inf or top_k < 0 or not 0.0 < top_p <= 1.0:  # NaN fails too
         raise ValueError(
             f"need a finite temperature >= 0, top_k >= 0 and 0 < top_p <= 1; got temperature={temperature}, "
@@ -641,6 +642,7 @@ def lm_beam_search(
 ) -> Beams:
     """Beam search continuing left-padded prompts (B, P) (``prompt_mask`` as in
     :func:`lm_generate`): (B, K, max_new_tokens) hypotheses."""
+    check_token_ids(prompts, model.cfg.vocab_size, "lm_beam_search prompts")
     prompts = jnp.asarray(prompts, jnp.int32)
     prompt_mask = _check_mask(prompt_mask, prompts, "prompt_mask", last_column=True)
     _lm_cache_len(model, prompts, max_new_tokens)  # fail before tracing
@@ -741,9 +743,9 @@ def encdec_beam_search(
     """Beam search translation of sources (B, S) (``inputs_mask`` as in :func:`encdec_greedy`)
     with the paper's settings by default (beam 4, alpha 0.6, at most input length + 50 output
     tokens), starting from ``bos_id``. Compiled."""
+    check_token_ids(inputs, model.cfg.vocab_size, "encdec_beam_search inputs")  # on the host input
     inputs = jnp.asarray(inputs, jnp.int32)
     inputs_mask = _check_mask(inputs_mask, inputs, "inputs_mask")
-    check_token_ids(inputs, model.cfg.vocab_size, "encdec_beam_search inputs")
     return _encdec_beam_search(
         model,
         params,

@@ -36,6 +36,7 @@ import numpy as np
 from tfm import decoding
 from tfm.config import Arch, ModelConfig
 from tfm.data.config import DataConfig, Task
+from tfm.data.pipeline import TOKENIZER_DIR
 from tfm.data.tokenizers import Tokenizer, load_tokenizer
 from tfm.models import build_model, param_shapes
 from tfm.token_ids import check_token_ids
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 # The workdir layout of tfm.training.loop / tfm.training.checkpoint (kept in step with them by
 # tests/test_inference.py, which loads a workdir written by the real training loop).
 CONFIG_FILE = "config.json"
-TOKENIZER_DIR = "tokenizer"
 CHECKPOINT_DIR = "checkpoints"
 STATE_ITEM = "state"
 
@@ -181,8 +181,8 @@ def restore_params(workdir: str | os.PathLike, config: ModelConfig, step: int | 
                 )
                 return restored[STATE_ITEM]["params"], s
             except Exception as e:  # noqa: BLE001 - any failure: try the previous checkpoint
-                failures.append(f"step {s}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}")
                 first = (str(e).strip().splitlines() or [""])[0][:300]  # TensorStore: whole specs
+                failures.append(f"step {s}: {type(e).__name__}: {first}")
                 log.warning("cannot restore the checkpoint of step %d (%s: %s); trying the previous "
                             "one", s, type(e).__name__, first)
     raise WorkdirError(f"no checkpoint in {directory} can be restored:\n  " + "\n  ".join(failures))

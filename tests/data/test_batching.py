@@ -249,3 +249,25 @@ def test_eval_windows_score_every_token_once():
         real = b["weights"] > 0
         np.testing.assert_array_equal(b["segment_ids"] > 0, real)
         np.testing.assert_array_equal(b["targets"][real], (b["inputs"][real] + 1) % 7)
+
+
+def test_imported_tokenizers_special_ids_reach_the_batches():
+    """A tokenizer with its own special ids (Marian: eos 0, decoder start = pad) gets them in
+    every encoded example and in the decoder inputs, not tfm's 1 and 2."""
+    from tfm.data.config import DataConfig, Task
+    from tfm.data.pipeline import encode_examples
+    from tfm.data.tokenizers import CharTokenizer
+
+    tok = CharTokenizer("abcdef")
+    tok.bos_id, tok.eos_id = 5, 0  # instance attributes, as an imported tokenizer sets them
+    cfg = DataConfig(max_len=8, max_target_len=8)
+    enc = encode_examples(Task.TRANSLATION, tok, [("ab", "cde")], cfg, drop=False)
+    b = batching.assemble_translation(enc, [[0]], 8, 8, bos_id=tok.bos_id)
+    n_src, n_tgt = len(tok.encode("ab")) + 1, len(tok.encode("cde")) + 1
+    assert b["inputs"][0, n_src - 1] == 0 and b["targets"][0, n_tgt - 1] == 0  # eos 0
+    assert b["decoder_inputs"][0, 0] == 5  # the tokenizer's start token
+    np.testing.assert_array_equal(b["decoder_inputs"][0, 1:n_tgt], b["targets"][0, :n_tgt - 1])
+    lm = encode_examples(Task.LM, tok, ["abc"], cfg, drop=False)
+    assert lm.seqs["inputs"][0][0] == 5 and lm.seqs["targets"][0][-1] == 0
+    cls = encode_examples(Task.CLASSIFICATION, tok, [("abc", 1)], cfg, drop=False)
+    assert cls.seqs["inputs"][0][0] == 5 and cls.seqs["inputs"][0][-1] == 0

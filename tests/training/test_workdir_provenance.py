@@ -65,3 +65,33 @@ def test_a_replaced_tokenizer_is_refused_and_a_rebuilt_identical_one_accepted(tm
     CharTokenizer(saved.chars[:-1] + ["é"]).save(workdir / "tokenizer")  # same size, other text
     with pytest.raises(WorkdirMismatchError, match="not the tokenizer this workdir's checkpoints"):
         run(lm_config(text, **{"train.num_steps": 4}), workdir)
+
+
+def test_a_different_init_from_is_a_mismatch(tmp_path):
+    """train.init_from decides a pretrained run's tokenizer: a tokenizer left by a run started
+    from model A is moved aside for a run from model B, and refused once there are checkpoints."""
+    from tfm.training import workdir as workdir_lib
+    from tfm.training.config import RunConfig
+
+    data = RunConfig.from_config_dict(tiny_config()).data
+    a, b = tmp_path / "model_a", tmp_path / "model_b"
+    workdir = tmp_path / "run"
+    record = workdir_lib.check_provenance(data, str(workdir), init_from=str(a))  # a fresh workdir
+    (workdir / "tokenizer").mkdir(parents=True)
+    assert record["train.init_from"] == str(a.resolve())
+    assert workdir_lib.provenance(data)["train.init_from"] is None
+    workdir_lib.record_provenance(str(workdir), record)
+    # the same directory: the tokenizer is kept
+    workdir_lib.check_provenance(data, str(workdir), init_from=str(a))
+    assert (workdir / "tokenizer").is_dir()
+    # another one, without checkpoints: moved aside
+    workdir_lib.check_provenance(data, str(workdir), init_from=str(b))
+    assert not (workdir / "tokenizer").exists()
+    assert list((workdir / "superseded").glob("*/tokenizer"))
+    # with checkpoints: refused by name
+    (workdir / "tokenizer").mkdir()
+    workdir_lib.record_provenance(str(workdir), record)
+    (workdir / "checkpoints" / "2").mkdir(parents=True)
+    with pytest.raises(WorkdirMismatchError, match="train.init_from"):
+        workdir_lib.check_provenance(data, str(workdir), init_from=str(b))
+    assert (workdir / "tokenizer").is_dir()

@@ -75,14 +75,14 @@ def _fit(seq: np.ndarray, limit: int) -> tuple[np.ndarray, bool]:
 
 def encode_translation(
     tokenized_src: Sequence[np.ndarray], tokenized_tgt: Sequence[np.ndarray],
-    max_len: int, max_target_len: int, *, drop: bool,
+    max_len: int, max_target_len: int, *, drop: bool, eos_id: int = EOS_ID,
 ) -> Encoded:
     """Source ids -> ``inputs`` = src + [eos]; target ids -> ``targets`` = tgt + [eos].
 
     Overlong examples (inputs > max_len or targets > max_target_len) are dropped when ``drop``,
-    else cut to the maximum length (losing their eos).
+    else cut to the maximum length (losing their eos). ``eos_id`` is the tokenizer's own.
     """
-    eos = np.array([EOS_ID], np.int32)
+    eos = np.array([eos_id], np.int32)
     inputs, targets, truncated, dropped = [], [], 0, 0
     for s, t in zip(tokenized_src, tokenized_tgt, strict=True):
         x, cut_x = _fit(np.concatenate([s, eos]), max_len)
@@ -97,11 +97,14 @@ def encode_translation(
     return Encoded({"inputs": inputs, "targets": targets}, None, truncated, dropped)
 
 
-def encode_lm_sentences(tokenized: Sequence[np.ndarray], max_len: int, *, drop: bool) -> Encoded:
-    """Sentence ids -> seq = [bos] + ids + [eos]; ``inputs`` = seq[:-1], ``targets`` = seq[1:]."""
+def encode_lm_sentences(
+    tokenized: Sequence[np.ndarray], max_len: int, *, drop: bool, bos_id: int = BOS_ID, eos_id: int = EOS_ID
+) -> Encoded:
+    """Sentence ids -> seq = [bos] + ids + [eos]; ``inputs`` = seq[:-1], ``targets`` = seq[1:]
+    (``bos_id`` / ``eos_id``: the tokenizer's own)."""
     inputs, targets, truncated, dropped = [], [], 0, 0
     for ids in tokenized:
-        seq, cut = _fit(np.concatenate([[BOS_ID], ids, [EOS_ID]]).astype(np.int32), max_len + 1)
+        seq, cut = _fit(np.concatenate([[bos_id], ids, [eos_id]]).astype(np.int32), max_len + 1)
         if cut:
             if drop:
                 dropped += 1
@@ -113,12 +116,13 @@ def encode_lm_sentences(tokenized: Sequence[np.ndarray], max_len: int, *, drop: 
 
 
 def encode_classification(
-    tokenized: Sequence[np.ndarray], labels: Sequence[int], max_len: int, *, drop: bool
+    tokenized: Sequence[np.ndarray], labels: Sequence[int], max_len: int, *, drop: bool,
+    bos_id: int = BOS_ID, eos_id: int = EOS_ID,
 ) -> Encoded:
     """Sentence ids -> ``inputs`` = [bos] + ids + [eos] (bos doubles as a [CLS] token)."""
     inputs, kept, truncated, dropped = [], [], 0, 0
     for ids, label in zip(tokenized, labels, strict=True):
-        x, cut = _fit(np.concatenate([[BOS_ID], ids, [EOS_ID]]).astype(np.int32), max_len)
+        x, cut = _fit(np.concatenate([[bos_id], ids, [eos_id]]).astype(np.int32), max_len)
         if cut:
             if drop:
                 dropped += 1
@@ -246,13 +250,13 @@ def _pack_rows(
     return ids, seg, pos
 
 
-def _shift_right(targets: np.ndarray, segment_ids: np.ndarray) -> np.ndarray:
+def _shift_right(targets: np.ndarray, segment_ids: np.ndarray, bos_id: int = BOS_ID) -> np.ndarray:
     """decoder_inputs = [bos] + targets[:-1], restarting with bos at each segment (padding: 0)."""
     out = np.zeros_like(targets)
     out[:, 1:] = targets[:, :-1]
     starts = np.ones_like(segment_ids, dtype=bool)
     starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
-    out = np.where(starts, BOS_ID, out)
+    out = np.where(starts, bos_id, out)
     return np.where(segment_ids > 0, out, PAD_ID).astype(np.int32)
 
 
@@ -262,14 +266,15 @@ def _weights(segment_ids: np.ndarray) -> np.ndarray:
 
 
 def assemble_translation(
-    enc: Encoded, rows: Sequence[Row], src_len: int, tgt_len: int
+    enc: Encoded, rows: Sequence[Row], src_len: int, tgt_len: int, bos_id: int = BOS_ID
 ) -> Batch:
     """inputs (R,S), decoder_inputs (R,T), targets (R,T), their segment ids and positions, and
     weights (R,T). Packed or not, the format is the same: an unpacked row is a packed row of one
-    example (segment id 1 on its tokens)."""
+    example (segment id 1 on its tokens). ``bos_id``: the decoder's start token (the
+    tokenizer's; Marian starts from its pad id)."""
     x, xs, xp = _pack_rows(enc.seqs["inputs"], rows, src_len)
     y, ys, yp = _pack_rows(enc.seqs["targets"], rows, tgt_len)
-    return {"inputs": x, "decoder_inputs": _shift_right(y, ys), "targets": y,
+    return {"inputs": x, "decoder_inputs": _shift_right(y, ys, bos_id), "targets": y,
             "inputs_segment_ids": xs, "inputs_positions": xp,
             "targets_segment_ids": ys, "targets_positions": yp, "weights": _weights(ys)}
 

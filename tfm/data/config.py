@@ -133,10 +133,11 @@ class DataConfig(ConfigBase):
         stratified the same way.
       numbers_held_out_fraction: the largest fraction of a magnitude bucket that validation (and,
         separately, test) may take: 0.1 holds out 10 of the 100 numbers below 100 for each.
-      numbers_sampling_temperature: training samples magnitude bucket ``b`` (``n_b`` training
-        numbers) in proportion to ``n_b ** (1 / T)``: 1 = uniform over the numbers (then 90% of
-        the examples have six digits and 0.01% are below 100); larger values flatten towards
-        equal shares per bucket (3: 2.5% below 100, 5% of 100-999, 55% six digits).
+      numbers_sampling_temperature: training samples the numbers of ``d`` digits (``n_d``
+        training numbers; 1 and 2 digits are separate groups) in proportion to
+        ``n_d ** (1 / T)``: 1 = uniform over the numbers (then 90% of the examples have six
+        digits and 0.01% are below 100); larger values flatten towards equal shares per digit
+        count (see :func:`tfm.data.numbers.training_numbers`).
       numbers_split_seed: seed of the fixed permutation that splits the numbers (deliberately
         separate from ``shuffle_seed``, so the test set never moves).
     """

@@ -214,7 +214,8 @@ class Pipeline:
     def _eval_assemble(self, enc: batching.Encoded, rows) -> dict[str, np.ndarray]:
         cfg = self.config
         if self.task is Task.TRANSLATION:
-            return batching.assemble_translation(enc, rows, cfg.max_len, cfg.max_target_len)
+            return batching.assemble_translation(enc, rows, cfg.max_len, cfg.max_target_len,
+                                                 self.tokenizer.bos_id)
         if self.task is Task.LM:
             return batching.assemble_lm(enc, rows, cfg.max_len)
         return batching.assemble_classification(enc, rows, cfg.max_len)
@@ -245,12 +246,14 @@ def encode_examples(task: Task, tok: Tokenizer, raw: Sequence[Any], cfg: DataCon
     if task is Task.TRANSLATION:
         src = _checked(tok, tok.encode_batch([r[0] for r in raw]))
         tgt = _checked(tok, tok.encode_batch([r[1] for r in raw]))
-        return batching.encode_translation(src, tgt, cfg.max_len, cfg.max_target_len, drop=drop)
+        return batching.encode_translation(src, tgt, cfg.max_len, cfg.max_target_len, drop=drop,
+                                           eos_id=tok.eos_id)
+    special = dict(bos_id=tok.bos_id, eos_id=tok.eos_id)  # the tokenizer's own ids
     if task is Task.LM:
         return batching.encode_lm_sentences(_checked(tok, tok.encode_batch(list(raw))), cfg.max_len,
-                                            drop=drop)
+                                            drop=drop, **special)
     return batching.encode_classification(_checked(tok, tok.encode_batch([r[0] for r in raw])),
-                                          [r[1] for r in raw], cfg.max_len, drop=drop)
+                                          [r[1] for r in raw], cfg.max_len, drop=drop, **special)
 
 
 def _checked(tok: Tokenizer, rows: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
@@ -392,7 +395,7 @@ def build_pipeline(
             return encode_examples(task, tok, raw, cfg, drop=drop)
 
         train_iter = batching.ChunkedIterator(
-            source, encode, _planner(cfg, batch_multiple), _assembler(cfg),
+            source, encode, _planner(cfg, batch_multiple), _assembler(cfg, tok.bos_id),
             chunk_size=cfg.chunk_size, seed=cfg.shuffle_seed, **shard)
         stats = {"train_examples": int(source.num_examples)}
     pipe = Pipeline(
@@ -427,15 +430,16 @@ def _planner(cfg: DataConfig, batch_multiple: int):
     return lambda enc: batching.plan_padded(len(enc), cfg.batch_size)
 
 
-def _assembler(cfg: DataConfig):
-    """(Encoded, host rows, PlannedBatch) -> batch, per the task of ``cfg``."""
+def _assembler(cfg: DataConfig, bos_id: int):
+    """(Encoded, host rows, PlannedBatch) -> batch, per the task of ``cfg`` (``bos_id``: the
+    tokenizer's decoder start token)."""
     task = cfg.task
 
     def assemble(enc, rows, planned: batching.PlannedBatch):
         if task is Task.TRANSLATION:
             src_len = planned.length or cfg.max_len
             tgt_len = planned.length or cfg.max_target_len
-            return batching.assemble_translation(enc, rows, src_len, tgt_len)
+            return batching.assemble_translation(enc, rows, src_len, tgt_len, bos_id)
         if task is Task.LM:
             return batching.assemble_lm(enc, rows, cfg.max_len)
         return batching.assemble_classification(enc, rows, cfg.max_len)

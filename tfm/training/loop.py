@@ -70,7 +70,7 @@ from tfm.training import resume as resume_lib
 from tfm.training import state as state_lib
 from tfm.training import steps as steps_lib
 from tfm.training import workdir as workdir_lib
-from tfm.training.checkpoint import Checkpointer
+from tfm.training.checkpoint import CheckpointError, Checkpointer
 from tfm.training.config import (
     EXECUTION_ONLY_MODEL_FIELDS,
     Optimizer,
@@ -80,6 +80,7 @@ from tfm.training.config import (
 )
 from tfm.training.inflight import InFlight
 from tfm.training.workdir import WorkdirLockedError, WorkdirMismatchError  # noqa: F401 - re-exported
+from tfm.training.workdir import _plain
 from tfm.training.writer import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,16 @@ def model_differences(saved: ModelConfig, new: ModelConfig) -> list[str]:
     return out
 
 
-def _plain(value):
-    return getattr(value, "value", value)
+def _read_saved_config(path: str) -> RunConfig:
+    """The workdir's saved RunConfig; an unreadable one is refused naming ``path``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return RunConfig.from_config_dict(json.load(f))
+    except (OSError, ValueError) as e:
+        raise WorkdirMismatchError(
+            f"{path} cannot be read ({type(e).__name__}: {e}), so the workdir cannot be checked "
+            "against this config; refusing to touch it. Repair or remove that file, or use a new "
+            "--workdir.") from None
 
 
 def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
@@ -161,14 +170,7 @@ def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
                 "against this config; refusing to touch it. Use a new --workdir."
             )
         return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            saved = RunConfig.from_config_dict(json.load(f))
-    except (OSError, ValueError) as e:
-        raise WorkdirMismatchError(
-            f"{path} cannot be read ({type(e).__name__}: {e}), so the workdir cannot be checked "
-            "against this config; refusing to touch it. Repair or remove that file, or use a new "
-            "--workdir.") from None
+    saved = _read_saved_config(path)
     diffs = model_differences(saved.model, config.model)
     if diffs:
         raise WorkdirMismatchError(
@@ -193,8 +195,7 @@ def resolve_init_from(config: RunConfig, workdir: str | None = None) -> RunConfi
     kept = {f: getattr(config.model, f) for f in INIT_FROM_KEPT_FIELDS}
     saved_path = os.path.join(workdir, CONFIG_FILE) if workdir else ""
     if saved_path and os.path.exists(saved_path):
-        with open(saved_path, encoding="utf-8") as f:
-            saved = RunConfig.from_config_dict(json.load(f))
+        saved = _read_saved_config(saved_path)
         if saved.train.init_from == config.train.init_from:
             return config.replace(model=saved.model.replace(**kept))
     from tfm import interop
@@ -372,11 +373,12 @@ def translation_metrics(
         # a short last batch is padded with copies of its first source: one compiled shape
         sources = [source for source, _ in chunk]
         inputs, mask = pipe.encode_inputs(sources + sources[:1] * (batch_size - len(chunk)), return_mask=True)
+        special = dict(bos_id=pipe.tokenizer.bos_id, eos_id=pipe.tokenizer.eos_id)  # the tokenizer's own
         if beam_size > 1:
             out = decoding.encdec_beam_search(model, params, inputs, inputs_mask=mask,
-                                              beam_size=beam_size, max_len=max_len).best()
+                                              beam_size=beam_size, max_len=max_len, **special).best()
         else:
-            out = decoding.encdec_greedy(model, params, inputs, inputs_mask=mask, max_len=max_len)
+            out = decoding.encdec_greedy(model, params, inputs, inputs_mask=mask, max_len=max_len, **special)
         hypotheses.extend(pipe.tokenizer.decode(ids) for ids in out.to_lists()[:len(chunk)])
     references = [reference for _, reference in pairs]
     groups = pipe.eval_groups(split)
@@ -466,7 +468,8 @@ class _Setup:
 
         # data, vocabulary (checked against what the workdir's tokenizer was built from), config
         provenance = workdir_lib.check_provenance(config.data, workdir,
-                                                  is_chief=jax.process_index() == 0)
+                                                  is_chief=jax.process_index() == 0,
+                                                  init_from=config.train.init_from)
         _sync("tfm_provenance_checked")
         pretrained_tokenizer = None
         if config.train.init_from and not tokenizers_lib.exists(os.path.join(workdir, TOKENIZER_DIR)):
@@ -634,14 +637,17 @@ def _newest_step(directory: str) -> int:
 
 
 def _newest_good(checkpointer: Checkpointer) -> str:
-    """Which checkpoint a run stopped by NaN/Inf can resume from (every saved one passed the
-    parameter check)."""
-    checkpointer.wait()
+    """Which checkpoint a run stopped by NaN/Inf can resume from. A save that failed in the
+    meantime is mentioned, not raised: the NaN/Inf error stays the one reported."""
+    failed = ""
+    try:
+        checkpointer.wait()
+    except CheckpointError as e:
+        failed = f" (A checkpoint save also failed: {e})"
     steps = checkpointer.all_steps()
     if not steps:
-        return f"No checkpoint has been saved in {checkpointer.directory}."
-    return (f"The newest checkpoint is step {steps[-1]} (its parameters are finite) in "
-            f"{checkpointer.directory}.")
+        return f"No checkpoint has been saved in {checkpointer.directory}.{failed}"
+    return f"The newest checkpoint is step {steps[-1]} in {checkpointer.directory}.{failed}"
 
 
 def _with_imported_params(parallel, state, directory: str, model_cfg: ModelConfig):

@@ -5,7 +5,8 @@
   refused naming the holder (:class:`WorkdirLockedError`); a lock left by a killed run is stale
   and taken over.
 * Provenance: ``WORKDIR/provenance.json`` records what the tokenizer and the training text come
-  from (data set, text file path + size + SHA-256, tokenizer settings). A resumed run on other
+  from (data set, text file path + size + SHA-256, tokenizer settings, ``train.init_from``'s
+  absolute path, whose tokenizer a pretrained run uses). A resumed run on other
   data is refused naming the difference, and so is a tokenizer that is not the one the
   checkpoints were trained with (its files' SHA-256 is recorded too); a tokenizer left by a run
   that never reached a checkpoint is moved aside (never trusted blindly, never deleted) and
@@ -26,6 +27,8 @@ import os
 import socket
 import time
 from typing import Any
+
+from tfm.data.pipeline import TOKENIZER_DIR
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +81,16 @@ class WorkdirLock:
         self._fd: int | None = None
 
     def acquire(self) -> WorkdirLock:
+        import errno
         import fcntl
 
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)  # not held by another run: flock itself failed (ENOLCK, EINVAL, ...)
+                raise OSError(e.errno, f"cannot lock {self.path}: {e.strerror}") from None
             holder = _read_holder(fd)
             os.close(fd)
             raise WorkdirLockedError(
@@ -137,7 +144,7 @@ def prepare(workdir: str) -> None:
 # ====================================================================== provenance
 PROVENANCE_FILE = "provenance.json"
 SUPERSEDED_DIR = "superseded"
-TOKENIZER_DIR = "tokenizer"
+INIT_FROM_KEY = "train.init_from"  # the imported model directory (its tokenizer), None: unset
 TOKENIZER_KEY = "tokenizer files sha256"  # in provenance.json, beside the data fields
 
 # The DataConfig fields that decide the tokenizer and the training text.
@@ -148,10 +155,11 @@ PROVENANCE_FIELDS = (
 )
 
 
-def provenance(data: Any) -> dict[str, Any]:
-    """What the workdir's tokenizer and data come from: the deciding DataConfig fields and, for a
-    text file, its absolute path, size and SHA-256."""
+def provenance(data: Any, init_from: str = "") -> dict[str, Any]:
+    """What the workdir's tokenizer and data come from: the deciding DataConfig fields, for a
+    text file its absolute path, size and SHA-256, and ``train.init_from``'s absolute path."""
     out = {f"data.{f}": _plain(getattr(data, f)) for f in PROVENANCE_FIELDS}
+    out[INIT_FROM_KEY] = os.path.abspath(os.path.expanduser(init_from)) if init_from else None
     if data.text_file:
         path = os.path.abspath(data.text_file)
         out["data.text_file"] = path
@@ -178,8 +186,10 @@ def has_checkpoints(workdir: str, checkpoint_dir: str = "checkpoints") -> bool:
     return False
 
 
-def check_provenance(data: Any, workdir: str, *, is_chief: bool = True) -> dict[str, Any]:
-    """Compares the workdir's recorded provenance with this run's data (see the module doc).
+def check_provenance(data: Any, workdir: str, *, is_chief: bool = True,
+                     init_from: str = "") -> dict[str, Any]:
+    """Compares the workdir's recorded provenance with this run's data and ``train.init_from``
+    (see the module doc).
 
     * match: nothing to do;
     * mismatch, or a tokenizer without a record, in a workdir WITH checkpoints: a mismatch is
@@ -192,7 +202,7 @@ def check_provenance(data: Any, workdir: str, *, is_chief: bool = True) -> dict[
     Returns this run's provenance (written by :func:`record_provenance` once the tokenizer is in
     place).
     """
-    now = provenance(data)
+    now = provenance(data, init_from)
     record_path = os.path.join(workdir, PROVENANCE_FILE)
     tokenizer = os.path.join(workdir, TOKENIZER_DIR)
     recorded = None
@@ -205,10 +215,13 @@ def check_provenance(data: Any, workdir: str, *, is_chief: bool = True) -> dict[
                                        "the workdir's tokenizer. Use a new --workdir.") from None
     elif not os.path.exists(tokenizer):
         return now  # nothing recorded, nothing to trust
-    differences = ([] if recorded is None else
-                   [f"{k}: {recorded.get(k)!r} in the workdir, {now.get(k)!r} now"
-                    for k in sorted((set(recorded) | set(now)) - {TOKENIZER_KEY})
-                    if recorded.get(k) != now.get(k)])
+    differences = []
+    if recorded is not None:
+        keys = (set(recorded) | set(now)) - {TOKENIZER_KEY}
+        if INIT_FROM_KEY not in recorded and has_checkpoints(workdir):
+            keys.discard(INIT_FROM_KEY)  # a record of an older tfm, which did not record it
+        differences = [f"{k}: {recorded.get(k)!r} in the workdir, {now.get(k)!r} now"
+                       for k in sorted(keys) if recorded.get(k) != now.get(k)]
     if recorded is not None and not differences:
         return now
     if has_checkpoints(workdir):
@@ -219,7 +232,7 @@ def check_provenance(data: Any, workdir: str, *, is_chief: bool = True) -> dict[
         raise WorkdirMismatchError(
             f"{workdir} holds a run on different data, refusing to resume it with this data:\n  "
             + "\n  ".join(differences)
-            + f"\nUse the data recorded in {record_path}, or a new --workdir."
+            + f"\nUse the data (and train.init_from) recorded in {record_path}, or a new --workdir."
         )
     why = ("no record of what it was built from" if recorded is None
            else "built from other data: " + "; ".join(differences))
