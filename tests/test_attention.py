@@ -170,3 +170,14 @@ def test_sown_attention_weights_do_not_change_outputs():
     assert w.shape == (B, N, T, T)
     np.testing.assert_allclose(np.asarray(w).sum(-1), 1.0, rtol=1e-6)
     assert np.all(np.asarray(w)[:, :, 0, 1:] == 0)
+
+
+def test_real_tokens_from_masks_or_segment_ids_never_from_token_values():
+    from tfm.attention import real_tokens
+
+    tokens = jnp.zeros((2, 3), jnp.int32)  # id 0 everywhere: still real tokens
+    np.testing.assert_array_equal(real_tokens(tokens, None), np.ones((2, 3), bool))
+    segments = jnp.asarray([[1, 2, 0], [3, 0, 0]], jnp.int32)
+    np.testing.assert_array_equal(real_tokens(tokens, segments), [[True, True, False], [True, False, False]])
+    mask = np.array([[False, True, True], [True, True, True]])
+    np.testing.assert_array_equal(real_tokens(tokens, mask), mask)

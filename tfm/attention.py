@@ -32,6 +32,12 @@ def causal_mask(q_len: int, k_len: int | None = None, offset: int | jax.Array = 
     return (jnp.arange(k_len)[None, :] <= q_pos)[None, None]
 
 
+def real_tokens(tokens: jax.Array, valid: jax.Array | None) -> jax.Array:
+    """(B, T) bool: which of ``tokens`` are real, from ``valid`` (a bool mask, or segment ids with
+    0 = padding); every token when ``valid`` is None. Token ids never decide it."""
+    return jnp.ones(tokens.shape, jnp.bool_) if valid is None else jnp.asarray(valid).astype(jnp.bool_)
+
+
 def padding_mask(k_valid: jax.Array) -> jax.Array:
     """(B, 1, 1, S) mask hiding padding keys.
 

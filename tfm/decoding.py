@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tfm.attention import real_tokens
 from tfm.models import DecoderLM, EncoderDecoder
 from tfm.token_ids import check_token_ids
 
@@ -408,11 +409,6 @@ def encdec_cache(model: EncoderDecoder, batch: int, source_len: int, length: int
     return _cache_and_axes(init, batch)
 
 
-def _real(tokens: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """(B, T) bool: which tokens are real (all of them when ``mask`` is None)."""
-    return jnp.ones(tokens.shape, jnp.bool_) if mask is None else jnp.asarray(mask, jnp.bool_)
-
-
 def prompt_positions(prompt_mask: jax.Array) -> jax.Array:
     """(B, P) positions of left-padded prompts from their (B, P) bool mask (True = real token):
     0, 1, ... from each row's first real token (padding before it gets 0; it is masked out)."""
@@ -438,7 +434,7 @@ def lm_decoder(
     """
     batch, prompt_len = prompts.shape
     cache, cache_axes = lm_cache(model, batch, cache_len)
-    real = _real(prompts, prompt_mask)
+    real = real_tokens(prompts, prompt_mask)
     positions = prompt_positions(real)
     if prompt_len > 1:  # prefill: one forward pass over the prompt (its logits are not needed)
         _, variables = model.apply(
@@ -489,7 +485,7 @@ def encdec_decoder(
       values are projected from the encoder output on the first step and cached.
     """
     batch, source_len = inputs.shape
-    segment_ids = _real(inputs, inputs_mask).astype(jnp.int32)  # (B, S): 1 real, 0 padding
+    segment_ids = real_tokens(inputs, inputs_mask).astype(jnp.int32)  # (B, S): 1 real, 0 padding
     encoded = model.apply(
         {"params": params}, inputs, segment_ids=segment_ids, method=EncoderDecoder.encode
     )  # (B, S, D)
@@ -670,7 +666,7 @@ def _encdec_lengths(
     buffer = min(buffer, model.cfg.max_len)
     if buffer < 1:
         raise ValueError(f"maximum output length {buffer} must be >= 1")
-    limits = _real(inputs, inputs_mask).sum(axis=1, dtype=jnp.int32) + extra_len  # (B,)
+    limits = real_tokens(inputs, inputs_mask).sum(axis=1, dtype=jnp.int32) + extra_len  # (B,)
     return buffer, limits
 
 

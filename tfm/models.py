@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tfm.attention import causal_mask, combine_masks, padding_mask, segment_mask
+from tfm.attention import causal_mask, combine_masks, padding_mask, real_tokens, segment_mask
 from tfm.config import Arch, ModelConfig, Pooling, PositionalKind
 from tfm.layers import Context, DecoderBlock, Embedder, EncoderBlock, Stack, dtypes
 from tfm.matmul import dense_dot_general
@@ -111,7 +111,7 @@ class Decoder(_Tower):
             if positions is None:
                 positions = _default_positions(tokens, cache_index)
             if not self.is_initializing():
-                real = jnp.ones(tokens.shape, jnp.bool_) if segment_ids is None else segment_ids.astype(jnp.bool_)
+                real = real_tokens(tokens, segment_ids)
                 valid.value = jax.lax.dynamic_update_slice(valid.value, real, (0, cache_index))
                 index.value = cache_index + length
             mask = combine_masks(
@@ -271,7 +271,7 @@ class EncoderClassifier(nn.Module):
         if self.cfg.pooling is Pooling.FIRST:
             pooled = x[:, 0]
         else:
-            real = jnp.ones(inputs.shape, jnp.bool_) if segment_ids is None else segment_ids.astype(jnp.bool_)
+            real = real_tokens(inputs, segment_ids)
             valid = real[..., None].astype(x.dtype)  # (B, S, 1)
             pooled = (x * valid).sum(1) / jnp.maximum(valid.sum(1), 1).astype(x.dtype)  # (B, D)
         return self.head(pooled).astype(jnp.float32)  # (B, num_classes)
