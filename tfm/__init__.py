@@ -3,8 +3,7 @@
 The public API, bottom to top:
 
 * configuration: :class:`ModelConfig` and its enums, :func:`get_preset`;
-* pure functions: :func:`scaled_dot_product_attention`, masks, positional encodings, and
-  :func:`dense_dot_general` (the dense layers' product, for your own ``nn.Dense``);
+* pure functions: :func:`scaled_dot_product_attention`, masks, positional encodings;
 * Flax modules: :class:`MultiHeadAttention`, blocks, and the three models
   (:class:`EncoderDecoder`, :class:`DecoderLM`, :class:`EncoderClassifier`) via :func:`build_model`.
 
@@ -40,7 +39,6 @@ from tfm import decoding, inference
 from tfm.inference import Pretrained, generate, translate
 from tfm.interop import from_pretrained, save_pretrained
 from tfm.layers import Block, DecoderBlock, Embedder, EncoderBlock, FeedForward, Stack
-from tfm.matmul import dense_dot_general
 from tfm.models import (
     Decoder,
     DecoderLM,
@@ -67,7 +65,7 @@ __all__ = [
     "LearnedPositions", "ModelConfig", "MultiHeadAttention", "NormPosition", "Pooling",
     "PositionalKind", "Pretrained", "Remat", "RotaryPositions", "SinusoidalPositions", "Stack",
     "apply_rope", "attention_weights", "build_model", "causal_mask", "combine_masks",
-    "decoding", "dense_dot_general", "dummy_inputs", "from_pretrained", "generate", "get_preset",
+    "decoding", "dummy_inputs", "from_pretrained", "generate", "get_preset",
     "inference", "padding_mask", "param_count", "save_pretrained", "scaled_dot_product_attention",
     "segment_mask", "SinusoidalLayout", "sinusoidal_encoding", "translate",
 ]

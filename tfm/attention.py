@@ -18,7 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tfm.matmul import dense_dot_general
+from tfm import kernels
+from tfm.config import GradKernels
 from tfm.positional import apply_rope
 
 Implementation = Literal["auto", "xla", "cudnn"]
@@ -176,12 +177,14 @@ class MultiHeadAttention(nn.Module):
     decode: bool = False
     deterministic: bool = True
     implementation: Implementation = "auto"
+    grad_kernels: GradKernels = GradKernels.AUTO  # how the projections are differentiated (tfm.kernels)
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
     def _proj(self, name: str) -> nn.DenseGeneral:
-        return nn.DenseGeneral(
-            features=(self.num_heads, self.head_dim),
+        return kernels.dense_general(
+            (self.num_heads, self.head_dim),
+            grad_kernels=self.grad_kernels,
             use_bias=self.use_bias,
             kernel_init=nn.with_logical_partitioning(
                 nn.initializers.xavier_uniform(), ("embed", "heads", "kv")
@@ -189,7 +192,6 @@ class MultiHeadAttention(nn.Module):
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            dot_general=dense_dot_general,
             name=name,
         )
 
@@ -246,8 +248,9 @@ class MultiHeadAttention(nn.Module):
             deterministic=self.deterministic,
             implementation=self.implementation,
         )  # (B, T, N, H)
-        return nn.DenseGeneral(
-            features=x.shape[-1],
+        return kernels.dense_general(
+            x.shape[-1],
+            grad_kernels=self.grad_kernels,
             axis=(-2, -1),
             use_bias=self.use_bias,
             kernel_init=nn.with_logical_partitioning(
@@ -256,7 +259,6 @@ class MultiHeadAttention(nn.Module):
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            dot_general=dense_dot_general,
             name="out",
         )(out)  # (B, T, D)
 

@@ -130,7 +130,7 @@ def make_tx(train: TrainConfig, schedule: Callable):
 def model_differences(saved: ModelConfig, new: ModelConfig) -> list[str]:
     """Fields that make ``new`` a different network from ``saved`` ("field: saved -> new").
 
-    Execution-only fields (compute dtype, remat, attention implementation) do not count, nor
+    Execution-only fields (:data:`EXECUTION_ONLY_MODEL_FIELDS`) do not count, nor
     does a ``vocab_size`` of 0 (= take it from the tokenizer) in ``new``.
     """
     out = []
@@ -500,11 +500,11 @@ class _Setup:
         train_step = parallel.train_step(steps_lib.make_train_step(
             model, model_cfg.arch, tx, schedule, label_smoothing=train.label_smoothing,
             grad_accum_steps=train.grad_accum_steps, axis_name=axis,
-            gather_params=parallel.gather_params(),
+            gather_params=parallel.gather_params(), grad_kernels=model_cfg.grad_kernels,
         ))
         eval_step = parallel.eval_step(steps_lib.make_eval_step(
             model, model_cfg.arch, label_smoothing=train.label_smoothing, axis_name=axis,
-            gather_params=parallel.gather_params(),
+            gather_params=parallel.gather_params(), grad_kernels=model_cfg.grad_kernels,
         ))
         return cls(config, workdir, parallel, pipe, model, boxed_init, init_rng, dropout_rng,
                    train_step, eval_step, saved)
