@@ -208,7 +208,7 @@ def _loss_fn(name, setting, seed=0, **overrides):
     tokens = [jnp.asarray(rng.integers(0, cfg.vocab_size, (2, n)), jnp.int32) for n in (7, 5)]
     inputs = tokens if name == "tiny_encdec" else tokens[:1]
     model = build_model(cfg)
-    params = model.init(jax.random.key(seed), *inputs)["params"]
+    params = jax.jit(model.init)(jax.random.key(seed), *inputs)["params"]
     out_shape = jax.eval_shape(lambda p: model.apply({"params": p}, *inputs), params).shape
     r = jnp.asarray(rng.standard_normal(out_shape) / np.sqrt(np.prod(out_shape)), jnp.float32)
 
@@ -241,11 +241,11 @@ def test_auto_and_autodiff_build_the_same_parameters_and_give_the_same_loss_and_
 
 
 def _direction(params, seed=1):
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    v = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
-    norm = np.sqrt(sum(float(jnp.sum(t * t)) for t in v))
-    return jax.tree.unflatten(treedef, [t / norm for t in v])
+    """A random unit vector in parameter space (drawn with NumPy: no per-shape compilation)."""
+    rng = np.random.default_rng(seed)
+    v = jax.tree.map(lambda x: rng.standard_normal(x.shape), params)
+    norm = np.sqrt(sum(np.sum(t * t) for t in jax.tree.leaves(v)))
+    return jax.tree.map(lambda t: jnp.asarray(t / norm, jnp.float32), v)
 
 
 def _shift(params, v, eps):
@@ -257,20 +257,25 @@ def _vdot(a, b):
 
 
 @pytest.mark.parametrize("name", ARCHS)
-def test_forward_mode_through_every_architecture_with_autodiff(name):
-    # GELU, so that the loss is smooth enough for second-order finite differences
-    params, _, loss = _loss_fn(name, "autodiff", activation="gelu")
+def test_jvp_through_every_architecture_with_autodiff(name):
+    """The directional derivative by jax.jvp against reverse mode and central differences."""
+    params, _, loss = _loss_fn(name, "autodiff", activation="gelu")  # smooth, for differences
     v = _direction(params)
-    loss_at, grad_at = jax.jit(loss), jax.jit(jax.grad(loss))
-    eps = 1e-2
-
-    # jax.jvp: the directional derivative, against reverse mode and central differences
+    loss_at = jax.jit(loss)
     _, tangent = jax.jit(lambda p, t: jax.jvp(loss, (p,), (t,)))(params, v)
-    np.testing.assert_allclose(tangent, _vdot(grad_at(params), v), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(tangent, _vdot(jax.jit(jax.grad(loss))(params), v), rtol=1e-4, atol=1e-7)
+    eps = 1e-2
     numeric = (loss_at(_shift(params, v, eps)) - loss_at(_shift(params, v, -eps))) / (2 * eps)
     np.testing.assert_allclose(tangent, numeric, rtol=1e-2, atol=1e-5)
 
-    # Hessian-vector product (forward over reverse) against central differences of the gradient
+
+def test_hessian_vector_product_and_jacfwd_with_autodiff():
+    """Forward over reverse (an HVP) against central differences of the gradient, and jacfwd
+    over one parameter vector against reverse mode."""
+    params, _, loss = _loss_fn("tiny_lm", "autodiff", activation="gelu")
+    v = _direction(params)
+    grad_at = jax.jit(jax.grad(loss))
+    eps = 1e-2
     hvp = jax.jit(lambda p, t: jax.jvp(jax.grad(loss), (p,), (t,))[1])(params, v)
     g_up, g_down = grad_at(_shift(params, v, eps)), grad_at(_shift(params, v, -eps))
     numeric_hvp = jax.tree.map(lambda a, b: (a - b) / (2 * eps), g_up, g_down)
@@ -278,7 +283,6 @@ def test_forward_mode_through_every_architecture_with_autodiff(name):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=5e-2, atol=1e-2 * scale), hvp, numeric_hvp)
     np.testing.assert_allclose(_vdot(hvp, v), _vdot(numeric_hvp, v), rtol=2e-2, atol=1e-3 * scale)
 
-    # jax.jacfwd over one parameter vector (a bias or LayerNorm vector) equals reverse mode
     path, leaf = next((p, x) for p, x in jax.tree_util.tree_leaves_with_path(params) if x.ndim == 1)
 
     def of_leaf(x):
@@ -300,9 +304,9 @@ def test_auto_is_plain_autodiff_off_cpu(monkeypatch):
     """The CPU kernels are decided when the model is traced: another backend gets none."""
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert not kernels.cpu_kernels(GradKernels.AUTO)
-    params, _, loss = _loss_fn("tiny_encdec", "auto")
+    params, _, loss = _loss_fn("tiny_lm", "auto")
     assert not _has_custom_vjp(loss, params)
-    jax.jvp(loss, (params,), (params,))  # forward mode works
+    jax.jit(lambda p: jax.jvp(loss, (p,), (p,)))(params)  # forward mode works
     psums = [e for e in jax.make_jaxpr(jax.vmap(lambda t: kernels.device_sum(t, "i", "auto"), axis_name="i"))(
         {"a": jnp.ones((2, 3)), "b": jnp.ones((2,))}).eqns if e.primitive.name == "psum"]
     assert sum(len(e.invars) for e in psums) == 2  # lax.psum of each leaf, no flat buffer
