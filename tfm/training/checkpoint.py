@@ -19,6 +19,7 @@ different state -- a changed optimiser, clipping, model -- is *healthy*, never c
 ``without_optimizer=True`` only the step and the parameters are restored (a fresh optimiser
 state, ``TrainConfig.reset_optimizer``), so only they have to fit.
 
+The fallback is :func:`tfm.restore.restore_newest` (inference uses the same one, read-only).
 A step that cannot be read (a truncated or missing file) is moved aside to
 ``WORKDIR/checkpoints_damaged/<step>`` (``<step>.1``, ``<step>.2``... when that name is taken:
 nothing moved aside is ever overwritten or deleted) with a logged warning, and the previous
