@@ -13,7 +13,8 @@ import jax.numpy as jnp
 
 from tfm.attention import real_tokens
 from tfm.models import DecoderLM, EncoderDecoder
-from tfm.decoding.outputs import BOS_ID, PyTree, StepFn
+from tfm.decoding.beam import beam_search
+from tfm.decoding.outputs import BOS_ID, Beams, PyTree, StepFn
 
 @dataclasses.dataclass(frozen=True)
 class Start:
@@ -26,6 +27,10 @@ class Start:
     state: PyTree
     first_tokens: jax.Array
     state_axes: PyTree
+
+    def beam_search(self, step_fn: StepFn, **options) -> Beams:
+        """:func:`tfm.decoding.beam_search` from this start (``options``: its keyword arguments)."""
+        return beam_search(step_fn, self.state, self.first_tokens, state_axes=self.state_axes, **options)
 
 
 def _cache_and_axes(init: Callable[[int], PyTree], batch: int) -> tuple[PyTree, PyTree]:

@@ -13,7 +13,6 @@ from tfm.attention import real_tokens
 from tfm.models import EncoderDecoder
 from tfm.token_ids import check_token_ids
 from tfm.decoding.adapters import encdec_decoder
-from tfm.decoding.beam import beam_search
 from tfm.decoding.checks import check_mask
 from tfm.decoding.outputs import BOS_ID, EOS_ID, Beams, Decoded, PyTree
 from tfm.decoding.search import greedy_search
@@ -74,16 +73,8 @@ def _encdec_beam_search(model, params, inputs, inputs_mask, alpha, *, beam_size,
     step_fn, start = encdec_decoder(
         model, params, inputs, buffer, beam_size=beam_size, inputs_mask=inputs_mask, bos_id=bos_id
     )
-    return beam_search(
-        step_fn,
-        start.state,
-        start.first_tokens,
-        beam_size=beam_size,
-        alpha=alpha,
-        max_len=buffer,
-        eos_id=eos_id,
-        max_lengths=limits,
-        state_axes=start.state_axes,
+    return start.beam_search(
+        step_fn, beam_size=beam_size, alpha=alpha, max_len=buffer, eos_id=eos_id, max_lengths=limits
     )
 
 

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 from tfm.models import DecoderLM
 from tfm.token_ids import check_token_ids
 from tfm.decoding.adapters import lm_decoder
-from tfm.decoding.beam import beam_search
 from tfm.decoding.checks import check_cache_len, check_mask
 from tfm.decoding.outputs import EOS_ID, Beams, Decoded, PyTree
 from tfm.decoding.search import greedy_search, sample
@@ -99,16 +98,7 @@ def lm_generate(
 def _lm_beam_search(model, params, prompts, prompt_mask, alpha, *, max_new_tokens, beam_size, eos_id):
     cache_len = _lm_cache_len(model, prompts, max_new_tokens)
     step_fn, start = lm_decoder(model, params, prompts, cache_len, prompt_mask)
-    return beam_search(
-        step_fn,
-        start.state,
-        start.first_tokens,
-        beam_size=beam_size,
-        alpha=alpha,
-        max_len=max_new_tokens,
-        eos_id=eos_id,
-        state_axes=start.state_axes,
-    )
+    return start.beam_search(step_fn, beam_size=beam_size, alpha=alpha, max_len=max_new_tokens, eos_id=eos_id)
 
 
 def lm_beam_search(
