@@ -12,16 +12,15 @@ the decoding cache.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tfm.config import AttentionImpl
 from tfm.matmul import dense_dot_general
 from tfm.positional import apply_rope
 
-Implementation = Literal["auto", "xla", "cudnn"]
+Implementation = AttentionImpl | str  # an AttentionImpl or its value
 
 
 # ---------------------------------------------------------------------- masks (pure)
@@ -147,9 +146,10 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array |
 
 
 def _use_cudnn(q: jax.Array, dropout_active: bool, implementation: Implementation) -> bool:
-    if implementation == "cudnn":
+    implementation = AttentionImpl(implementation)  # an unknown name is a ValueError listing them
+    if implementation is AttentionImpl.CUDNN:
         return True
-    if implementation == "xla":
+    if implementation is AttentionImpl.XLA:
         return False
     return (
         jax.default_backend() == "gpu"
@@ -170,7 +170,7 @@ def scaled_dot_product_attention(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     deterministic: bool = True,
-    implementation: Implementation = "auto",
+    implementation: Implementation = AttentionImpl.AUTO,
     causal: bool = False,
 ) -> jax.Array:
     """softmax(Q K^T / sqrt(d_k)) V per head (eq. 1), with optional attention dropout.
@@ -237,7 +237,7 @@ class MultiHeadAttention(nn.Module):
     # the caller's mask need not say so, and the hidden blocks are skipped)
     decode: bool = False
     deterministic: bool = True
-    implementation: Implementation = "auto"
+    implementation: Implementation = AttentionImpl.AUTO
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -297,7 +297,7 @@ class MultiHeadAttention(nn.Module):
             dropout_rng = self.make_rng("dropout")
         # In decode mode queries sit at cache_index onwards: the caller's mask carries causality.
         causal = self.causal and not self.cross and not self.decode
-        if self.is_mutable_collection("intermediates") and self.implementation != "cudnn":
+        if self.is_mutable_collection("intermediates") and AttentionImpl(self.implementation) is not AttentionImpl.CUDNN:
             weights = attention_weights(
                 q, k, combine_masks(causal_mask(q.shape[1], k.shape[1]), mask) if causal else mask
             )
