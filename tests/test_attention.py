@@ -97,6 +97,40 @@ def test_agrees_with_jax_nn_dot_product_attention():
     assert rel_err(ours, theirs) < 1e-5
 
 
+@pytest.mark.parametrize("t_len", [5, 64, 149])
+def test_causal_blocks_cover_exactly_the_visible_keys(t_len):
+    seen = np.zeros((t_len, t_len), int)
+    for a, b, s_end in A.causal_blocks(t_len, t_len):
+        seen[a:b, :s_end] += 1
+    visible = np.tril(np.ones((t_len, t_len), int))
+    assert (seen[visible == 1] == 1).all()  # every visible key once
+    if t_len > 64:  # and some hidden blocks are skipped
+        assert seen[visible == 0].sum() < (visible == 0).sum()
+
+
+def test_causal_attention_in_blocks_matches_float64_reference_values_and_gradients():
+    # T = 149 > 64: three query blocks (64, 64, 21), the last one uneven; packed-style mask with a
+    # row that sees no key at all (query 70 of example 0).
+    b, t, n, h = 2, 149, 3, 5
+    q, k, v = rand(0, (b, t, n, h)), rand(1, (b, t, n, h)), rand(2, (b, t, n, h))
+    mask = jax.random.bernoulli(jax.random.key(3), 0.8, (b, 1, t, t))
+    mask = mask.at[:, :, jnp.arange(t), jnp.arange(t)].set(True).at[0, 0, 70, :].set(False)
+    out = A.scaled_dot_product_attention(q, k, v, mask, causal=True)
+    full = A.combine_masks(A.causal_mask(t), mask)
+    ref, _ = np_attention(q, k, v, full)
+    assert rel_err(out, ref) < 1e-5
+    np.testing.assert_array_equal(np.asarray(out[0, 70]), 0.0)
+    # gradients equal those of the unblocked path with the causal mask spelled out
+    g = rand(4, (b, t, n, h))
+    blocked = jax.grad(lambda q, k, v: (A.causal_attention(q, k, v, mask) * g).sum(), (0, 1, 2))
+    square = jax.grad(lambda q, k, v: (A.scaled_dot_product_attention(q, k, v, full) * g).sum(), (0, 1, 2))
+    for got, want in zip(blocked(q, k, v), square(q, k, v)):
+        assert np.isfinite(np.asarray(got)).all() and rel_err(got, want) < 1e-5
+    # without a mask, causal=True is the causal mask alone
+    ref, _ = np_attention(q, k, v, A.causal_mask(t))
+    assert rel_err(A.scaled_dot_product_attention(q, k, v, causal=True), ref) < 1e-5
+
+
 def test_attention_dropout_is_inverted_dropout_with_expected_mean():
     q, k, v = rand(0, (1, 4, 1, 8)), rand(1, (1, 64, 1, 8)), jnp.ones((1, 64, 1, 8))
     outs = [

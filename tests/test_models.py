@@ -36,6 +36,25 @@ def test_decoder_lm_is_causal(positional, norm):
         assert not np.allclose(out[:, j:], base[:, j:])
 
 
+def test_decoder_lm_longer_than_one_attention_block():
+    """T = 100 > 64: the causal self-attention runs in query blocks (64 + 36) and skips the hidden
+    key blocks; every position's logits equal those of its own prefix (the square, T <= 64, for
+    the first one), and a packed example that straddles the block boundary equals itself alone."""
+    cfg = get_preset("tiny_lm", positional="learned")
+    model, params = init(cfg)
+    x = tokens(1, (2, 100))
+    full = np.asarray(model.apply({"params": params}, x))
+    for t in (40, 64, 80, 99):
+        prefix = np.asarray(model.apply({"params": params}, x[:, : t + 1]))
+        np.testing.assert_allclose(full[:, t], prefix[:, t], atol=1e-5)
+    a, b = x[:1, :58], x[1:, :42]  # b occupies positions 58..99 of the packed row
+    packed = jnp.concatenate([a, b], axis=1)
+    seg = jnp.array([[1] * 58 + [2] * 42])
+    pos = jnp.array([list(range(58)) + list(range(42))])
+    out = np.asarray(model.apply({"params": params}, packed, segment_ids=seg, positions=pos))
+    np.testing.assert_allclose(out[0, 58:], np.asarray(model.apply({"params": params}, b))[0], atol=1e-5)
+
+
 def _segments(lengths, width):
     """(B, width) int32 segment ids of right-padded rows: 1 on the first lengths[b] tokens, 0 after."""
     return (np.arange(width)[None, :] < np.asarray(lengths)[:, None]).astype(np.int32)

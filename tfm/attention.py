@@ -80,6 +80,30 @@ def attention_weights(
     logits = logits * jnp.float32(q.shape[-1] ** -0.5)
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
+    return _softmax_masked(logits, mask)
+
+
+def attend(weights: jax.Array, v: jax.Array) -> jax.Array:
+    """Weighted sum of values: (B, N, T, S) x (B, S, N, H) -> (B, T, N, H) in v's dtype."""
+    return jnp.einsum("BNTS,BSNH->BTNH", weights.astype(v.dtype), v)
+
+
+def causal_blocks(q_len: int, k_len: int) -> list[tuple[int, int, int]]:
+    """The (query start, query end, key end) blocks a causal attention computes.
+
+    Query block [a, b) can only see keys [0, b) (key s is hidden from query t when s > t), so
+    the blocks above the diagonal, where every weight is exactly zero, are skipped. Blocks are
+    64 queries (T/8 when T > 512, so at most 8 blocks); T <= 64 is one block. At T = 256 that
+    computes 10 of the 16 (64 x 64) score blocks.
+    """
+    size = max(64, -(-q_len // 8))
+    starts = list(range(0, q_len, size))
+    return [(a, min(a + size, q_len), min(a + size, k_len)) for a in starts]
+
+
+def _softmax_masked(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """float32 softmax over the last axis; masked keys get exactly zero weight, and a row with
+    every key masked all-zero weights (not NaN, not uniform)."""
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1)
@@ -90,9 +114,35 @@ def attention_weights(
     return weights
 
 
-def attend(weights: jax.Array, v: jax.Array) -> jax.Array:
-    """Weighted sum of values: (B, N, T, S) x (B, S, N, H) -> (B, T, N, H) in v's dtype."""
-    return jnp.einsum("BNTS,BSNH->BTNH", weights.astype(v.dtype), v)
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """softmax(Q K^T / sqrt(d_k)) V with query t seeing only keys s <= t (and ``mask``), computed
+    in the blocks of :func:`causal_blocks`: the same numbers as the full (T, S) square up to
+    float summation order, with ~40 % fewer FLOPs and softmax elements at T = 256.
+
+    Heads are moved in front once, (B, T, N, H) -> (B, N, T, H), so every block's two products
+    are plain batched matmuls (XLA:CPU otherwise transposes around each of them).
+
+    Args:
+      q: (B, T, N, H); k, v: (B, S, N, H).
+      mask: boolean, broadcastable to (B, N, T, S), True = attend; combined with causality.
+    Returns:
+      (B, T, N, H) in q's dtype.
+    """
+    t_len, s_len = q.shape[1], k.shape[1]
+    qh = jnp.swapaxes(q, 1, 2)  # (B, N, T, H)
+    kh = jnp.swapaxes(k, 1, 2)  # (B, N, S, H)
+    vh = jnp.swapaxes(v, 1, 2)  # (B, N, S, H)
+    full = combine_masks(causal_mask(t_len, s_len), mask)  # broadcastable to (B, N, T, S)
+    full = jnp.broadcast_to(full, (*full.shape[:2], t_len, s_len))  # (B|1, N|1, T, S)
+    scale = jnp.float32(q.shape[-1] ** -0.5)
+    outs = []
+    for a, b, s_end in causal_blocks(t_len, s_len):
+        logits = jnp.einsum("BNTH,BNSH->BNTS", qh[:, :, a:b], kh[:, :, :s_end],
+                            preferred_element_type=jnp.float32) * scale  # (B, N, b - a, s_end)
+        weights = _softmax_masked(logits, full[:, :, a:b, :s_end])
+        outs.append(jnp.einsum("BNTS,BNSH->BNTH", weights.astype(v.dtype), vh[:, :, :s_end]))
+    out = jnp.concatenate(outs, axis=2)  # (B, N, T, H)
+    return jnp.swapaxes(out, 1, 2).astype(q.dtype)  # (B, T, N, H)
 
 
 def _use_cudnn(q: jax.Array, dropout_active: bool, implementation: Implementation) -> bool:
@@ -121,6 +171,7 @@ def scaled_dot_product_attention(
     dropout_rng: jax.Array | None = None,
     deterministic: bool = True,
     implementation: Implementation = AttentionImpl.AUTO,
+    causal: bool = False,
 ) -> jax.Array:
     """softmax(Q K^T / sqrt(d_k)) V per head (eq. 1), with optional attention dropout.
 
@@ -132,10 +183,19 @@ def scaled_dot_product_attention(
       implementation: "xla" is the reference path (softmax in float32 whatever the input dtype);
         "cudnn" calls jax.nn.dot_product_attention's cuDNN flash attention; "auto" picks cuDNN on
         GPU for bfloat16/float16 inputs without dropout, else the reference path.
+      causal: also hide every key s > t from query t (combined with ``mask``). Without dropout
+        or bias, and for T > 64, the reference path then computes only the blocks at or below
+        the diagonal (:func:`causal_attention`); the result is the same up to float summation
+        order. (At T <= 64 there is one block: the square, which was as fast on cpu_small.)
     Returns:
       (B, T, N, H) in q's dtype.
     """
     dropout_active = dropout_rate > 0.0 and not deterministic
+    if causal:
+        if (not _use_cudnn(q, dropout_active, implementation) and not dropout_active and bias is None
+                and len(causal_blocks(q.shape[1], k.shape[1])) > 1):
+            return causal_attention(q, k, v, mask)
+        mask = combine_masks(causal_mask(q.shape[1], k.shape[1]), mask)
     if _use_cudnn(q, dropout_active, implementation):
         if mask is not None:
             mask = jnp.broadcast_to(mask, (q.shape[0], mask.shape[1], q.shape[1], k.shape[1]))
@@ -173,6 +233,8 @@ class MultiHeadAttention(nn.Module):
     use_bias: bool = True
     rope_base: float | None = None  # rotary embeddings on q and k when set
     cross: bool = False
+    causal: bool = False  # self-attention: query t never sees keys after it (outside decode mode
+    # the caller's mask need not say so, and the hidden blocks are skipped)
     decode: bool = False
     deterministic: bool = True
     implementation: Implementation = AttentionImpl.AUTO
@@ -234,8 +296,12 @@ class MultiHeadAttention(nn.Module):
         dropout_rng = None
         if self.dropout_rate > 0.0 and not self.deterministic:
             dropout_rng = self.make_rng("dropout")
+        # In decode mode queries sit at cache_index onwards: the caller's mask carries causality.
+        causal = self.causal and not self.cross and not self.decode
         if self.is_mutable_collection("intermediates") and AttentionImpl(self.implementation) is not AttentionImpl.CUDNN:
-            weights = attention_weights(q, k, mask)
+            weights = attention_weights(
+                q, k, combine_masks(causal_mask(q.shape[1], k.shape[1]), mask) if causal else mask
+            )
             self.sow("intermediates", "attention_weights", weights)
         out = scaled_dot_product_attention(
             q,
@@ -246,6 +312,7 @@ class MultiHeadAttention(nn.Module):
             dropout_rng=dropout_rng,
             deterministic=self.deterministic,
             implementation=self.implementation,
+            causal=causal,
         )  # (B, T, N, H)
         return kernels.dense_general(
             x.shape[-1],

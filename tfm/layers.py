@@ -120,6 +120,7 @@ class Block(nn.Module):
 
     cfg: ModelConfig
     cross: bool = False
+    causal: bool = False  # masked self-attention (the decoder's): attention may skip hidden blocks
     decode: bool = False
     deterministic: bool = True
 
@@ -139,6 +140,7 @@ class Block(nn.Module):
             use_bias=cfg.use_bias,
             rope_base=cfg.rope_base if cfg.positional is PositionalKind.ROPE and not cross else None,
             cross=cross,
+            causal=self.causal and not cross,
             decode=self.decode,
             deterministic=self.deterministic,
             implementation=cfg.attention_impl,
@@ -175,6 +177,7 @@ class DecoderBlock(Block):
     """
 
     cross: bool = True
+    causal: bool = True
 
 
 _REMAT_POLICIES = {
