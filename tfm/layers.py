@@ -220,21 +220,6 @@ class Block(nn.Module):
         return x, None
 
 
-class EncoderBlock(Block):
-    """Self-attention + feed-forward (the paper's encoder layer)."""
-
-    cross: bool = False
-
-
-class DecoderBlock(Block):
-    """Masked self-attention + cross-attention + feed-forward (the paper's decoder layer).
-
-    With ``cross=False`` it is a GPT-style decoder-only layer.
-    """
-
-    cross: bool = True
-
-
 _REMAT_POLICIES = {
     Remat.FULL: None,
     Remat.DOTS: jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
@@ -242,7 +227,7 @@ _REMAT_POLICIES = {
 
 
 class Stack(nn.Module):
-    """``num_layers`` copies of ``block`` (with a final LayerNorm in the pre-LN arrangement).
+    """``num_layers`` copies of :class:`Block` (with a final LayerNorm in the pre-LN arrangement).
 
     With ``cfg.scan_layers`` the layers' parameters are stacked on a leading 'layers' axis and run
     with ``nn.scan`` (one compiled body instead of N); ``cfg.remat`` wraps each block in
@@ -251,7 +236,6 @@ class Stack(nn.Module):
 
     cfg: ModelConfig
     num_layers: int
-    block: type[Block]
     cross: bool = False
     decode: bool = False
     deterministic: bool = True
@@ -259,7 +243,7 @@ class Stack(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, ctx: Context) -> jax.Array:
         cfg = self.cfg
-        block_cls = self.block
+        block_cls = Block
         if cfg.remat is not Remat.NONE:
             block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
         kwargs = dict(cfg=cfg, cross=self.cross, decode=self.decode, deterministic=self.deterministic)

@@ -202,15 +202,6 @@ def read_text_file(path: str | pathlib.Path) -> str:
         ) from None
 
 
-def dataset_by_name(name: str) -> Dataset:
-    """``Dataset`` of a name; ValueError listing the valid names."""
-    try:
-        return Dataset(name)
-    except ValueError:
-        valid = ", ".join(repr(d.value) for d in Dataset)
-        raise ValueError(f"unknown dataset {name!r}; expected one of {valid}") from None
-
-
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")

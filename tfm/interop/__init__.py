@@ -16,7 +16,7 @@ fit -- a missing file, an unsupported ``model_type`` or setting, a missing, mis-
 tensor -- is an :class:`HFFormatError` naming the file or tensor.
 
 Interop sits beside inference: above the models, below the launchers (``--pretrained DIR`` in
-``python -m tfm.generate`` / ``tfm.translate``, ``train.init_from`` in training).
+``python -m tfm.cli generate`` / ``translate``, ``train.init_from`` in training).
 """
 
 from __future__ import annotations
