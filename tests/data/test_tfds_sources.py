@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+pytest.importorskip("tensorflow", reason="the TFDS data sets need the tfds extra")
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from tfm import losses  # noqa: E402
