@@ -10,7 +10,8 @@ loads neither JAX nor Flax; ``dir(tfm)`` and ``tfm.__all__`` list them):
 * models (Flax linen): :func:`build_model` (a :class:`ModelConfig` -> :class:`EncoderDecoder`,
   :class:`DecoderLM` or :class:`EncoderClassifier`), :func:`dummy_inputs`, :func:`param_count`,
   and :class:`MultiHeadAttention`. From Flax NNX code, wrap them with
-  ``flax.nnx.bridge.ToNNX(tfm.build_model(cfg), rngs=nnx.Rngs(0))`` (see ``tests/test_nnx_bridge.py``);
+  ``flax.nnx.bridge.ToNNX(tfm.build_model(cfg), rngs=nnx.Rngs(0))``, initialised inside
+  ``nnx.use_eager_sharding(False)`` when no mesh is set (see ``tests/test_nnx_bridge.py``);
 * inference: :func:`generate` and :func:`translate`, from a workdir or a :class:`Pretrained`;
   Hugging Face interop: :func:`from_pretrained` (a GPT-2 or Marian directory in Hugging Face's
   layout -> a Pretrained) and :func:`save_pretrained` (back to that layout);
