@@ -28,8 +28,9 @@ import jax
 import numpy as np
 import optax
 
-from tfm import optim
 from tfm.config import Arch, ModelConfig, get_preset
+from tfm.training.config import TrainConfig
+from tfm.training.optimizer import make_schedule, make_tx
 
 _NANOGPT_LM = dict(
     arch=Arch.DECODER_LM,
@@ -44,37 +45,32 @@ _NANOGPT_LM = dict(
 )
 
 
+# nanoGPT's optimiser: AdamW(0.9, 0.99, 1e-8), weight decay 0.1, clipping at 1, warm-up over 100
+# steps to 1e-3 and cosine decay to 1e-4 at step 2000, no label smoothing.
+_NANOGPT_TRAIN = TrainConfig(
+    optimizer="adamw", schedule="warmup_cosine", learning_rate=1e-3, warmup_steps=100,
+    num_steps=2000, end_learning_rate_ratio=0.1, b2=0.99, eps=1e-8, weight_decay=0.1,
+    grad_clip_norm=1.0, label_smoothing=0.0,
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
-    """One benchmark: the model, the batch shape and the training hyper-parameters."""
+    """One benchmark: the model, the batch shape and the training hyper-parameters (a
+    TrainConfig, turned into a schedule and optimiser by the training loop's own builder)."""
 
     name: str
     model: ModelConfig
     batch: int
     length: int  # T: decoder / LM length
     source_length: int | None = None  # S: encoder-decoder only
-    optimizer_kind: str = "adamw"
-    b2: float = 0.99
-    eps: float = 1e-8
-    weight_decay: float = 0.1
-    grad_clip_norm: float = 1.0
-    label_smoothing: float = 0.0
-    rsqrt_schedule: bool = False
+    train: TrainConfig = _NANOGPT_TRAIN
 
     def schedule(self) -> Callable[[jax.Array], jax.Array]:
-        if self.rsqrt_schedule:
-            return optim.rsqrt_schedule(self.model.d_model, warmup_steps=4000)
-        return optim.warmup_cosine_schedule(1e-3, warmup_steps=100, total_steps=2000, end_ratio=0.1)
+        return make_schedule(self.train, self.model)
 
     def optimizer(self, schedule) -> optax.GradientTransformation:
-        return optim.make_optimizer(
-            schedule,
-            kind=self.optimizer_kind,
-            b2=self.b2,
-            eps=self.eps,
-            weight_decay=self.weight_decay,
-            grad_clip_norm=self.grad_clip_norm,
-        )
+        return make_tx(self.train, schedule)
 
     def synthetic_batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """A batch in the contract's format: random token ids (any id is a real token) with the
@@ -117,13 +113,10 @@ def _configs() -> dict[str, BenchConfig]:
             batch=192,
             length=128,
             source_length=128,
-            optimizer_kind="adam",
-            b2=0.98,
-            eps=1e-9,
-            weight_decay=0.0,
-            grad_clip_norm=0.0,
-            label_smoothing=0.1,
-            rsqrt_schedule=True,
+            # the paper: Adam(0.9, 0.98, 1e-9), rsqrt warm-up over 4000 steps, label smoothing 0.1
+            train=TrainConfig(optimizer="adam", schedule="rsqrt", learning_rate=1.0, warmup_steps=4000,
+                              b2=0.98, eps=1e-9, weight_decay=0.0, grad_clip_norm=0.0,
+                              label_smoothing=0.1),
         ),
         "tiny": BenchConfig("tiny", tiny, batch=4, length=16),
     }

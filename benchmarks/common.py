@@ -82,7 +82,7 @@ def build_train_step(bench, strategy, *, donate: bool = True, seed: int = 0) -> 
     strategy.prepare(boxed_init, jax.random.key(seed))
     state = strategy.init_state(boxed_init, jax.random.key(seed))
     step_fn = steps_lib.make_train_step(
-        model, cfg.arch, tx, schedule, label_smoothing=bench.label_smoothing,
+        model, cfg.arch, tx, schedule, label_smoothing=bench.train.label_smoothing,
         axis_name=strategy.axis_name, gather_params=strategy.gather_params(),
     )
     # donated: as in the training loop (strategy.train_step donates the state)

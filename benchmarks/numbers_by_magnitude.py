@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     from tfm import inference
     from tfm.data import numbers
     from tfm.data.pipeline import build_pipeline
-    from tfm.training.loop import translation_metrics
+    from tfm.training.eval import translation_metrics
 
     mt = inference.load(args.workdir, arch="encoder_decoder")
     if mt.data is None or mt.data.dataset.value != "numbers":

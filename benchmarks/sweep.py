@@ -8,6 +8,11 @@ processes on a shared machine hits every variant alike. The table reports, per v
 median over rounds of: step time, tokens/s, MFU (each run against the matmul peak it measured
 itself), pipelined step time, compile time, and the CPU-time MFU (FLOPs per process
 CPU-second over the matmul's: the number least disturbed by other processes). Results: benchmarks/results/sweep_<config>.json.
+
+``--trees old=/path/to/checkout,new=.`` runs every variant once per source tree (that tree's
+train_throughput.py and tfm, by PYTHONPATH), turn by turn in the same rounds: an A/B of two
+commits on the same machine. The last column is then each run's step time over the first
+tree's in the same round and variant, median over rounds (< 1: faster than the first tree).
 """
 
 from __future__ import annotations
@@ -55,20 +60,35 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--trees", default=None, metavar="LABEL=PATH,...",
+                   help="source trees to A/B (default: this one); the first is the reference")
     args = p.parse_args(argv)
 
-    variants = {}
+    base = {}
     for item in args.variants.split(","):
         name, sep, extra = item.partition("=")
-        variants[name] = extra.split() if sep else VARIANTS[name]
+        base[name] = extra.split() if sep else VARIANTS[name]
+    trees = {"": HERE.parent}
+    if args.trees:
+        trees = {}
+        for item in args.trees.split(","):
+            label, sep, path = item.partition("=")
+            root = pathlib.Path(path).resolve()
+            if not sep or not (root / "benchmarks" / "train_throughput.py").is_file():
+                p.error(f"--trees: {item!r} is not LABEL=PATH of a tfm checkout")
+            trees[label] = root
+    variants = {(f"{label}:{name}" if label else name): (extra, root, name, label)
+                for name, extra in base.items() for label, root in trees.items()}
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for name, extra in variants.items():
-                cmd = [sys.executable, str(HERE / "train_throughput.py"), "--config", args.config,
+            for name, (extra, root, _, _) in variants.items():
+                cmd = [sys.executable, str(root / "benchmarks" / "train_throughput.py"), "--config", args.config,
                        "--steps", str(args.steps), "--warmup", str(args.warmup),
                        "--name", f"{name}_{r}", "--out-dir", tmp, *extra]
                 env = dict(os.environ)
+                if args.trees:
+                    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if proc.returncode:
                     print(f"{name} round {r} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
@@ -83,13 +103,22 @@ def main(argv=None) -> None:
         vals = [f(r) for r in rs if f(r) is not None]
         return statistics.median(vals) if vals else None
 
+    def vs_first_tree(name):
+        extra, _, variant, label = variants[name]
+        first = next(iter(trees))
+        ref = {r["name"].rsplit("_", 1)[-1]: r for r in runs[f"{first}:{variant}" if first else variant]}
+        ratios = [r["step"]["median_s"] / ref[k]["step"]["median_s"]
+                  for r in runs[name] if (k := r["name"].rsplit("_", 1)[-1]) in ref]
+        return statistics.median(ratios) if ratios else None
+
     rows = []
     for name, rs in runs.items():
         if not rs:
             continue
         rows.append(dict(
             name=name,
-            args=" ".join(variants[name]),
+            args=" ".join(variants[name][0]),
+            vs_first=vs_first_tree(name) if args.trees else None,
             step_ms=med(rs, lambda r: r["step"]["median_s"] * 1e3),
             tok_s=med(rs, lambda r: r["tokens_per_s"]),
             pipe_ms=med(rs, lambda r: r["pipelined_step_s"] * 1e3),
@@ -106,9 +135,11 @@ def main(argv=None) -> None:
         ("name", "variant", "s"), ("tok_s", "tokens/s", ".0f"), ("step_ms", "step ms", ".1f"),
         ("pipe_ms", "pipelined ms", ".1f"), ("compile_s", "compile s", ".1f"), ("mfu", "MFU %", ".1f"),
         ("cpu_ms", "CPU ms/step", ".0f"), ("mfu_cpu", "CPU-time MFU %", ".1f"), ("peak", "peak GFLOP/s", ".0f"), ("mem", "peak MiB", ".0f"), ("n", "runs", "d"),
+        *([("vs_first", "step / first tree's", ".3f")] if args.trees else []),
     ])
     path = common.write_json(f"sweep_{args.config}", {
         "config": args.config, "rounds": args.rounds, "rows": rows, "runs": runs,
+        "trees": {label: str(root) for label, root in trees.items()},
         "machine": common.machine_info(),
     })
     print(f"wrote {path}")

@@ -144,9 +144,9 @@ def train_comparison(args, bench, common, jax, torch, tr, strategies) -> dict:
     x = torch.from_numpy(host["inputs"]).long()
     y = torch.from_numpy(host["targets"]).long()
     ref = tr.from_model_config(bench.model)
-    ref_step = tr.TrainStep(ref, tr.make_optimizer(ref, b2=bench.b2, eps=bench.eps,
-                                                    weight_decay=bench.weight_decay),
-                            clip=bench.grad_clip_norm)
+    ref_step = tr.TrainStep(ref, tr.make_optimizer(ref, b2=bench.train.b2, eps=bench.train.eps,
+                                                    weight_decay=bench.train.weight_decay),
+                            clip=bench.train.grad_clip_norm)
     flop = common.flop_breakdown(bench.model, bench.length)
     tokens = int(host["targets"].size)
     torch_flops = tr.step_flops(ref_step, x, y)

@@ -88,3 +88,22 @@ def test_paper_parameter_counts_within_5_percent(name, paper):
 def test_every_preset_builds_abstractly():
     for name in PRESETS:
         assert param_count(get_preset(name)) > 0
+
+
+def test_attention_impl_names_live_in_one_enum():
+    """Validation and the attention dispatch both take their names from AttentionImpl."""
+    import jax.numpy as jnp
+
+    from tfm.attention import scaled_dot_product_attention
+    from tfm.config import AttentionImpl
+
+    cfg = get_preset("tiny_lm", vocab_size=7, attention_impl="xla")
+    assert cfg.attention_impl is AttentionImpl.XLA and cfg.to_dict()["attention_impl"] == "xla"
+    names = ", ".join(repr(m.value) for m in AttentionImpl)
+    with pytest.raises(ValueError, match=f"ModelConfig.attention_impl.*{names}"):
+        get_preset("tiny_lm", vocab_size=7, attention_impl="triton")
+    q = jnp.ones((1, 3, 2, 4))
+    with pytest.raises(ValueError, match="triton"):
+        scaled_dot_product_attention(q, q, q, implementation="triton")
+    for impl in ("xla", AttentionImpl.XLA, AttentionImpl.AUTO):
+        assert scaled_dot_product_attention(q, q, q, implementation=impl).shape == (1, 3, 2, 4)

@@ -80,6 +80,34 @@ def test_load_restores_params_of_the_newest_checkpoint(lm_workdir):
     assert float(jnp.abs(older.params["embedder"]["embedding"]).max()) == 0.0
 
 
+def _truncate_arrays(step_dir):
+    """Halves the biggest file of a checkpoint's state item (the one holding the arrays)."""
+    files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(step_dir, "state")) for f in fs]
+    biggest = max(files, key=os.path.getsize)
+    with open(biggest, "r+b") as f:
+        f.truncate(os.path.getsize(biggest) // 2)
+
+
+def test_load_falls_back_past_a_damaged_newest_checkpoint_and_moves_nothing(tmp_path, lm_workdir, caplog):
+    """The fallback of tfm.restore (shared with training's Checkpointer), read-only: the damaged
+    step is named in one warning line and stays where it is (a run may be training there)."""
+    import logging
+    import shutil
+
+    copy = shutil.copytree(lm_workdir[0], tmp_path / "copy")
+    _truncate_arrays(copy / inference.CHECKPOINT_DIR / "7")
+    before = sorted(os.listdir(copy))
+    with caplog.at_level(logging.WARNING, logger="tfm.restore"):
+        lm = inference.load(copy)
+    assert lm.step == 3
+    assert float(jnp.abs(lm.params["embedder"]["embedding"]).max()) == 0.0  # step 3's params
+    assert "step 7 cannot be restored" in caplog.text
+    assert sorted(os.listdir(copy)) == before and (copy / inference.CHECKPOINT_DIR / "7").is_dir()
+    _truncate_arrays(copy / inference.CHECKPOINT_DIR / "3")
+    with pytest.raises(inference.WorkdirError, match=r"no checkpoint in .* can be restored(.|\n)*step 7(.|\n)*step 3"):
+        inference.load(copy)
+
+
 def test_clear_errors_for_unusable_workdirs(tmp_path, lm_workdir, mt_workdir):
     with pytest.raises(inference.WorkdirError, match="does not exist"):
         inference.load(tmp_path / "nope")

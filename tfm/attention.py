@@ -12,16 +12,15 @@ the decoding cache.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tfm.config import AttentionImpl
 from tfm.matmul import dense_dot_general
 from tfm.positional import apply_rope
 
-Implementation = Literal["auto", "xla", "cudnn"]
+Implementation = AttentionImpl | str  # an AttentionImpl or its value
 
 
 # ---------------------------------------------------------------------- masks (pure)
@@ -97,9 +96,10 @@ def attend(weights: jax.Array, v: jax.Array) -> jax.Array:
 
 
 def _use_cudnn(q: jax.Array, dropout_active: bool, implementation: Implementation) -> bool:
-    if implementation == "cudnn":
+    implementation = AttentionImpl(implementation)  # an unknown name is a ValueError listing them
+    if implementation is AttentionImpl.CUDNN:
         return True
-    if implementation == "xla":
+    if implementation is AttentionImpl.XLA:
         return False
     return (
         jax.default_backend() == "gpu"
@@ -120,7 +120,7 @@ def scaled_dot_product_attention(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     deterministic: bool = True,
-    implementation: Implementation = "auto",
+    implementation: Implementation = AttentionImpl.AUTO,
 ) -> jax.Array:
     """softmax(Q K^T / sqrt(d_k)) V per head (eq. 1), with optional attention dropout.
 
@@ -175,7 +175,7 @@ class MultiHeadAttention(nn.Module):
     cross: bool = False
     decode: bool = False
     deterministic: bool = True
-    implementation: Implementation = "auto"
+    implementation: Implementation = AttentionImpl.AUTO
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -233,7 +233,7 @@ class MultiHeadAttention(nn.Module):
         dropout_rng = None
         if self.dropout_rate > 0.0 and not self.deterministic:
             dropout_rng = self.make_rng("dropout")
-        if self.is_mutable_collection("intermediates") and self.implementation != "cudnn":
+        if self.is_mutable_collection("intermediates") and AttentionImpl(self.implementation) is not AttentionImpl.CUDNN:
             weights = attention_weights(q, k, mask)
             self.sow("intermediates", "attention_weights", weights)
         out = scaled_dot_product_attention(

@@ -53,6 +53,15 @@ class Remat(str, enum.Enum):
     DOTS = "dots"  # save matmul outputs (no batch dims), recompute the cheap elementwise ops
 
 
+class AttentionImpl(str, enum.Enum):
+    """How attention is computed: execution only, the same mathematics (the one list of names
+    that validation, :func:`tfm.attention.scaled_dot_product_attention` and help texts use)."""
+
+    AUTO = "auto"  # cuDNN flash attention on GPU for bf16/fp16 when possible, else XLA
+    XLA = "xla"  # the reference path: softmax in float32 whatever the input dtype
+    CUDNN = "cudnn"  # jax.nn.dot_product_attention's cuDNN flash attention (GPU only)
+
+
 class Pooling(str, enum.Enum):
     MEAN = "mean"  # mean over the tokens with segment id > 0 (every token without segment ids)
     FIRST = "first"  # the first token (a [CLS]-style token put there by the data)
@@ -143,8 +152,8 @@ class ModelConfig(ConfigBase):
       param_dtype: dtype of the parameters.
       scan_layers: build each stack with nn.scan over stacked layer params (faster compile).
       remat: rematerialisation policy for each block.
-      attention_impl: "auto" (cuDNN flash attention on GPU for bf16/fp16 when possible, else
-        XLA), "xla", or "cudnn".
+      attention_impl: an :class:`AttentionImpl` (or its value): "auto" (cuDNN flash attention
+        on GPU for bf16/fp16 when possible, else XLA), "xla", or "cudnn".
       rope_base: the base (theta) of rotary embeddings.
     """
 
@@ -174,7 +183,7 @@ class ModelConfig(ConfigBase):
     param_dtype: str = "float32"
     scan_layers: bool = False
     remat: Remat = Remat.NONE
-    attention_impl: str = "auto"
+    attention_impl: AttentionImpl = AttentionImpl.AUTO
     rope_base: float = 10000.0
 
     _ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {
@@ -185,6 +194,7 @@ class ModelConfig(ConfigBase):
         "sinusoidal_layout": SinusoidalLayout,
         "remat": Remat,
         "pooling": Pooling,
+        "attention_impl": AttentionImpl,
     }
 
     # ------------------------------------------------------------------ derived sizes
@@ -233,8 +243,6 @@ class ModelConfig(ConfigBase):
                 fail(field, "must be a bool")
         if self.logits_bias and not self.tie_output:
             fail("logits_bias", "needs tie_output=True (the untied output layer has its own bias)")
-        if self.attention_impl not in ("auto", "xla", "cudnn"):
-            fail("attention_impl", "must be 'auto', 'xla' or 'cudnn'")
 
     def require_vocab(self) -> None:
         """Called when a model is built: the vocabulary must be known by then."""

@@ -1,13 +1,11 @@
 """Using a trained model: load it from its workdir, generate text, translate sentences.
 
-A workdir written by ``train.py`` (:mod:`tfm.training.loop`) holds everything needed::
-
-    WORKDIR/config.json     the resolved run config (model, data, train)
-    WORKDIR/tokenizer/      the tokenizer (tfm.data.tokenizers.load_tokenizer)
-    WORKDIR/checkpoints/    orbax checkpoints; the 'state' item holds {step, params, opt_state}
+A workdir written by ``train.py`` (:mod:`tfm.training.loop`) holds everything needed: its
+config.json, tokenizer/ and checkpoints/ (the layout: :mod:`tfm.workdir_layout`).
 
 Only the parameters of the newest readable checkpoint are restored (no optimiser state, nothing
-written to the workdir). From a notebook::
+written to the workdir; the fallback past a damaged one is :func:`tfm.restore.restore_newest`,
+the one training uses). From a notebook::
 
     import tfm
     lm = tfm.inference.load("workdirs/shakespeare_char")     # a Pretrained
@@ -36,18 +34,13 @@ import numpy as np
 from tfm import decoding
 from tfm.config import Arch, ModelConfig
 from tfm.data.config import DataConfig, Task
-from tfm.data.pipeline import TOKENIZER_DIR
 from tfm.data.tokenizers import Tokenizer, load_tokenizer
 from tfm.models import build_model, param_shapes
+from tfm.restore import CheckpointError, restore_newest
 from tfm.token_ids import check_token_ids
+from tfm.workdir_layout import CHECKPOINT_DIR, CONFIG_FILE, STATE_ITEM, TOKENIZER_DIR
 
 log = logging.getLogger(__name__)
-
-# The workdir layout of tfm.training.loop / tfm.training.checkpoint (kept in step with them by
-# tests/test_inference.py, which loads a workdir written by the real training loop).
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
-STATE_ITEM = "state"
 
 # Data sets whose LM training text is one stream (no BOS; SentencePiece puts EOS between lines).
 _STREAM_DATASETS = ("tiny_shakespeare", "text_file")
@@ -164,28 +157,18 @@ def restore_params(workdir: str | os.PathLike, config: ModelConfig, step: int | 
             steps = [step]
         if not steps:
             raise WorkdirError(f"{workdir} has no checkpoint yet ({directory} is empty): train it first")
-        failures = []
-        for s in reversed(steps):
-            try:
-                restored = manager.restore(
-                    s,
-                    args=ocp.args.Composite(
-                        **{
-                            STATE_ITEM: ocp.args.PyTreeRestore(
-                                item=target,
-                                restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-                                partial_restore=True,
-                            )
-                        }
-                    ),
-                )
-                return restored[STATE_ITEM]["params"], s
-            except Exception as e:  # noqa: BLE001 - any failure: try the previous checkpoint
-                first = (str(e).strip().splitlines() or [""])[0][:300]  # TensorStore: whole specs
-                failures.append(f"step {s}: {type(e).__name__}: {first}")
-                log.warning("cannot restore the checkpoint of step %d (%s: %s); trying the previous "
-                            "one", s, type(e).__name__, first)
-    raise WorkdirError(f"no checkpoint in {directory} can be restored:\n  " + "\n  ".join(failures))
+
+        def attempt(s: int) -> Any:
+            restored = manager.restore(s, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeRestore(
+                item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                partial_restore=True)}))
+            return restored[STATE_ITEM]["params"]
+
+        try:
+            s, params = restore_newest(directory, steps, attempt)  # read-only: nothing moved
+        except CheckpointError as e:
+            raise WorkdirError(str(e)) from None
+    return params, s
 
 
 def load(workdir: str | os.PathLike, *, step: int | None = None, arch: Arch | str | None = None) -> Pretrained:

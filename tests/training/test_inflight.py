@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import pytest
 from conftest import tiny_config
 
+from tfm.training import eval as eval_lib
 from tfm.training import inflight, loop
 
 
@@ -58,6 +59,7 @@ class _CheckedWindow(inflight.InFlight):
 def test_the_loop_and_evaluation_keep_at_most_max_steps_in_flight(tmp_path, monkeypatch):
     _CheckedWindow.instances = []
     monkeypatch.setattr(loop, "InFlight", _CheckedWindow)
+    monkeypatch.setattr(eval_lib, "InFlight", _CheckedWindow)  # evaluate() lives in training/eval.py
     config = tiny_config(**{
         "train.num_steps": 6, "train.log_every_steps": 6, "train.max_steps_in_flight": 1,
         "train.eval_at_end": True,

@@ -12,7 +12,8 @@ import pytest
 from conftest import tiny_config
 
 from tfm.config import ModelConfig
-from tfm.training.loop import NonFiniteLossError, WorkdirMismatchError, model_differences, run
+from tfm.training.loop import NonFiniteLossError, WorkdirMismatchError, run
+from tfm.training.workdir import model_differences
 from tfm.training.writer import read_metrics
 
 
@@ -138,7 +139,7 @@ def test_mixed_precision_step_computes_in_bfloat16_and_keeps_float32_parameters(
     from tfm.training import state as state_lib
     from tfm.training import steps
     from tfm.training.config import RunConfig
-    from tfm.training.loop import make_schedule, make_tx
+    from tfm.training.optimizer import make_schedule, make_tx
 
     cfg = RunConfig.from_config_dict(tiny_config(**{"model.dtype": "bfloat16", "model.vocab_size": 40}))
     model = build_model(cfg.model)
@@ -169,15 +170,15 @@ def test_mixed_precision_trains_with_float32_parameters(tmp_path):
 def test_sigint_and_sigterm_only_set_a_flag_and_a_second_sigint_interrupts():
     import signal
 
-    from tfm.training.loop import _StopSignals
+    from tfm.training.signals import StopSignals
 
     before = signal.getsignal(signal.SIGINT)
-    with _StopSignals() as stop:
+    with StopSignals() as stop:
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.requested and stop.signal_name == "SIGINT"
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
-    with _StopSignals() as stop:
+    with StopSignals() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.requested and stop.signal_name == "SIGTERM"

@@ -127,8 +127,7 @@ from tfm.data import tokenizers as tokenizers_lib
 from tfm.data.config import DataConfig, Dataset, Overlong, Task, TokenizerKind
 from tfm.data.tokenizers import Tokenizer
 from tfm.token_ids import check_token_ids
-
-TOKENIZER_DIR = "tokenizer"
+from tfm.workdir_layout import TOKENIZER_DIR  # noqa: F401 - WORKDIR/tokenizer, where it is saved
 
 
 @dataclasses.dataclass

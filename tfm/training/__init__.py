@@ -3,10 +3,15 @@
     from tfm.training import RunConfig, TrainConfig, run
     run(RunConfig.from_config_dict(config_dict), workdir)   # what train.py does
 
-Modules, bottom to top: ``config`` (TrainConfig, RunConfig), ``state`` (TrainState),
-``steps`` (train_step / eval_step), ``parallel`` (single / pmap / sharded, multi-host init),
-``checkpoint`` (orbax), ``devices`` (the CPU device split), ``flops`` (MFU), ``writer`` (TensorBoard + metrics.jsonl), ``inflight``
-(how many dispatched steps may be outstanding), ``loop`` (``run``).
+Modules, bottom to top: ``config`` (TrainConfig, RunConfig), ``optimizer`` (the schedule and
+optax transformation a TrainConfig names), ``state`` (TrainState), ``steps`` (train_step /
+eval_step), ``parallel`` (single / pmap / sharded, multi-host init), ``checkpoint`` (orbax),
+``resume`` (restoring into this run's state), ``workdir`` (lock, provenance, the saved
+config), ``init_from`` (starting from an imported model), ``devices`` (the CPU device split),
+``flops`` (MFU), ``health`` (NaN/Inf checks), ``writer`` (TensorBoard + metrics.jsonl),
+``progress`` (metric pulls, throughput, progress bar), ``inflight`` (how many dispatched steps
+may be outstanding), ``eval`` (validation metrics, BLEU decoding), ``signals`` (preemption),
+``loop`` (``run``).
 """
 
 from tfm.training.config import Optimizer, RunConfig, Schedule, Strategy, TrainConfig, default_config_dict

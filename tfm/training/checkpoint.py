@@ -19,6 +19,7 @@ different state -- a changed optimiser, clipping, model -- is *healthy*, never c
 ``without_optimizer=True`` only the step and the parameters are restored (a fresh optimiser
 state, ``TrainConfig.reset_optimizer``), so only they have to fit.
 
+The fallback is :func:`tfm.restore.restore_newest` (inference uses the same one, read-only).
 A step that cannot be read (a truncated or missing file) is moved aside to
 ``WORKDIR/checkpoints_damaged/<step>`` (``<step>.1``, ``<step>.2``... when that name is taken:
 nothing moved aside is ever overwritten or deleted) with a logged warning, and the previous
@@ -41,34 +42,18 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from tfm.restore import CheckpointError, IncompatibleCheckpointError, move_aside, restore_newest, short_error
 from tfm.training.health import path_name
+from tfm.workdir_layout import META_ITEM as META
+from tfm.workdir_layout import STATE_ITEM as STATE
+from tfm.workdir_layout import damaged_dir
 
 log = logging.getLogger(__name__)
-
-STATE = "state"
-META = "meta"
-
-
-class CheckpointError(RuntimeError):
-    """A workdir's checkpoints exist but none can be restored."""
 
 
 class CheckpointWriteError(CheckpointError):
     """A checkpoint cannot be written (read-only or full file system, ...). Earlier checkpoints
     are untouched; the message is one line naming the cause and the path."""
-
-
-class IncompatibleCheckpointError(CheckpointError):
-    """The newest checkpoint is readable but holds a differently shaped state than this run's
-    (changed settings); ``differences`` lists them ("path: saved ... , now ...")."""
-
-    def __init__(self, directory: str, step: int, differences: list[str]):
-        self.directory, self.step, self.differences = directory, step, differences
-        shown = differences[:12] + ([f"... and {len(differences) - 12} more"] if len(differences) > 12 else [])
-        super().__init__(
-            f"the checkpoint of step {step} in {directory} holds a different training state than "
-            "this config builds (it is not damaged; nothing was moved):\n  " + "\n  ".join(shown)
-        )
 
 
 class Checkpointer:
@@ -82,7 +67,7 @@ class Checkpointer:
 
     def __init__(self, directory: str | os.PathLike, *, keep: int = 3, async_save: bool = True):
         self.directory = os.path.abspath(os.fspath(directory))
-        self.damaged_directory = os.path.join(os.path.dirname(self.directory), "checkpoints_damaged")
+        self.damaged_directory = damaged_dir(self.directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             create=True,
@@ -183,7 +168,7 @@ class Checkpointer:
             path = re.search(r'"(/[^"]+)"', str(error))
             reason = f"{os.strerror(int(code.group(1)))} ({path.group(1) if path else self.directory})"
         else:
-            reason = _short(error)
+            reason = short_error(error)
         which = f"step {step}" if step is not None else "a checkpoint"
         newest = [s for s in self.manager.all_steps() if step is None or s < step]
         kept = (f"the newest complete checkpoint, step {max(newest)}, is intact" if newest
@@ -208,41 +193,26 @@ class Checkpointer:
           IncompatibleCheckpointError: the newest checkpoint is readable but does not fit.
           CheckpointError: checkpoints exist (or were moved aside as damaged) but none can be read.
         """
-        steps = self.all_steps()
-        if not steps:
-            damaged = _listdir(self.damaged_directory)
-            if damaged:
-                raise CheckpointError(
-                    f"{self.directory} holds no checkpoint but {self.damaged_directory} holds "
-                    f"damaged ones ({', '.join(sorted(damaged))}); refusing to start the run over. "
-                    "Use a new --workdir, or move that directory away to start afresh here."
-                )
-            return None
         target = abstract_state.replace(opt_state=None) if without_optimizer else abstract_state
-        failures = []
-        for step in reversed(steps):
-            try:
-                saved = self.manager.item_metadata(step)[STATE]
-                saved = getattr(saved, "tree", saved)
-                if saved is None:
-                    raise ValueError("the state item has no metadata")
-            except Exception as e:  # noqa: BLE001 - unreadable metadata means damaged
-                failures.append(self._damaged(step, e))
-                continue
+
+        def attempt(step: int) -> tuple[Any, dict[str, Any]]:
+            saved = self.manager.item_metadata(step)[STATE]  # unreadable metadata: damaged
+            saved = getattr(saved, "tree", saved)
+            if saved is None:
+                raise ValueError("the state item has no metadata")
             differences = tree_differences(saved, target)
             if differences:
                 raise IncompatibleCheckpointError(self.directory, step, differences)
-            try:
-                state, meta = self._restore(step, target, partial=without_optimizer)
-                if not isinstance(meta, dict) or int(meta.get("step", -1)) != step:
-                    raise ValueError(f"meta of step {step} is incomplete: {meta!r}")
-                return step, state, meta
-            except Exception as e:  # noqa: BLE001 - any failure to read means damaged
-                failures.append(self._damaged(step, e))
-        raise CheckpointError(
-            f"every checkpoint in {self.directory} is damaged, refusing to start the run over "
-            f"(the damaged steps were moved to {self.damaged_directory}):\n  " + "\n  ".join(failures)
-        )
+            state, meta = self._restore(step, target, partial=without_optimizer)
+            if not isinstance(meta, dict) or int(meta.get("step", -1)) != step:
+                raise ValueError(f"meta of step {step} is incomplete: {meta!r}")
+            return state, meta
+
+        restored = restore_newest(self.directory, self.all_steps(), attempt, on_damaged=self._move_aside)
+        if restored is None:
+            return None
+        step, (state, meta) = restored
+        return step, state, meta
 
     def _restore(self, step: int, target: Any, *, partial: bool) -> tuple[Any, Any]:
         if not partial:
@@ -266,46 +236,18 @@ class Checkpointer:
         meta = self.manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
         return target.replace(step=part["step"], params=part["params"]), meta
 
-    def _damaged(self, step: int, error: Exception) -> str:
-        message = _short(error)
-        log.warning("checkpoint at step %d cannot be restored (%s); moving it to %s and trying "
-                    "the previous one", step, message, self.damaged_directory)
-        self._move_aside(step)
-        return f"step {step}: {message}"
-
     def _move_aside(self, step: int) -> None:
-        """Moves a damaged step out of the manager's directory (process 0), so that a later
-        save of the same step number does not collide with it. Never replaces anything there."""
+        """Moves a damaged step out of the manager's directory (process 0; see
+        :func:`tfm.restore.move_aside`), so that a later save of the same step number does not
+        collide with it."""
         if jax.process_index() == 0:
-            src = os.path.join(self.directory, str(step))
-            os.makedirs(self.damaged_directory, exist_ok=True)
-            dst = os.path.join(self.damaged_directory, str(step))
-            n = 0
-            while os.path.exists(dst):
-                n += 1
-                dst = os.path.join(self.damaged_directory, f"{step}.{n}")
-            if os.path.exists(src):
-                os.rename(src, dst)
+            move_aside(self.directory, step)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"tfm_checkpoint_move_aside_{step}")
         self.manager.reload()
 
 
 # ---------------------------------------------------------------------- pure helpers
-def _listdir(path: str) -> list[str]:
-    return os.listdir(path) if os.path.isdir(path) else []
-
-
-def _short(error: BaseException, limit: int = 300) -> str:
-    """``Type: first line of the message`` cut to ``limit`` characters (orbax and TensorStore
-    put whole specs in their messages)."""
-    text = str(error).strip().splitlines()
-    first = text[0] if text else ""
-    if len(first) > limit:
-        first = first[:limit] + "..."
-    return f"{type(error).__name__}: {first}"
-
-
 def _leaves_by_path(tree: Any) -> dict[str, tuple[int, ...] | None]:
     """``{"opt_state/0/mu/...": shape}`` for every leaf; dict keys, attribute names and list
     indices all become path components, so a saved tree (dicts and lists) and a live one

@@ -14,6 +14,10 @@ import jax
 import jax.numpy as jnp
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A training step produced a NaN or Inf loss (or gradient norm), or NaN/Inf parameters."""
+
+
 @jax.jit
 def _flags(tree: Any) -> list[tuple[jax.Array, jax.Array]]:
     """Per leaf: (has NaN, has Inf) -- two booleans, reduced on the devices."""

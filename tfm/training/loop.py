@@ -43,12 +43,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
-import math
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -57,157 +53,41 @@ import jax
 import ml_collections
 import numpy as np
 
-from tfm import optim
 from tfm.config import Arch, ModelConfig
 from tfm.data import tokenizers as tokenizers_lib
-from tfm.data.pipeline import TOKENIZER_DIR, Pipeline, build_pipeline
+from tfm.data.pipeline import Pipeline, build_pipeline
 from tfm.models import build_model
 from tfm.training import devices as devices_lib
 from tfm.training import flops as flops_lib
 from tfm.training import health
 from tfm.training import parallel as parallel_lib
+from tfm.training import progress
 from tfm.training import resume as resume_lib
 from tfm.training import state as state_lib
 from tfm.training import steps as steps_lib
 from tfm.training import workdir as workdir_lib
 from tfm.training.checkpoint import CheckpointError, Checkpointer
-from tfm.training.config import (
-    EXECUTION_ONLY_MODEL_FIELDS,
-    Optimizer,
-    RunConfig,
-    Schedule,
-    TrainConfig,
-)
+from tfm.training.config import RunConfig
+from tfm.training.eval import evaluate, translation_metrics
+from tfm.training.health import NonFiniteLossError
 from tfm.training.inflight import InFlight
-from tfm.training.workdir import WorkdirLockedError, WorkdirMismatchError  # noqa: F401 - re-exported
-from tfm.training.workdir import _plain
+from tfm.training.init_from import resolve_init_from, with_imported_params
+from tfm.training.optimizer import make_schedule, make_tx
+from tfm.training.signals import SetupInterrupted, StopSignals
+from tfm.training.workdir import WorkdirLockedError, WorkdirMismatchError, check_workdir
 from tfm.training.writer import MetricWriter
+from tfm.workdir_layout import CHECKPOINT_DIR, TOKENIZER_DIR
+
+__all__ = ["NonFiniteLossError", "WorkdirLockedError", "WorkdirMismatchError", "run"]
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
-
 Hook = Callable[[int], None]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A training step produced a NaN or Inf loss (or gradient norm), or NaN/Inf parameters."""
 
 
 # ====================================================================== config helpers
 def as_run_config(config: RunConfig | ml_collections.ConfigDict | dict) -> RunConfig:
     return config if isinstance(config, RunConfig) else RunConfig.from_config_dict(config)
-
-
-def make_schedule(train: TrainConfig, model: ModelConfig) -> Callable:
-    if train.schedule is Schedule.RSQRT:
-        return optim.rsqrt_schedule(model.d_model, train.warmup_steps, train.learning_rate)
-    if train.schedule is Schedule.WARMUP_COSINE:
-        return optim.warmup_cosine_schedule(
-            train.learning_rate, train.warmup_steps, train.num_steps, train.end_learning_rate_ratio
-        )
-    if train.warmup_steps:
-        return optim.warmup_cosine_schedule(
-            train.learning_rate, train.warmup_steps, train.num_steps, end_ratio=1.0
-        )
-    lr = train.learning_rate
-    return lambda count: lr
-
-
-def make_tx(train: TrainConfig, schedule: Callable):
-    return optim.make_optimizer(
-        schedule,
-        kind=train.optimizer.value,
-        b1=train.b1,
-        b2=train.b2,
-        eps=train.eps,
-        weight_decay=train.weight_decay if train.optimizer is Optimizer.ADAMW else 0.0,
-        grad_clip_norm=train.grad_clip_norm,
-    )
-
-
-def model_differences(saved: ModelConfig, new: ModelConfig) -> list[str]:
-    """Fields that make ``new`` a different network from ``saved`` ("field: saved -> new").
-
-    Execution-only fields (compute dtype, remat, attention implementation) do not count, nor
-    does a ``vocab_size`` of 0 (= take it from the tokenizer) in ``new``.
-    """
-    out = []
-    for f in dataclasses.fields(ModelConfig):
-        if f.name in EXECUTION_ONLY_MODEL_FIELDS:
-            continue
-        a, b = getattr(saved, f.name), getattr(new, f.name)
-        if f.name == "vocab_size" and b == 0:
-            continue
-        if a != b:
-            out.append(f"model.{f.name}: {_plain(a)!r} in the workdir, {_plain(b)!r} now")
-    return out
-
-
-def _read_saved_config(path: str) -> RunConfig:
-    """The workdir's saved RunConfig; an unreadable one is refused naming ``path``."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return RunConfig.from_config_dict(json.load(f))
-    except (OSError, ValueError) as e:
-        raise WorkdirMismatchError(
-            f"{path} cannot be read ({type(e).__name__}: {e}), so the workdir cannot be checked "
-            "against this config; refusing to touch it. Repair or remove that file, or use a new "
-            "--workdir.") from None
-
-
-def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
-    """Refuses a workdir whose saved run has a different model; returns the saved RunConfig
-    (None for a fresh workdir)."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        if os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)) and os.listdir(
-            os.path.join(workdir, CHECKPOINT_DIR)
-        ):
-            raise WorkdirMismatchError(
-                f"{workdir} has checkpoints but no {CONFIG_FILE}, so it cannot be checked "
-                "against this config; refusing to touch it. Use a new --workdir."
-            )
-        return None
-    saved = _read_saved_config(path)
-    diffs = model_differences(saved.model, config.model)
-    if diffs:
-        raise WorkdirMismatchError(
-            f"{workdir} holds a run of a different model, refusing to overwrite it:\n  "
-            + "\n  ".join(diffs)
-            + f"\nUse a new --workdir, or the model settings saved in {path}."
-        )
-    return saved
-
-
-# ModelConfig fields a run that starts from an imported model keeps from its own config.
-INIT_FROM_KEPT_FIELDS = EXECUTION_ONLY_MODEL_FIELDS | {"dropout_rate", "attention_dropout_rate"}
-
-
-def resolve_init_from(config: RunConfig, workdir: str | None = None) -> RunConfig:
-    """With ``train.init_from``: the imported model's architecture (its config.json), keeping
-    the run's execution-only fields and dropout rates (:data:`INIT_FROM_KEPT_FIELDS`). A
-    workdir already started from the same directory keeps the architecture it saved (resuming
-    does not need the imported directory any more)."""
-    if not config.train.init_from:
-        return config
-    kept = {f: getattr(config.model, f) for f in INIT_FROM_KEPT_FIELDS}
-    saved_path = os.path.join(workdir, CONFIG_FILE) if workdir else ""
-    if saved_path and os.path.exists(saved_path):
-        saved = _read_saved_config(saved_path)
-        if saved.train.init_from == config.train.init_from:
-            return config.replace(model=saved.model.replace(**kept))
-    from tfm import interop
-
-    imported = interop.read_model_config(config.train.init_from)
-    model = imported.replace(**kept)
-    ignored = [d.replace(" in the workdir", " in init_from") for d in model_differences(model, config.model)
-               if d.split(":")[0].split(".")[1] != "vocab_size"]
-    if ignored:
-        log.info("train.init_from=%s decides the architecture; config values not used:\n  %s",
-                 config.train.init_from, "\n  ".join(ignored))
-    return config.replace(model=model)
 
 
 def resolve_model(config: RunConfig, pipe: Pipeline) -> RunConfig:
@@ -227,57 +107,6 @@ def resolve_model(config: RunConfig, pipe: Pipeline) -> RunConfig:
             f"{pipe.num_classes} classes"
         )
     return config.replace(model=model)
-
-
-# ====================================================================== preemption
-class _SetupInterrupted(BaseException):
-    """SIGTERM/SIGINT during set-up (a BaseException: libraries' ``except Exception`` retry
-    loops, e.g. TFDS downloads, must not swallow it)."""
-
-
-class _StopSignals:
-    """SIGTERM / SIGINT set a flag (the loop checkpoints and returns); a second SIGINT
-    interrupts at once. Inside :meth:`interruptible` (set-up: data, tokenizer, compilation --
-    nothing to save yet) they stop the run at once. Installed only from the main thread;
-    restored on exit."""
-
-    def __init__(self):
-        self.requested = False
-        self.signal_name = ""
-        self._previous: dict[int, Any] = {}
-        self._interruptible = False
-
-    @contextlib.contextmanager
-    def interruptible(self):
-        self._interruptible = True
-        try:
-            if self.requested:
-                raise _SetupInterrupted(self.signal_name)
-            yield
-        finally:
-            self._interruptible = False
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.signal_name = signal.Signals(signum).name
-        if self._interruptible:
-            self._interruptible = False
-            raise _SetupInterrupted(self.signal_name)
-        log.warning("%s received: saving a checkpoint at the current step and stopping",
-                    self.signal_name)
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        return False
 
 
 def _closing(close: Callable[[], None]):
@@ -315,83 +144,6 @@ def _agree(flag: bool) -> bool:
     return bool(np.asarray(flags).any())
 
 
-# ====================================================================== evaluation
-def evaluate(
-    parallel: parallel_lib.Parallel,
-    eval_step: Callable,
-    state: state_lib.TrainState,
-    pipe: Pipeline,
-    split: str = "validation",
-    max_in_flight: int = 2,
-) -> dict[str, float]:
-    """Loss, nll, perplexity, accuracy over the whole split (sums on device, one transfer)."""
-    params = parallel.params_of(state)
-    total = None
-    in_flight = InFlight(max_in_flight)
-    for batch in pipe.eval_batches(split):
-        sums = eval_step(params, parallel.shard_batch(batch))
-        total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
-        in_flight.push(total)
-    if total is None:
-        return {}
-    sums = parallel.to_host(total)
-    return summarize(sums)
-
-
-def summarize(sums: dict[str, Any]) -> dict[str, float]:
-    """Summed step statistics -> means: loss, nll, perplexity, bits per token, accuracy."""
-    weight = max(float(sums["weight_sum"]), 1e-9)
-    nll = float(sums["nll_sum"]) / weight
-    return {
-        "loss": float(sums["loss_sum"]) / weight,
-        "nll": nll,
-        "perplexity": math.exp(nll) if nll < 700 else math.inf,
-        "bits_per_token": nll / math.log(2),
-        "accuracy": float(sums["correct_sum"]) / weight,
-        "weight": float(sums["weight_sum"]),
-    }
-
-
-def translation_metrics(
-    model, params, pipe: Pipeline, *, num_examples: int, beam_size: int, batch_size: int,
-    max_len: int, split: str = "validation",
-) -> tuple[dict[str, float], str]:
-    """Decodes the first ``num_examples`` sources of ``split``; BLEU and exact match on text,
-    also per group where the data set has groups (numbers: by magnitude; see
-    :func:`tfm.evaluation.text_metrics_by_group`).
-
-    Returns the metrics and a few (source, reference, output) examples as text.
-    """
-    from tfm import decoding, evaluation
-
-    pairs = pipe.eval_pairs(split)[:num_examples]
-    if not pairs:
-        return {}, ""
-    hypotheses: list[str] = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
-        # a short last batch is padded with copies of its first source: one compiled shape
-        sources = [source for source, _ in chunk]
-        inputs, mask = pipe.encode_inputs(sources + sources[:1] * (batch_size - len(chunk)), return_mask=True)
-        special = dict(bos_id=pipe.tokenizer.bos_id, eos_id=pipe.tokenizer.eos_id)  # the tokenizer's own
-        if beam_size > 1:
-            out = decoding.encdec_beam_search(model, params, inputs, inputs_mask=mask,
-                                              beam_size=beam_size, max_len=max_len, **special).best()
-        else:
-            out = decoding.encdec_greedy(model, params, inputs, inputs_mask=mask, max_len=max_len, **special)
-        hypotheses.extend(pipe.tokenizer.decode(ids) for ids in out.to_lists()[:len(chunk)])
-    references = [reference for _, reference in pairs]
-    groups = pipe.eval_groups(split)
-    metrics = evaluation.text_metrics_by_group(
-        hypotheses, references, None if groups is None else groups[:len(pairs)],
-        tokenize=pipe.bleu_tokenize)
-    examples = "\n\n".join(
-        f"source: {s}  \nreference: {r}  \noutput: {h}"
-        for (s, r), h in list(zip(pairs, hypotheses))[:4]
-    )
-    return metrics, examples
-
-
 # ====================================================================== the run
 def run(
     config: RunConfig | ml_collections.ConfigDict | dict,
@@ -413,7 +165,7 @@ def run(
       CheckpointWriteError), ValueError (bad config).
     """
     # Signals are handled from the start, so that one arriving during set-up stops cleanly too.
-    with _StopSignals() as stop, contextlib.ExitStack() as cleanup:
+    with StopSignals() as stop, contextlib.ExitStack() as cleanup:
         config, workdir = as_run_config(config), os.path.abspath(workdir)
         devices_lib.configure_for_run(config.train, config.data)  # before JAX's backends start
         if jax.process_index() == 0:  # one run per workdir (released last, after the saves)
@@ -422,7 +174,7 @@ def run(
         try:
             with stop.interruptible():
                 setup = _Setup.build(config, workdir)
-        except _SetupInterrupted:
+        except SetupInterrupted:
             log.warning("%s received during set-up: stopping before the first step; nothing to save",
                         stop.signal_name)
             return {"step": _newest_step(os.path.join(workdir, CHECKPOINT_DIR)), "preempted": True,
@@ -511,7 +263,7 @@ class _Setup:
 
 
 def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitStack,
-           hooks: Sequence[Hook], stop: _StopSignals) -> dict[str, Any]:
+           hooks: Sequence[Hook], stop: StopSignals) -> dict[str, Any]:
     """Restores or initialises the state, then runs the steps (see the module docstring)."""
     config, parallel, pipe = setup.config, setup.parallel, setup.pipe
     train, model_cfg = config.train, config.model
@@ -520,7 +272,7 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
     restored = resume_lib.restore(checkpointer, parallel, setup.boxed_init, setup.init_rng, config,
                                   setup.saved, setup.workdir)
     if is_chief:
-        _write_json(os.path.join(setup.workdir, CONFIG_FILE), config.to_dict())
+        workdir_lib.write_config(setup.workdir, config)
     if restored is not None:
         start_step, canonical_state, meta = restored
         state = parallel.from_canonical(canonical_state)
@@ -532,7 +284,7 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
         state = parallel.init_state(setup.boxed_init, setup.init_rng)
         dropout_rng = setup.dropout_rng
         if train.init_from:
-            state = _with_imported_params(parallel, state, train.init_from, model_cfg)
+            state = with_imported_params(parallel, state, train.init_from, model_cfg)
             log.info("initialised a new run in %s from the parameters of %s", setup.workdir, train.init_from)
         else:
             log.info("initialised a new run in %s", setup.workdir)
@@ -540,7 +292,7 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
     writer = MetricWriter(setup.workdir, enabled=is_chief,
                           purge_step=start_step + 1 if restored is not None else None)
     cleanup.push(_closing(writer.close))
-    bar = _progress_bar(train, start_step, enabled=is_chief)
+    bar = progress.progress_bar(train, start_step, enabled=is_chief)
     cleanup.push(_closing(bar.close))
     peak = train.peak_flops_per_device or flops_lib.peak_flops(jax.devices()[0].device_kind)
     result: dict[str, Any] = {"step": start_step, "preempted": False, "train": {}, "eval": {}}
@@ -577,11 +329,11 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
         writer.write(step, "eval", metrics)
         result["eval"] = metrics
         if is_chief:
-            log.info("eval step %d: %s", step, _fmt(metrics))
+            log.info("eval step %d: %s", step, progress.fmt(metrics))
 
     pending: list[tuple[int, Any]] = []
     in_flight = InFlight(train.max_steps_in_flight)
-    window = _Window(time.time())
+    window = progress.Window(time.time())
     step = start_step
     if _agree(stop.requested):  # a collective: every process calls it
         log.warning("%s received before the first step; nothing new to save",
@@ -609,7 +361,7 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
             stopping = _agree(stop.requested)
             # NaN/Inf raises here, before any checkpoint of this step is written
             try:
-                result["train"] = _flush(pending, parallel, window, peak, writer, bar)
+                result["train"] = progress.flush(pending, parallel, window, peak, writer, bar)
             except NonFiniteLossError as e:
                 raise NonFiniteLossError(f"{e} {_newest_good(checkpointer)}") from None
             pending = []
@@ -650,85 +402,7 @@ def _newest_good(checkpointer: Checkpointer) -> str:
     return f"The newest checkpoint is step {steps[-1]} in {checkpointer.directory}.{failed}"
 
 
-def _with_imported_params(parallel, state, directory: str, model_cfg: ModelConfig):
-    """``state`` with its parameters replaced by those of a Hugging Face model directory, each
-    placed like the parameter it replaces (the optimiser state of a fresh run does not depend
-    on the parameter values)."""
-    from tfm import interop
-
-    imported_cfg, params = interop.load_model(directory)
-    if imported_cfg.replace(**{f: getattr(model_cfg, f) for f in INIT_FROM_KEPT_FIELDS}) != model_cfg:
-        raise WorkdirMismatchError(f"{directory} no longer holds the model this run was configured from")
-    canonical = parallel.canonical(state)
-    placed = jax.tree.map(lambda old, new: jax.device_put(np.asarray(new, old.dtype), old.sharding),
-                          canonical.params, params)
-    return parallel.from_canonical(canonical.replace(params=placed))
-
-
-# ====================================================================== logging helpers
-@dataclasses.dataclass
-class _Window:
-    """Throughput bookkeeping between two metric pulls."""
-
-    start: float
-    flops: float = 0.0
-
-    def reset(self, now: float) -> None:
-        self.start, self.flops = now, 0.0
-
-
-def _flush(pending, parallel, window: _Window, peak, writer: MetricWriter, bar) -> dict[str, float]:
-    """Pulls the pending steps' metrics (one transfer), checks them, writes them."""
-    if not pending:
-        return {}
-    host = parallel.to_host([m for _, m in pending])
-    for (step, _), m in zip(pending, host):
-        loss = float(m["loss_sum"]) / max(float(m["weight_sum"]), 1e-9)
-        if not (math.isfinite(loss) and math.isfinite(float(m["grad_norm"]))):
-            raise NonFiniteLossError(
-                f"non-finite training loss {loss} (gradient norm {float(m['grad_norm'])}) at "
-                f"step {step}; stopping."
-            )
-    now = time.time()
-    elapsed = max(now - window.start, 1e-9)
-    sums = {k: sum(float(m[k]) for m in host) for k in ("loss_sum", "nll_sum", "correct_sum", "weight_sum")}
-    metrics = summarize(sums)
-    metrics.pop("weight")
-    metrics.update(
-        grad_norm=float(np.mean([float(m["grad_norm"]) for m in host])),
-        learning_rate=float(host[-1]["learning_rate"]),
-        tokens_per_second=sums["weight_sum"] / elapsed,
-        steps_per_second=len(host) / elapsed,
-    )
-    if peak:
-        metrics["mfu"] = window.flops / elapsed / (peak * parallel.num_devices)
-    writer.write(pending[-1][0], "train", metrics)
-    bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_second']:.0f}",
-                    lr=f"{metrics['learning_rate']:.2e}", refresh=False)
-    window.reset(now)
-    return metrics
-
-
-def _progress_bar(train: TrainConfig, start: int, *, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=train.num_steps, initial=start, disable=not (enabled and train.progress_bar),
-                desc="train", unit="step", dynamic_ncols=True)
-
-
-def _write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def _param_count(cfg: ModelConfig) -> int:
     from tfm.models import param_count
 
     return param_count(cfg)
-
-
-def _fmt(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())

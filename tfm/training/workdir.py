@@ -14,6 +14,11 @@
 * :class:`WorkdirMismatchError`: the workdir holds something this run must not use or replace.
 * :func:`setting_differences`: the settings that differ between a workdir's saved config and
   this run's ("train.optimizer: 'adam' in the workdir, 'adamw' now").
+* The saved config: :func:`check_workdir` refuses a workdir whose ``config.json`` holds a
+  different model (:func:`model_differences`), or that has checkpoints but no config;
+  :func:`write_config` writes it (atomically).
+
+The file names are :mod:`tfm.workdir_layout`'s.
 """
 
 from __future__ import annotations
@@ -28,7 +33,17 @@ import socket
 import time
 from typing import Any
 
-from tfm.data.pipeline import TOKENIZER_DIR
+from tfm.config import ModelConfig
+from tfm.training.config import EXECUTION_ONLY_MODEL_FIELDS, RunConfig
+from tfm.workdir_layout import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    DAMAGED_CHECKPOINT_DIR,
+    LOCK_FILE,
+    PROVENANCE_FILE,
+    SUPERSEDED_DIR,
+    TOKENIZER_DIR,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +78,6 @@ class WorkdirLockedError(RuntimeError):
 
 
 # ====================================================================== one run per workdir
-LOCK_FILE = "tfm.lock"
-
 
 class WorkdirLock:
     """An exclusive lock on ``WORKDIR/tfm.lock`` for the lifetime of a run (process 0 only).
@@ -142,8 +155,6 @@ def prepare(workdir: str) -> None:
 
 
 # ====================================================================== provenance
-PROVENANCE_FILE = "provenance.json"
-SUPERSEDED_DIR = "superseded"
 INIT_FROM_KEY = "train.init_from"  # the imported model directory (its tokenizer), None: unset
 TOKENIZER_KEY = "tokenizer files sha256"  # in provenance.json, beside the data fields
 
@@ -177,10 +188,9 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def has_checkpoints(workdir: str, checkpoint_dir: str = "checkpoints") -> bool:
+def has_checkpoints(workdir: str) -> bool:
     """Whether the workdir holds checkpoints, complete or damaged (moved aside)."""
-    for name in (checkpoint_dir, checkpoint_dir + "_damaged"):
-        path = os.path.join(workdir, name)
+    for path in (os.path.join(workdir, CHECKPOINT_DIR), os.path.join(workdir, DAMAGED_CHECKPOINT_DIR)):
         if os.path.isdir(path) and any(e.split(".")[0].isdigit() for e in os.listdir(path)):
             return True
     return False
@@ -287,9 +297,73 @@ def check_and_record_tokenizer(workdir: str, record: dict[str, Any]) -> None:
 
 def record_provenance(workdir: str, record: dict[str, Any]) -> None:
     """Writes ``WORKDIR/provenance.json`` (atomically; process 0)."""
-    path = os.path.join(workdir, PROVENANCE_FILE)
+    write_json(os.path.join(workdir, PROVENANCE_FILE), record)
+
+
+# ====================================================================== the saved config
+def model_differences(saved: ModelConfig, new: ModelConfig) -> list[str]:
+    """Fields that make ``new`` a different network from ``saved`` ("field: saved -> new").
+
+    Execution-only fields (compute dtype, remat, attention implementation) do not count, nor
+    does a ``vocab_size`` of 0 (= take it from the tokenizer) in ``new``.
+    """
+    out = []
+    for f in dataclasses.fields(ModelConfig):
+        if f.name in EXECUTION_ONLY_MODEL_FIELDS:
+            continue
+        a, b = getattr(saved, f.name), getattr(new, f.name)
+        if f.name == "vocab_size" and b == 0:
+            continue
+        if a != b:
+            out.append(f"model.{f.name}: {_plain(a)!r} in the workdir, {_plain(b)!r} now")
+    return out
+
+
+def read_saved_config(path: str) -> RunConfig:
+    """The workdir's saved RunConfig; an unreadable one is refused naming ``path``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return RunConfig.from_config_dict(json.load(f))
+    except (OSError, ValueError) as e:
+        raise WorkdirMismatchError(
+            f"{path} cannot be read ({type(e).__name__}: {e}), so the workdir cannot be checked "
+            "against this config; refusing to touch it. Repair or remove that file, or use a new "
+            "--workdir.") from None
+
+
+def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
+    """Refuses a workdir whose saved run has a different model; returns the saved RunConfig
+    (None for a fresh workdir)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        if os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)) and os.listdir(
+            os.path.join(workdir, CHECKPOINT_DIR)
+        ):
+            raise WorkdirMismatchError(
+                f"{workdir} has checkpoints but no {CONFIG_FILE}, so it cannot be checked "
+                "against this config; refusing to touch it. Use a new --workdir."
+            )
+        return None
+    saved = read_saved_config(path)
+    diffs = model_differences(saved.model, config.model)
+    if diffs:
+        raise WorkdirMismatchError(
+            f"{workdir} holds a run of a different model, refusing to overwrite it:\n  "
+            + "\n  ".join(diffs)
+            + f"\nUse a new --workdir, or the model settings saved in {path}."
+        )
+    return saved
+
+
+def write_config(workdir: str, config: RunConfig) -> None:
+    """Writes the resolved ``WORKDIR/config.json`` (process 0), what inference reads."""
+    write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+
+
+def write_json(path: str, obj: Any) -> None:
+    """``obj`` as indented JSON at ``path``, atomically (a temporary file, then a rename)."""
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2, sort_keys=True)
+        json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)

@@ -16,10 +16,9 @@ import math
 import os
 from typing import Any
 
-log = logging.getLogger(__name__)
+from tfm.workdir_layout import METRICS_FILE, TENSORBOARD_DIR
 
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
+log = logging.getLogger(__name__)
 
 
 class MetricWriter:

@@ -1,0 +1,135 @@
+"""Restoring the newest intact checkpoint: the fallback training and inference share.
+
+:func:`restore_newest` tries a checkpoint directory's steps newest first. A step that cannot be
+read (a truncated or missing file, unreadable metadata) is *damaged*: a one-line warning names
+it, and the step before it is tried. A step that is readable but holds a different state
+(:class:`IncompatibleCheckpointError`) is healthy: it is never called damaged, and the error
+is raised at once. When every step is damaged, :class:`CheckpointError` lists them -- never a
+silent fresh start; nor while ``checkpoints/`` is empty and ``checkpoints_damaged/`` is not.
+
+What happens to a damaged step is the caller's: the training run, which holds the workdir's lock,
+moves it aside to ``checkpoints_damaged/<step>`` (``<step>.1``, ``<step>.2``... when that name is
+taken: nothing moved aside is ever overwritten or deleted), so that a later save of the same
+step cannot collide with it; inference opens the workdir read-only (a run may be training in
+it) and leaves it where it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+from tfm.workdir_layout import damaged_dir
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class CheckpointError(RuntimeError):
+    """A workdir's checkpoints exist but none can be restored."""
+
+
+class IncompatibleCheckpointError(CheckpointError):
+    """The newest checkpoint is readable but holds a differently shaped state than this run's
+    (changed settings); ``differences`` lists them ("path: saved ... , now ...")."""
+
+    def __init__(self, directory: str, step: int, differences: list[str]):
+        self.directory, self.step, self.differences = directory, step, differences
+        shown = differences[:12] + ([f"... and {len(differences) - 12} more"] if len(differences) > 12 else [])
+        super().__init__(
+            f"the checkpoint of step {step} in {directory} holds a different training state than "
+            "this config builds (it is not damaged; nothing was moved):\n  " + "\n  ".join(shown)
+        )
+
+
+def short_error(error: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` cut to ``limit`` characters (orbax and TensorStore
+    put whole specs in their messages)."""
+    text = str(error).strip().splitlines()
+    first = text[0] if text else ""
+    if len(first) > limit:
+        first = first[:limit] + "..."
+    return f"{type(error).__name__}: {first}"
+
+
+def _listdir(path: str) -> list[str]:
+    return os.listdir(path) if os.path.isdir(path) else []
+
+
+def move_aside(directory: str, step: int) -> str | None:
+    """Moves ``directory/<step>`` to ``checkpoints_damaged/<step>`` (or ``<step>.N``, the first
+    free name: nothing there is ever replaced). Returns where it went (None: it was gone)."""
+    src = os.path.join(directory, str(step))
+    if not os.path.exists(src):
+        return None
+    damaged = damaged_dir(directory)
+    os.makedirs(damaged, exist_ok=True)
+    dst = os.path.join(damaged, str(step))
+    n = 0
+    while os.path.exists(dst):
+        n += 1
+        dst = os.path.join(damaged, f"{step}.{n}")
+    os.rename(src, dst)
+    return dst
+
+
+def restore_newest(
+    directory: str,
+    steps: list[int],
+    attempt: Callable[[int], T],
+    *,
+    on_damaged: Callable[[int], None] | None = None,
+) -> tuple[int, T] | None:
+    """``(step, attempt(step))`` for the newest step whose ``attempt`` succeeds.
+
+    Args:
+      directory: the checkpoint directory (``WORKDIR/checkpoints``), for messages and for the
+        damaged steps beside it.
+      steps: the steps to try (any order; tried newest first).
+      attempt: reads one step; any exception but IncompatibleCheckpointError means damaged.
+      on_damaged: called with each damaged step after its warning (training: move it aside);
+        None leaves it in place (read-only use).
+    Returns:
+      None when there are no steps at all (and no damaged ones moved aside earlier).
+    Raises:
+      IncompatibleCheckpointError: from ``attempt``: a healthy step of a different state.
+      CheckpointError: every step is damaged, or there are none left but damaged ones.
+    """
+    damaged = damaged_dir(directory)
+    if not steps:
+        moved = sorted(_listdir(damaged))
+        if moved:
+            raise CheckpointError(
+                f"{directory} holds no checkpoint but {damaged} holds damaged ones "
+                f"({', '.join(moved)}); refusing to start the run over. Use a new --workdir, or "
+                "move that directory away to start afresh here.")
+        return None
+    failures = []
+    for step in sorted(steps, reverse=True):
+        try:
+            return step, attempt(step)
+        except IncompatibleCheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure to read means damaged
+            message = short_error(e)
+            failures.append(f"step {step}: {message}")
+            if on_damaged is None:
+                log.warning("checkpoint at step %d cannot be restored (%s); trying the previous "
+                            "one (left in place: read-only)", step, message)
+            else:
+                log.warning("checkpoint at step %d cannot be restored (%s); moving it to %s and "
+                            "trying the previous one", step, message, damaged)
+                on_damaged(step)
+    if on_damaged is None:
+        head = f"no checkpoint in {directory} can be restored (nothing was moved)"
+    else:
+        head = (f"every checkpoint in {directory} is damaged, refusing to start the run over "
+                f"(the damaged steps were moved to {damaged})")
+    raise CheckpointError(head + ":\n  " + "\n  ".join(failures))
+
+
+__all__ = ["CheckpointError", "IncompatibleCheckpointError", "move_aside", "restore_newest",
+           "short_error"]

@@ -1,0 +1,65 @@
+"""Starting a run from an imported model (``train.init_from``: a Hugging Face model directory).
+
+The imported model decides the architecture (:func:`resolve_init_from`; the run keeps its own
+execution-only fields and dropout rates, :data:`INIT_FROM_KEPT_FIELDS`), and a fresh run's
+parameters are replaced by the imported ones (:func:`with_imported_params`). A workdir already
+started from the same directory keeps the architecture it saved.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import numpy as np
+
+from tfm.config import ModelConfig
+from tfm.training.config import EXECUTION_ONLY_MODEL_FIELDS, RunConfig
+from tfm.training.workdir import WorkdirMismatchError, model_differences, read_saved_config
+from tfm.workdir_layout import CONFIG_FILE
+
+log = logging.getLogger(__name__)
+
+# ModelConfig fields a run that starts from an imported model keeps from its own config.
+INIT_FROM_KEPT_FIELDS = EXECUTION_ONLY_MODEL_FIELDS | {"dropout_rate", "attention_dropout_rate"}
+
+
+def resolve_init_from(config: RunConfig, workdir: str | None = None) -> RunConfig:
+    """With ``train.init_from``: the imported model's architecture (its config.json), keeping
+    the run's execution-only fields and dropout rates (:data:`INIT_FROM_KEPT_FIELDS`). A
+    workdir already started from the same directory keeps the architecture it saved (resuming
+    does not need the imported directory any more)."""
+    if not config.train.init_from:
+        return config
+    kept = {f: getattr(config.model, f) for f in INIT_FROM_KEPT_FIELDS}
+    saved_path = os.path.join(workdir, CONFIG_FILE) if workdir else ""
+    if saved_path and os.path.exists(saved_path):
+        saved = read_saved_config(saved_path)
+        if saved.train.init_from == config.train.init_from:
+            return config.replace(model=saved.model.replace(**kept))
+    from tfm import interop
+
+    imported = interop.read_model_config(config.train.init_from)
+    model = imported.replace(**kept)
+    ignored = [d.replace(" in the workdir", " in init_from") for d in model_differences(model, config.model)
+               if d.split(":")[0].split(".")[1] != "vocab_size"]
+    if ignored:
+        log.info("train.init_from=%s decides the architecture; config values not used:\n  %s",
+                 config.train.init_from, "\n  ".join(ignored))
+    return config.replace(model=model)
+
+
+def with_imported_params(parallel, state, directory: str, model_cfg: ModelConfig):
+    """``state`` with its parameters replaced by those of a Hugging Face model directory, each
+    placed like the parameter it replaces (the optimiser state of a fresh run does not depend
+    on the parameter values)."""
+    from tfm import interop
+
+    imported_cfg, params = interop.load_model(directory)
+    if imported_cfg.replace(**{f: getattr(model_cfg, f) for f in INIT_FROM_KEPT_FIELDS}) != model_cfg:
+        raise WorkdirMismatchError(f"{directory} no longer holds the model this run was configured from")
+    canonical = parallel.canonical(state)
+    placed = jax.tree.map(lambda old, new: jax.device_put(np.asarray(new, old.dtype), old.sharding),
+                          canonical.params, params)
+    return parallel.from_canonical(canonical.replace(params=placed))
