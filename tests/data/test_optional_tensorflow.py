@@ -56,3 +56,22 @@ def test_text_files_and_inference_import_no_tensorflow(tmp_path):
         assert not leaked, leaked
     """)
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300, cwd=REPO)
+
+
+def test_train_py_reports_the_missing_extra_in_one_line(tmp_path):
+    """The launcher: exit 1 and one ``error:`` line naming the extra, no traceback."""
+    code = textwrap.dedent(f"""
+        import runpy, sys
+        sys.modules["tensorflow"] = None  # an install without the tfds extra
+        sys.argv = ["train.py", "--config.data.dataset=wmt14_ende", "--config.data.tokenizer=char",
+                    "--workdir={tmp_path / 'run'}", "--config.data.tfds_data_dir={tmp_path / 'tfds'}"]
+        runpy.run_path({str(REPO / "train.py")!r}, run_name="__main__")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=REPO)
+    assert done.returncode == 1, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: dataset 'wmt14_ende' is read with TensorFlow Datasets, which needs TensorFlow "
+                      "(import of tensorflow halted; None in sys.modules); install it with: "
+                      "pip install 'tfm[tfds]'"], done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
