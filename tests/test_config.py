@@ -29,6 +29,7 @@ from tfm.models import param_count
         (dict(dtype="float8"), "dtype"),
         (dict(param_dtype="int8"), "param_dtype"),
         (dict(attention_impl="triton"), "attention_impl"),
+        (dict(grad_kernels="fast"), "grad_kernels"),
         (dict(layer_norm_eps=0.0), "layer_norm_eps"),
         (dict(positional="rope", d_model=36, num_heads=4), "num_heads"),  # head_dim 9 is odd
     ],

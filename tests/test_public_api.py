@@ -12,8 +12,8 @@ import tfm
 
 PUBLIC = {
     # configuration
-    "ModelConfig", "get_preset", "Activation", "Arch", "NormPosition", "Pooling",
-    "PositionalKind", "Remat", "SinusoidalLayout",
+    "ModelConfig", "get_preset", "Activation", "Arch", "AttentionImpl", "GradKernels",
+    "NormPosition", "Pooling", "PositionalKind", "Remat", "SinusoidalLayout",
     # pure functions
     "scaled_dot_product_attention", "attention_weights", "causal_mask", "padding_mask",
     "segment_mask", "combine_masks", "sinusoidal_encoding", "apply_rope",

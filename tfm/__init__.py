@@ -32,8 +32,8 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # configuration
     **dict.fromkeys(
-        ["ModelConfig", "get_preset", "Activation", "Arch", "NormPosition", "Pooling",
-         "PositionalKind", "Remat", "SinusoidalLayout"], "tfm.config"),
+        ["ModelConfig", "get_preset", "Activation", "Arch", "AttentionImpl", "GradKernels",
+         "NormPosition", "Pooling", "PositionalKind", "Remat", "SinusoidalLayout"], "tfm.config"),
     # pure functions
     **dict.fromkeys(
         ["scaled_dot_product_attention", "attention_weights", "causal_mask", "padding_mask",

@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tfm.config import AttentionImpl
-from tfm.matmul import dense_dot_general
+from tfm import kernels
+from tfm.config import AttentionImpl, GradKernels
 from tfm.positional import apply_rope
 
 Implementation = AttentionImpl | str  # an AttentionImpl or its value
@@ -176,12 +176,14 @@ class MultiHeadAttention(nn.Module):
     decode: bool = False
     deterministic: bool = True
     implementation: Implementation = AttentionImpl.AUTO
+    grad_kernels: GradKernels = GradKernels.AUTO  # how the projections are differentiated (tfm.kernels)
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
     def _proj(self, name: str) -> nn.DenseGeneral:
-        return nn.DenseGeneral(
-            features=(self.num_heads, self.head_dim),
+        return kernels.dense_general(
+            (self.num_heads, self.head_dim),
+            grad_kernels=self.grad_kernels,
             use_bias=self.use_bias,
             kernel_init=nn.with_logical_partitioning(
                 nn.initializers.xavier_uniform(), ("embed", "heads", "kv")
@@ -189,7 +191,6 @@ class MultiHeadAttention(nn.Module):
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            dot_general=dense_dot_general,
             name=name,
         )
 
@@ -246,8 +247,9 @@ class MultiHeadAttention(nn.Module):
             deterministic=self.deterministic,
             implementation=self.implementation,
         )  # (B, T, N, H)
-        return nn.DenseGeneral(
-            features=x.shape[-1],
+        return kernels.dense_general(
+            x.shape[-1],
+            grad_kernels=self.grad_kernels,
             axis=(-2, -1),
             use_bias=self.use_bias,
             kernel_init=nn.with_logical_partitioning(
@@ -256,7 +258,6 @@ class MultiHeadAttention(nn.Module):
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            dot_general=dense_dot_general,
             name="out",
         )(out)  # (B, T, D)
 

@@ -67,6 +67,13 @@ class Pooling(str, enum.Enum):
     FIRST = "first"  # the first token (a [CLS]-style token put there by the data)
 
 
+class GradKernels(str, enum.Enum):
+    """How the model is differentiated and its gradients summed (tfm.kernels); execution only."""
+
+    AUTO = "auto"  # the kernels measured to win on this backend (on CPU: tfm.kernels' three)
+    AUTODIFF = "autodiff"  # plain JAX autodiff and lax.psum, no custom_vjp: jax.jvp/jacfwd work
+
+
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -154,6 +161,11 @@ class ModelConfig(ConfigBase):
       remat: rematerialisation policy for each block.
       attention_impl: an :class:`AttentionImpl` (or its value): "auto" (cuDNN flash attention
         on GPU for bf16/fp16 when possible, else XLA), "xla", or "cudnn".
+      grad_kernels: "auto" (on CPU: dense weight gradients in XLA:CPU's fast matmul layout, the
+        closed-form LayerNorm gradient and one flat gradient all-reduce; plain autodiff on other
+        backends) or "autodiff" (plain JAX autodiff everywhere, no custom_vjp: needed for
+        jax.jvp, jax.jacfwd and Hessians through the model). Execution only: the parameters
+        are the same either way (see :mod:`tfm.kernels`).
       rope_base: the base (theta) of rotary embeddings.
     """
 
@@ -184,6 +196,7 @@ class ModelConfig(ConfigBase):
     scan_layers: bool = False
     remat: Remat = Remat.NONE
     attention_impl: AttentionImpl = AttentionImpl.AUTO
+    grad_kernels: GradKernels = GradKernels.AUTO
     rope_base: float = 10000.0
 
     _ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {
@@ -195,6 +208,7 @@ class ModelConfig(ConfigBase):
         "remat": Remat,
         "pooling": Pooling,
         "attention_impl": AttentionImpl,
+        "grad_kernels": GradKernels,
     }
 
     # ------------------------------------------------------------------ derived sizes

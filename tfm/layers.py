@@ -17,9 +17,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tfm import kernels
 from tfm.attention import MultiHeadAttention
 from tfm.config import Activation, ModelConfig, NormPosition, PositionalKind, Remat
-from tfm.matmul import dense_dot_general
 
 
 def dtypes(cfg: ModelConfig) -> dict[str, Any]:
@@ -54,7 +54,7 @@ class Embedder(nn.Module):
 
     def attend(self, x: jax.Array) -> jax.Array:
         table = self.embedding.astype(x.dtype).T  # (D, V)
-        return dense_dot_general(x, table, (((x.ndim - 1,), (0,)), ((), ())))  # (B, T, V)
+        return kernels.matmul(x, table, self.cfg.grad_kernels)  # (B, T, V)
 
 
 class FeedForward(nn.Module):
@@ -65,13 +65,13 @@ class FeedForward(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.cfg
-        dense = lambda features, axes, name: nn.Dense(  # noqa: E731
+        dense = lambda features, axes, name: kernels.dense(  # noqa: E731
             features,
+            grad_kernels=cfg.grad_kernels,
             use_bias=cfg.use_bias,
             kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), axes),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
             name=name,
-            dot_general=dense_dot_general,
             **dtypes(cfg),
         )
         h = dense(cfg.d_ff, ("embed", "mlp"), "wi")(x)  # (B, T, F)
@@ -87,69 +87,10 @@ ACTIVATIONS = {
 }
 
 
-def _layer_norm_forward(x, scale, bias, epsilon):
-    xf = x.astype(jnp.float32)
-    mean = xf.mean(-1, keepdims=True)
-    var = jnp.square(xf - mean).mean(-1, keepdims=True)
-    rstd = jax.lax.rsqrt(var + jnp.float32(epsilon))
-    xhat = (xf - mean) * rstd
-    return xhat * scale.astype(jnp.float32) + bias.astype(jnp.float32), (xhat, rstd)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def layer_norm_fn(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
-    """LayerNorm over the last axis in float32: (x - mean) / sqrt(var + eps) * scale + bias.
-
-    The gradient is the closed form (with x^ the normalised input, s = 1 / sqrt(var + eps),
-    g' = g * scale and means over the last axis)
-
-        dx = s * (g' - mean(g') - x^ * mean(g' * x^)),  dscale = sum(g * x^),  dbias = sum(g),
-
-    rather than what autodiff derives from the forward pass: the same numbers in far fewer
-    elementwise ops. On XLA:CPU autodiff's version also let the fusion pass copy the whole
-    residual-stream gradient chain (every later layer's LayerNorm backward) into each of its
-    consumers; the closed form cut cpu_small's step by about a fifth (benchmarks/README.md).
-    """
-    return _layer_norm_forward(x, scale, bias, epsilon)[0]
-
-
-def _layer_norm_fwd(x, scale, bias, epsilon):
-    y, (xhat, rstd) = _layer_norm_forward(x, scale, bias, epsilon)
-    return y, (xhat, rstd, scale, jnp.zeros((0,), x.dtype))  # the empty array carries x's dtype
-
-
-def _layer_norm_bwd(epsilon, residuals, g):
-    xhat, rstd, scale, x_dtype = residuals
-    g = g.astype(jnp.float32)
-    batch_axes = tuple(range(g.ndim - 1))
-    gs = g * scale.astype(jnp.float32)
-    dx = rstd * (gs - gs.mean(-1, keepdims=True) - xhat * (gs * xhat).mean(-1, keepdims=True))
-    dscale = jnp.sum(g * xhat, axis=batch_axes).astype(scale.dtype)
-    dbias = jnp.sum(g, axis=batch_axes).astype(scale.dtype)
-    return dx.astype(x_dtype.dtype), dscale, dbias
-
-
-layer_norm_fn.defvjp(_layer_norm_fwd, _layer_norm_bwd)
-
-
-class LayerNorm(nn.Module):
-    """LayerNorm over the last axis (Ba et al. 2016) with statistics in float32 whatever the
-    compute dtype: y = (x - mean) / sqrt(var + eps) * scale + bias, returned in ``dtype``."""
-
-    epsilon: float = 1e-6
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        d = x.shape[-1]
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (d,), self.param_dtype)
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (d,), self.param_dtype)
-        return layer_norm_fn(x, scale, bias, self.epsilon).astype(self.dtype)
-
-
-def layer_norm(cfg: ModelConfig, name: str | None = None) -> LayerNorm:
-    return LayerNorm(epsilon=cfg.layer_norm_eps, name=name, **dtypes(cfg))
+def layer_norm(cfg: ModelConfig, name: str | None = None) -> kernels.LayerNorm:
+    return kernels.LayerNorm(
+        epsilon=cfg.layer_norm_eps, grad_kernels=cfg.grad_kernels, name=name, **dtypes(cfg)
+    )
 
 
 @jax.tree_util.register_dataclass
@@ -201,6 +142,7 @@ class Block(nn.Module):
             decode=self.decode,
             deterministic=self.deterministic,
             implementation=cfg.attention_impl,
+            grad_kernels=cfg.grad_kernels,
             name=name,
             **dtypes(cfg),
         )

@@ -20,10 +20,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tfm import kernels
 from tfm.attention import causal_mask, combine_masks, padding_mask, real_tokens, segment_mask
 from tfm.config import Arch, ModelConfig, Pooling, PositionalKind
 from tfm.layers import Context, Embedder, Stack, dtypes
-from tfm.matmul import dense_dot_general
 from tfm.positional import LearnedPositions, SinusoidalPositions
 from tfm.token_ids import check_token_ids
 
@@ -145,12 +145,12 @@ class Decoder(_Tower):
                 bias = self.param("logits_bias", bias_init, (cfg.vocab_size,), jnp.dtype(cfg.param_dtype))
                 logits = logits + bias.astype(logits.dtype)  # (B, T, V)
         else:
-            logits = nn.Dense(
+            logits = kernels.dense(
                 cfg.vocab_size,
+                grad_kernels=cfg.grad_kernels,
                 kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", "vocab")),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
                 name="logits",
-                dot_general=dense_dot_general,
                 **dtypes(cfg),
             )(x)
         return logits.astype(jnp.float32)  # (B, T, V)
@@ -258,11 +258,11 @@ class EncoderClassifier(nn.Module):
         cfg.require_vocab()
         self.embedder = Embedder(cfg)
         self.encoder = Encoder(cfg, self.embedder)
-        self.head = nn.Dense(
+        self.head = kernels.dense(
             cfg.num_classes,
+            grad_kernels=cfg.grad_kernels,
             kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", "classes")),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("classes",)),
-            dot_general=dense_dot_general,
             **dtypes(cfg),
         )
 

@@ -18,7 +18,7 @@ from jax.sharding import PartitionSpec as P
 
 from tfm.training import parallel
 from tfm.training.loop import run
-from tfm.training.steps import psum_flat
+from tfm.kernels import psum_flat
 
 STEPS = 20
 

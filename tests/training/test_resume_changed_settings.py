@@ -6,6 +6,7 @@ refused with a message naming the changed field, the original flags must resume 
 ``train.reset_optimizer=True`` must restore everything but the optimiser state.
 """
 
+import json
 import os
 
 import jax
@@ -55,3 +56,18 @@ def test_reset_optimizer_restores_params_data_and_rng_with_a_fresh_optimizer(tmp
                          params4, params5)
     assert 0 < max(jax.tree.leaves(delta)) < 0.5
     assert {"4", "5"} <= set(os.listdir(tmp_path / "checkpoints"))
+
+
+def test_grad_kernels_is_execution_only_and_old_workdirs_without_it_resume(tmp_path):
+    """A workdir written before ModelConfig.grad_kernels existed (no such key in config.json)
+    reads as "auto", and resumes under "autodiff": the checkpoint fits, nothing is refused."""
+    assert run(config(), tmp_path)["step"] == 4
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    assert saved["model"].pop("grad_kernels") == "auto"
+    path.write_text(json.dumps(saved))
+    result = run(config(**{"model.grad_kernels": "autodiff", "train.num_steps": 6}), tmp_path)
+    assert result["step"] == 6
+    delta = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
+                         saved_params(tmp_path, 4), saved_params(tmp_path, 6))
+    assert 0 < max(jax.tree.leaves(delta)) < 0.5  # continued from step 4, not a fresh start

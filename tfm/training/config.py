@@ -113,7 +113,7 @@ class TrainConfig(ConfigBase):
       init_from: a model directory in Hugging Face's layout (GPT-2 or Marian, see
         :mod:`tfm.interop`) to start from: a fresh run takes its parameters, its tokenizer (set
         ``DataConfig.tokenizer="pretrained"``) and its architecture -- every ``ModelConfig``
-        field except the execution-only ones (dtype, remat, attention_impl) and the dropout
+        field except the execution-only ones (EXECUTION_ONLY_MODEL_FIELDS) and the dropout
         rates, which stay as configured. Resuming a run restores its checkpoint as usual.
         "" = train from scratch.
     """
@@ -208,7 +208,7 @@ class TrainConfig(ConfigBase):
 
 # ModelConfig fields that change how the same network is computed, not which network it is:
 # a workdir may be resumed with different values of these (e.g. turning mixed precision on).
-EXECUTION_ONLY_MODEL_FIELDS = frozenset({"dtype", "remat", "attention_impl"})
+EXECUTION_ONLY_MODEL_FIELDS = frozenset({"dtype", "remat", "attention_impl", "grad_kernels"})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -252,11 +252,11 @@ class _Setup:
         train_step = parallel.train_step(steps_lib.make_train_step(
             model, model_cfg.arch, tx, schedule, label_smoothing=train.label_smoothing,
             grad_accum_steps=train.grad_accum_steps, axis_name=axis,
-            gather_params=parallel.gather_params(),
+            gather_params=parallel.gather_params(), grad_kernels=model_cfg.grad_kernels,
         ))
         eval_step = parallel.eval_step(steps_lib.make_eval_step(
             model, model_cfg.arch, label_smoothing=train.label_smoothing, axis_name=axis,
-            gather_params=parallel.gather_params(),
+            gather_params=parallel.gather_params(), grad_kernels=model_cfg.grad_kernels,
         ))
         return cls(config, workdir, parallel, pipe, model, boxed_init, init_rng, dropout_rng,
                    train_step, eval_step, saved)

@@ -24,9 +24,9 @@ Strategies (``TrainConfig.strategy``):
   (:data:`LOGICAL_AXIS_RULES`), XLA inserts the all-gathers / reduce-scatters. With fsdp = all
   devices it is ZeRO-3-style sharding for models that do not fit replicated. With fsdp=1 (and
   several devices) it is plain data parallelism, written explicitly: the step runs under
-  ``jax.shard_map`` over 'data' and sums its gradients with one flat all-reduce
-  (``axis_name``), which on a CPU host split into devices is faster than the per-tensor
-  all-reduces GSPMD inserts (benchmarks/README.md).
+  ``jax.shard_map`` over 'data' and sums its gradients over ``axis_name`` itself
+  (:func:`tfm.kernels.device_sum`: on a CPU host split into devices, one flat all-reduce, which
+  is faster there than the per-tensor all-reduces GSPMD inserts; benchmarks/README.md).
 
 ``axis_name`` is the named axis the pure steps sum gradients and metrics over (None when the
 step is written for the whole batch).

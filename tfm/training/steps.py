@@ -12,8 +12,8 @@ How a batch becomes one update (the same whatever the device layout):
 2. The batch is split into ``grad_accum_steps`` micro-batches (rows ``j::k``, so a batch that is
    sharded by rows splits without moving data) and ``lax.scan`` adds their gradients.
 3. Gradients are gradients of the *summed* smoothed loss. Under pmap or shard_map they are
-   summed over devices (:func:`psum_flat`: one all-reduce of one buffer), and the sum is divided
-   once by the global number of target tokens.
+   summed over devices (:func:`tfm.kernels.device_sum`: on CPU one all-reduce of one flat
+   buffer), and the sum is divided once by the global number of target tokens.
    This is the global token-mean loss exactly, however the batch was split. (Averaging
    per-device mean gradients with ``lax.pmean`` would weight a device with few real tokens as
    much as one with many, so pmap would not match one device.)
@@ -31,11 +31,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from tfm import losses
-from tfm.config import Arch
+from tfm import kernels, losses
+from tfm.config import Arch, GradKernels
 from tfm.training.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -106,27 +105,6 @@ def split_micro_batches(batch: Batch, k: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
-def psum_flat(tree: Any, axis_name: str | tuple[str, ...]) -> Any:
-    """``lax.psum`` of a pytree as one flat buffer per dtype: a bucketed all-reduce.
-
-    Same result as ``lax.psum(tree, axis_name)``. XLA combines a pytree's all-reduces into one
-    op over a tuple of buffers, which XLA:CPU's in-process collectives then run buffer by buffer,
-    each with its own rendezvous of every device: for cpu_small's 68 gradient leaves on 2 CPU
-    devices that was ~8 ms of an ~60 ms step. Concatenating the leaves first costs one copy of
-    the gradients and leaves a single rendezvous (benchmarks/README.md)."""
-    leaves, treedef = jax.tree.flatten(tree)
-    groups: dict[Any, list[int]] = {}
-    for i, leaf in enumerate(leaves):
-        groups.setdefault(jnp.result_type(leaf), []).append(i)
-    out = list(leaves)
-    for idx in groups.values():
-        flat = jax.lax.psum(jnp.concatenate([jnp.ravel(leaves[i]) for i in idx]), axis_name)
-        offsets = np.cumsum([np.size(leaves[i]) for i in idx])[:-1]
-        for i, piece in zip(idx, jnp.split(flat, offsets)):
-            out[i] = piece.reshape(jnp.shape(leaves[i]))
-    return jax.tree.unflatten(treedef, out)
-
-
 def make_train_step(
     model: nn.Module,
     arch: Arch,
@@ -137,6 +115,7 @@ def make_train_step(
     grad_accum_steps: int = 1,
     axis_name: str | None = None,
     gather_params: Callable[[Any], Any] | None = None,
+    grad_kernels: GradKernels | str = GradKernels.AUTO,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
     """Builds the pure ``train_step(state, batch, rng) -> (state, metrics)``.
 
@@ -151,6 +130,8 @@ def make_train_step(
       gather_params: applied to the parameters inside the differentiated function (the
         sharded strategy all-gathers FSDP-sharded parameters here, so that activations stay
         sharded by batch and gradients are reduce-scattered back).
+      grad_kernels: how gradients and metrics are summed over ``axis_name``
+        (:func:`tfm.kernels.device_sum`); pass the model's ``ModelConfig.grad_kernels``.
     """
 
     def loss_fn(params, micro_batch, dropout_rng):
@@ -188,7 +169,7 @@ def make_train_step(
             )
 
         if axis_name is not None:
-            grads, stats = psum_flat((grads, stats), axis_name)
+            grads, stats = kernels.device_sum((grads, stats), axis_name, grad_kernels)
         denominator = jnp.maximum(stats["weight_sum"], 1.0)
         grads = jax.tree.map(lambda g: g / denominator.astype(g.dtype), grads)
 
@@ -213,6 +194,7 @@ def make_eval_step(
     label_smoothing: float,
     axis_name: str | None = None,
     gather_params: Callable[[Any], Any] | None = None,
+    grad_kernels: GradKernels | str = GradKernels.AUTO,
 ) -> Callable[[Any, Batch], Metrics]:
     """Builds the pure ``eval_step(params, batch) -> metrics`` (sums, like the train step's)."""
 
@@ -222,7 +204,7 @@ def make_eval_step(
         logits, targets, weights = forward(model, arch, params, batch, deterministic=True)
         stats = losses.classification_metrics(logits, targets, weights, label_smoothing)
         if axis_name is not None:
-            stats = psum_flat(stats, axis_name)
+            stats = kernels.device_sum(stats, axis_name, grad_kernels)
         return stats
 
     return eval_step

@@ -304,7 +304,7 @@ def record_provenance(workdir: str, record: dict[str, Any]) -> None:
 def model_differences(saved: ModelConfig, new: ModelConfig) -> list[str]:
     """Fields that make ``new`` a different network from ``saved`` ("field: saved -> new").
 
-    Execution-only fields (compute dtype, remat, attention implementation) do not count, nor
+    Execution-only fields (:data:`EXECUTION_ONLY_MODEL_FIELDS`) do not count, nor
     does a ``vocab_size`` of 0 (= take it from the tokenizer) in ``new``.
     """
     out = []
