@@ -8,8 +8,8 @@ The architecture and the tokenizer (GPT-2's byte-level BPE) come from the import
 (``train.init_from``); the text is the local ../shared/data/tinyshakespeare.txt, encoded whole
 (newlines are GPT-2 tokens). AdamW at a constant small learning rate (nanoGPT: 3e-5, no decay),
 gradient clipping 1.0; re-running with the same workdir resumes as any run does. Afterwards:
-``python -m tfm.generate --workdir workdirs/gpt2_shakespeare --prompt "ROMEO:"``, or
-``python -m tfm.export --workdir workdirs/gpt2_shakespeare --out /tmp/gpt2-shakespeare`` for
+``python -m tfm.cli generate --workdir workdirs/gpt2_shakespeare --prompt "ROMEO:"``, or
+``python -m tfm.cli export --workdir workdirs/gpt2_shakespeare --out /tmp/gpt2-shakespeare`` for
 transformers.
 """
 

@@ -292,19 +292,24 @@ def test_workdir_of_the_real_training_loop(tmp_path, capsys):
     assert capsys.readouterr().out.count("\n") == 1
 
 
-def test_importing_the_cli_modules_keeps_tfm_generate_and_translate_callable(monkeypatch):
-    """``import tfm.generate`` rebinds the package attribute to the CLI module; the module
-    forwards calls to the library function, so ``tfm.generate(...)`` keeps working."""
-    import importlib
+def test_cli_dispatches_commands_and_tfm_generate_stays_a_function(tmp_path, capsys):
+    """``python -m tfm.cli COMMAND``: one module of commands, so no module shadows the library
+    functions ``tfm.generate`` / ``tfm.translate``."""
+    import inspect
+    import subprocess
+    import sys
 
     import tfm
-    from tfm import inference
+    from tfm import cli
 
-    calls = []
-    monkeypatch.setattr(inference, "generate", lambda *a, **k: calls.append(("generate", a, k)) or "g")
-    monkeypatch.setattr(inference, "translate", lambda *a, **k: calls.append(("translate", a, k)) or "t")
-    importlib.import_module("tfm.generate")
-    importlib.import_module("tfm.translate")
-    assert tfm.generate("m", "ROMEO:", seed=3) == "g"
-    assert tfm.translate("m", "one") == "t"
-    assert calls == [("generate", ("m", "ROMEO:"), {"seed": 3}), ("translate", ("m", "one"), {})]
+    assert inspect.isfunction(tfm.generate) and inspect.isfunction(tfm.translate)
+    assert set(cli.COMMANDS) == {"generate", "translate", "export"}
+    missing = str(tmp_path / "nothing")
+    assert cli.main(["generate", "--workdir", missing]) == 2
+    assert missing in capsys.readouterr().err
+    assert cli.main(["bogus"]) == 2
+    assert "unknown command 'bogus'" in capsys.readouterr().err
+    assert cli.main([]) == 2
+    done = subprocess.run([sys.executable, "-m", "tfm.cli", "translate", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "usage: python -m tfm.cli translate" in done.stdout

@@ -1,71 +1,74 @@
 """tfm: the Transformer (Vaswani et al. 2017) in JAX/Flax.
 
-The public API, bottom to top:
+The public API, bottom to top (each name is imported on first use, so ``import tfm`` itself
+loads neither JAX nor Flax; ``dir(tfm)`` and ``tfm.__all__`` list them):
 
-* configuration: :class:`ModelConfig` and its enums, :func:`get_preset`;
-* pure functions: :func:`scaled_dot_product_attention`, masks, positional encodings;
-* Flax modules: :class:`MultiHeadAttention`, blocks, and the three models
-  (:class:`EncoderDecoder`, :class:`DecoderLM`, :class:`EncoderClassifier`) via :func:`build_model`.
+* configuration: :class:`ModelConfig`, :func:`get_preset` and the enums of its fields;
+* pure functions of arrays: :func:`scaled_dot_product_attention`, :func:`attention_weights`,
+  the masks (:func:`causal_mask`, :func:`padding_mask`, :func:`segment_mask`,
+  :func:`combine_masks`), :func:`sinusoidal_encoding` and :func:`apply_rope`;
+* models (Flax linen): :func:`build_model` (a :class:`ModelConfig` -> :class:`EncoderDecoder`,
+  :class:`DecoderLM` or :class:`EncoderClassifier`), :func:`dummy_inputs`, :func:`param_count`,
+  and :class:`MultiHeadAttention`. From Flax NNX code, wrap them with
+  ``flax.nnx.bridge.ToNNX(tfm.build_model(cfg), rngs=nnx.Rngs(0))``, initialised inside
+  ``nnx.use_eager_sharding(False)`` when no mesh is set (see ``tests/test_nnx_bridge.py``);
+* inference: :func:`generate` and :func:`translate`, from a workdir or a :class:`Pretrained`;
+  Hugging Face interop: :func:`from_pretrained` (a GPT-2 or Marian directory in Hugging Face's
+  layout -> a Pretrained) and :func:`save_pretrained` (back to that layout);
+* subpackages: ``tfm.training``, ``tfm.data``, ``tfm.decoding``, ``tfm.inference``,
+  ``tfm.interop``, ``tfm.evaluation`` (and every other module, e.g. ``tfm.layers`` for
+  :class:`~tfm.layers.Block`, by its own name).
 
-* inference: :func:`generate` and :func:`translate`, from a workdir or in-memory params
-  (``tfm.inference.load`` gives a :class:`tfm.inference.Pretrained`).
-* Hugging Face interop: :func:`from_pretrained` (a GPT-2 or Marian directory in Hugging Face's
-  layout -> a Pretrained) and :func:`save_pretrained` (back to that layout); see ``tfm.interop``.
-
-Training, data and decoding live in ``tfm.training``, ``tfm.data`` and ``tfm.decoding``.
+The command lines are ``python -m tfm.cli generate|translate|export`` (:mod:`tfm.cli`).
 """
 
-from tfm.attention import (
-    MultiHeadAttention,
-    attention_weights,
-    causal_mask,
-    combine_masks,
-    padding_mask,
-    scaled_dot_product_attention,
-    segment_mask,
-)
-from tfm.config import (
-    Activation,
-    Arch,
-    ModelConfig,
-    NormPosition,
-    Pooling,
-    PositionalKind,
-    Remat,
-    SinusoidalLayout,
-    get_preset,
-)
-from tfm import decoding, inference
-from tfm.inference import Pretrained, generate, translate
-from tfm.interop import from_pretrained, save_pretrained
-from tfm.layers import Block, DecoderBlock, Embedder, EncoderBlock, FeedForward, Stack
-from tfm.models import (
-    Decoder,
-    DecoderLM,
-    Encoder,
-    EncoderClassifier,
-    EncoderDecoder,
-    build_model,
-    dummy_inputs,
-    param_count,
-)
-from tfm.positional import (
-    LearnedPositions,
-    RotaryPositions,
-    SinusoidalPositions,
-    apply_rope,
-    sinusoidal_encoding,
-)
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Activation", "Arch", "Block", "Decoder", "DecoderBlock", "DecoderLM", "Embedder",
-    "Encoder", "EncoderBlock", "EncoderClassifier", "EncoderDecoder", "FeedForward",
-    "LearnedPositions", "ModelConfig", "MultiHeadAttention", "NormPosition", "Pooling",
-    "PositionalKind", "Pretrained", "Remat", "RotaryPositions", "SinusoidalPositions", "Stack",
-    "apply_rope", "attention_weights", "build_model", "causal_mask", "combine_masks",
-    "decoding", "dummy_inputs", "from_pretrained", "generate", "get_preset",
-    "inference", "padding_mask", "param_count", "save_pretrained", "scaled_dot_product_attention",
-    "segment_mask", "SinusoidalLayout", "sinusoidal_encoding", "translate",
-]
+# public name -> the module that defines it, grouped as in the docstring
+_EXPORTS: dict[str, str] = {
+    # configuration
+    **dict.fromkeys(
+        ["ModelConfig", "get_preset", "Activation", "Arch", "AttentionImpl", "GradKernels",
+         "NormPosition", "Pooling", "PositionalKind", "Remat", "SinusoidalLayout"], "tfm.config"),
+    # pure functions
+    **dict.fromkeys(
+        ["scaled_dot_product_attention", "attention_weights", "causal_mask", "padding_mask",
+         "segment_mask", "combine_masks"], "tfm.attention"),
+    **dict.fromkeys(["sinusoidal_encoding", "apply_rope"], "tfm.positional"),
+    # models
+    **dict.fromkeys(
+        ["build_model", "dummy_inputs", "param_count", "EncoderDecoder", "DecoderLM",
+         "EncoderClassifier"], "tfm.models"),
+    "MultiHeadAttention": "tfm.attention",
+    # inference and Hugging Face interop
+    **dict.fromkeys(["generate", "translate", "Pretrained"], "tfm.inference"),
+    **dict.fromkeys(["from_pretrained", "save_pretrained"], "tfm.interop"),
+}
+_SUBPACKAGES = ("training", "data", "decoding", "inference", "interop", "evaluation")
+
+__all__ = [*_EXPORTS, *_SUBPACKAGES]
+
+
+def __getattr__(name: str):
+    """PEP 562: imports a public name's module (or any tfm submodule) on first use."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif not name.startswith("__"):
+        try:
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise  # the submodule exists but one of its imports is missing
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,10 +1,15 @@
-"""Command lines for a trained workdir or an imported model (``python -m tfm.generate`` /
-``python -m tfm.translate`` / ``python -m tfm.export``).
+"""The command lines for a trained workdir or an imported model::
+
+    python -m tfm.cli generate  --workdir DIR --prompt "ROMEO:" --max_new_tokens 200
+    python -m tfm.cli translate --workdir DIR "three hundred twenty-one"
+    python -m tfm.cli export    --workdir DIR --out HF_DIR
+
+(``tfm generate ...`` etc. once tfm is installed: the ``tfm`` script runs :func:`main`.)
 
 They need only the workdir (config, tokenizer, newest checkpoint: see :mod:`tfm.inference`) or,
 with ``--pretrained DIR``, a model directory in Hugging Face's layout (see :mod:`tfm.interop`).
-The logic lives here, in functions that take ``argv``, so that tests call them in-process;
-``tfm/generate.py`` and ``tfm/translate.py`` only call them.
+Each command is a function taking ``argv`` (``generate_main`` for ``tfm.generate``, ...), so that
+tests call them in-process; the library functions keep their own names.
 """
 
 from __future__ import annotations
@@ -12,28 +17,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import types
 import warnings
 from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def make_module_callable(module_name: str, function_name: str) -> None:
-    """Makes module ``module_name`` callable as ``tfm.inference.<function_name>``.
-
-    ``tfm.generate`` and ``tfm.translate`` are both library functions and ``python -m`` modules;
-    importing the module rebinds the package attribute to it, and this keeps ``tfm.X(...)``
-    working. The function is looked up at call time (so it can be patched in tests).
-    """
-
-    class _CallableModule(types.ModuleType):
-        def __call__(self, *args, **kwargs):
-            from tfm import inference
-
-            return getattr(inference, function_name)(*args, **kwargs)
-
-    sys.modules[module_name].__class__ = _CallableModule
 
 
 def _quiet_logs() -> None:
@@ -47,7 +34,7 @@ def _quiet_logs() -> None:
 
 def generate_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tfm.generate",
+        prog="python -m tfm.cli generate",
         description="Continue a prompt with a decoder-only language model trained by train.py.",
     )
     _add_source(parser)
@@ -111,7 +98,7 @@ def _load(args: argparse.Namespace, arch: str):
 
 def translate_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tfm.translate",
+        prog="python -m tfm.cli translate",
         description="Translate sentences (arguments, or one per line on stdin) with an "
         "encoder-decoder trained by train.py. Beam search with the paper's settings by default.",
     )
@@ -153,7 +140,7 @@ def translate_main(argv: Sequence[str] | None = None) -> int:
 
 def export_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tfm.export",
+        prog="python -m tfm.cli export",
         description="Write a GPT-2-shaped decoder_lm or Marian-shaped encoder_decoder (a training "
         "workdir's newest checkpoint, or an imported model) in Hugging Face's layout, loadable by "
         "transformers' from_pretrained.",
@@ -177,3 +164,25 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"wrote {args.out}: {', '.join(written)}")
     return 0
+
+
+COMMANDS = {"generate": generate_main, "translate": translate_main, "export": export_main}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tfm.cli COMMAND ...`` (or the installed ``tfm COMMAND ...``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = (f"usage: python -m tfm.cli {{{','.join(COMMANDS)}}} ...  "
+             "(python -m tfm.cli COMMAND --help for its options)")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage, file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        print(f"{usage}\nerror: unknown command {argv[0]!r}", file=sys.stderr)
+        return 2
+    return command(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -164,22 +164,6 @@ class Block(nn.Module):
         return x, None
 
 
-class EncoderBlock(Block):
-    """Self-attention + feed-forward (the paper's encoder layer)."""
-
-    cross: bool = False
-
-
-class DecoderBlock(Block):
-    """Masked self-attention + cross-attention + feed-forward (the paper's decoder layer).
-
-    With ``cross=False`` it is a GPT-style decoder-only layer.
-    """
-
-    cross: bool = True
-    causal: bool = True
-
-
 _REMAT_POLICIES = {
     Remat.FULL: None,
     Remat.DOTS: jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
@@ -187,7 +171,7 @@ _REMAT_POLICIES = {
 
 
 class Stack(nn.Module):
-    """``num_layers`` copies of ``block`` (with a final LayerNorm in the pre-LN arrangement).
+    """``num_layers`` copies of :class:`Block` (with a final LayerNorm in the pre-LN arrangement).
 
     With ``cfg.scan_layers`` the layers' parameters are stacked on a leading 'layers' axis and run
     with ``nn.scan`` (one compiled body instead of N); ``cfg.remat`` wraps each block in
@@ -196,18 +180,18 @@ class Stack(nn.Module):
 
     cfg: ModelConfig
     num_layers: int
-    block: type[Block]
     cross: bool = False
+    causal: bool = False  # the decoder's masked self-attention (see Block.causal)
     decode: bool = False
     deterministic: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, ctx: Context) -> jax.Array:
         cfg = self.cfg
-        block_cls = self.block
+        block_cls = Block
         if cfg.remat is not Remat.NONE:
             block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
-        kwargs = dict(cfg=cfg, cross=self.cross, decode=self.decode, deterministic=self.deterministic)
+        kwargs = dict(cfg=cfg, cross=self.cross, causal=self.causal, decode=self.decode, deterministic=self.deterministic)
         if cfg.scan_layers:
             scanned = nn.scan(
                 block_cls,

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from tfm import kernels
 from tfm.attention import causal_mask, combine_masks, padding_mask, real_tokens, segment_mask
 from tfm.config import Arch, ModelConfig, Pooling, PositionalKind
-from tfm.layers import Context, DecoderBlock, Embedder, EncoderBlock, Stack, dtypes
+from tfm.layers import Context, Embedder, Stack, dtypes
 from tfm.positional import LearnedPositions, SinusoidalPositions
 from tfm.token_ids import check_token_ids
 
@@ -64,7 +64,7 @@ class Encoder(_Tower):
         positions = _default_positions(tokens) if positions is None else positions
         x = self.embed(tokens, positions, deterministic)
         mask = None if segment_ids is None else segment_mask(segment_ids, segment_ids)  # (B, 1, S, S)
-        stack = Stack(cfg, cfg.num_layers, EncoderBlock, deterministic=deterministic, name="stack")
+        stack = Stack(cfg, cfg.num_layers, deterministic=deterministic, name="stack")
         return stack(x, Context(mask=mask, positions=positions))
 
 
@@ -135,7 +135,8 @@ class Decoder(_Tower):
         x = self.embed(tokens, positions, deterministic)
         ctx = Context(mask=mask, positions=positions, encoded=encoded, cross_mask=cross_mask, cache_index=cache_index)
         stack = Stack(
-            cfg, self.num_layers, DecoderBlock, cross=self.cross, decode=decode, deterministic=deterministic, name="stack"
+            cfg, self.num_layers, cross=self.cross, causal=True, decode=decode, deterministic=deterministic,
+            name="stack",
         )
         x = stack(x, ctx)  # (B, T, D)
         if cfg.tie_output:

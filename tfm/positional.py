@@ -99,14 +99,3 @@ class LearnedPositions(nn.Module):
         )
         return jnp.take(table, positions, axis=0).astype(self.dtype)
 
-
-class RotaryPositions(nn.Module):
-    """Rotary embeddings as a module, for symmetry with the others: (x, positions) -> rotated x.
-
-    It owns no parameters; attention layers call it on their queries and keys.
-    """
-
-    base: float = 10000.0
-
-    def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-        return apply_rope(x, positions, self.base)

@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+pytest.importorskip("tensorflow", reason="the TFDS data sets need the tfds extra")
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from tfm.data import sources  # noqa: E402

@@ -33,7 +33,7 @@ def _steps(workdir):
 def final_state(workdir):
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     try:
-        assert ckpt.latest_step() == STEPS
+        assert ckpt.all_steps()[-1] == STEPS
         return ckpt.manager.restore(STEPS)["state"]
     finally:
         ckpt.close()

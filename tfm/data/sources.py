@@ -10,7 +10,9 @@ A source gives the untokenized examples of one split. Two shapes:
   from its token stream.
 
 TensorFlow and TFDS are imported lazily, only when a TFDS source is used, so the default numbers
-task starts without TensorFlow. Splits are "train", "validation", "test"; where a data set lacks
+task and text files run without TensorFlow, which the default install does not pull: the TFDS
+data sets (wmt14_ende, lm1b, sst2, tiny_shakespeare) need ``pip install 'tfm[tfds]'`` and say so
+(:class:`MissingExtraError`) when it is missing. Splits are "train", "validation", "test"; where a data set lacks
 one the documented stand-in is used (:data:`SPLIT_ALIASES`). Bad data raises ValueError naming
 the file or data set and the cause.
 """
@@ -202,21 +204,30 @@ def read_text_file(path: str | pathlib.Path) -> str:
         ) from None
 
 
-def dataset_by_name(name: str) -> Dataset:
-    """``Dataset`` of a name; ValueError listing the valid names."""
-    try:
-        return Dataset(name)
-    except ValueError:
-        valid = ", ".join(repr(d.value) for d in Dataset)
-        raise ValueError(f"unknown dataset {name!r}; expected one of {valid}") from None
-
-
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
 
 
 # ---------------------------------------------------------------------------------- TFDS
+class MissingExtraError(ImportError):
+    """A data set needs an optional dependency that is not installed (the message names the extra)."""
+
+
+def _tfds(name: str):
+    """``tensorflow_datasets``, once TensorFlow imports: tfds imports without it, but has no
+    builders then (everything tfm reads from TFDS needs TensorFlow)."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError as e:
+        raise MissingExtraError(
+            f"dataset {name!r} is read with TensorFlow Datasets, which needs TensorFlow ({e}); "
+            "install it with: pip install 'tfm[tfds]'") from e
+    import tensorflow_datasets as tfds
+
+    return tfds
+
+
 def _decode(value: Any, name: str) -> str:
     if isinstance(value, bytes):
         try:
@@ -236,15 +247,14 @@ def _converter(dataset: Dataset, name: str):
 
 
 def _as_numpy(ds):
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # a dataset exists: _tfds() has imported it
 
     return tfds.as_numpy(ds)
 
 
 def _tfds_builder(cfg: DataConfig):
-    import tensorflow_datasets as tfds
-
     name = TFDS_NAMES[cfg.dataset]
+    tfds = _tfds(cfg.dataset.value)
     data_dir = cfg.tfds_data_dir or None
     try:
         builder = tfds.builder(name, data_dir=data_dir)

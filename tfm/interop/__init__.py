@@ -16,7 +16,7 @@ fit -- a missing file, an unsupported ``model_type`` or setting, a missing, mis-
 tensor -- is an :class:`HFFormatError` naming the file or tensor.
 
 Interop sits beside inference: above the models, below the launchers (``--pretrained DIR`` in
-``python -m tfm.generate`` / ``tfm.translate``, ``train.init_from`` in training).
+``python -m tfm.cli generate`` / ``translate``, ``train.init_from`` in training).
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None, check:
 
     Args:
       dtype: parameter dtype ("float32" default; "bfloat16" halves memory).
-      check: also compare the whole tree with the model's own (``jax.eval_shape`` of its init:
-        ~1 s for GPT-2 small; the tests do it for every converter).
+      check: also compare the whole tree with the model's own (``jax.eval_shape`` of its init,
+        which allocates nothing; the tests do it for every converter).
       on_device: return jax.Arrays on the default device instead of NumPy arrays.
 
     Each parameter is copied exactly once out of the memory-mapped files (JAX on CPU would

@@ -86,9 +86,6 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
-
     # ------------------------------------------------------------------ save
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> bool:
         """Starts saving ``state`` (canonical layout) and ``meta`` (JSON-able) as ``step``.

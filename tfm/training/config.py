@@ -74,9 +74,7 @@ class TrainConfig(ConfigBase):
       label_smoothing: eps_ls of the paper (0.1); see :mod:`tfm.losses`.
       strategy: single device, pmap, or sharded (see :class:`Strategy`). The default is
         sharded with mesh_data=-1, mesh_fsdp=1, i.e. plain data parallelism over every device
-        through jax.jit. Measured (numbers model, batch 64, interleaved rounds, best of 6):
-        one CPU device: single 115 ms/step, pmap 118, sharded 116; 8 simulated devices on 2
-        cores: single 249, pmap 224, sharded 8x1 222, 2x4 219, 1x8 237 -- equal within noise,
+        through jax.jit. The three run at the same speed (benchmarks/README.md, "Strategies"),
         which is what one expects now that pmap is itself built on jit + shard_map (JAX >= 0.8,
         maintenance mode). Sharded wins on everything else: one code path from one device to
         FSDP (mesh_fsdp > 1) for models that do not fit replicated, global arrays across hosts,

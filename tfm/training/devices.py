@@ -4,8 +4,8 @@ XLA:CPU gives a process one device by default; its matmuls then use the cores th
 intra-op pool, and everything between them (LayerNorm, softmax, the optimiser's per-leaf
 updates) runs mostly on one core. Split into one device per physical core, each core runs its
 own share of the batch, and the gradients are summed with one flat all-reduce
-(:func:`tfm.kernels.psum_flat`, on CPU). On a 2-core Xeon that made cpu_small's step 1.3 - 1.7x
-and cpu_base's 1.1 - 1.3x faster (benchmarks/README.md, benchmarks/vs_pytorch.py), so it is the
+(:func:`tfm.kernels.psum_flat`, on CPU). That made the step of every benchmarked model faster
+(benchmarks/README.md, "Against PyTorch, and the CPU split by default"), so it is the
 default of :func:`tfm.training.run` (and so of ``train.py`` and notebooks) on a CPU-only host.
 
 The count can only be set before JAX starts its backends (``jax_num_cpu_devices``), so

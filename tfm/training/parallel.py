@@ -321,8 +321,8 @@ class Sharded(Parallel):
         activations and reshards them back and forth ("involuntary full rematerialization");
         with it activations stay sharded by batch, gradients are reduce-scattered back to the
         parameters' shards, and the parameters, gradients and optimiser state still live
-        sharded between steps (ZeRO-3 style). On 8 CPU devices with mesh 1x8 it made a
-        step of the numbers model ~40% faster."""
+        sharded between steps (ZeRO-3 style); the step is faster for it
+        (benchmarks/README.md, "Strategies")."""
         if self.mesh.shape["fsdp"] == 1:
             return None
         replicated = self.replicated

@@ -64,10 +64,6 @@ class MetricWriter:
         if self.enabled and self._tb is not None:
             self._tb.add_text(tag, text, int(step))
 
-    def flush(self) -> None:
-        if self.enabled and self._tb is not None:
-            self._tb.flush()
-
     def close(self) -> None:
         if self._jsonl is not None:
             self._jsonl.close()
