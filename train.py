@@ -1,7 +1,7 @@
 """Train a Transformer.
 
     python train.py                                   # the numbers task, into workdirs/numbers
-    python train.py --config=configs/shakespeare_char.py --workdir=/tmp/shakespeare
+    python train.py --config=configs/shakespeare_char.py --workdir=/tmp/shakespeare   # TFDS: tfm[tfds]
     python train.py --config=configs/numbers.py --config.train.num_steps=500 \\
                     --config.model.dtype=bfloat16      # any field can be overridden
     python train.py --cpu_devices=1                   # CPU: one device (default: one per core)

@@ -4,8 +4,8 @@
     python benchmarks/ab_settings.py --config cpu_base --rounds 5 --steps 5 --strategy sharded --devices 2
 
 Both steps (``benchmarks.common.build_train_step``: the training loop's step, state donated) are
-compiled in one process and then run in alternating rounds (A B A B ...), ``--steps`` timed steps
-each after one untimed step, so that load from other processes on a shared machine hits both
+compiled in one process and then run in alternating rounds, ``--steps`` timed steps
+each after one untimed step (A B, then B A, ...), so that load from other processes on a shared machine hits both
 alike. Reported per variant: the median step time over all its timed steps; and the median over
 rounds of the per-round ratio B / A (the number to read on a busy machine). Settings that need a
 new process (XLA flags, the device count) are out of its reach: use ``sweep.py`` for those.
@@ -57,8 +57,9 @@ def main(argv=None) -> None:
                           "carry": ts.state, "batch": ts.batch, "rng": ts.rng, "times": [],
                           "round_medians": []}
 
-    for _ in range(args.rounds):
-        for v in variants.values():
+    for r in range(args.rounds):
+        order = list(variants.values())
+        for v in order if r % 2 == 0 else order[::-1]:  # A B, B A, ...: no side always goes first
             step = lambda state, v=v: v["fn"](state, v["batch"], v["rng"])  # noqa: E731
             v["carry"], times, _ = common.time_steps(step, v["carry"], n_warmup=1, n_steps=args.steps)
             v["times"] += times

@@ -84,7 +84,6 @@ def build_train_step(bench, strategy, *, donate: bool = True, seed: int = 0) -> 
     step_fn = steps_lib.make_train_step(
         model, cfg.arch, tx, schedule, label_smoothing=bench.train.label_smoothing,
         axis_name=strategy.axis_name, gather_params=strategy.gather_params(),
-        grad_kernels=cfg.grad_kernels,
     )
     # donated: as in the training loop (strategy.train_step donates the state)
     step_fn = strategy.train_step(step_fn) if donate else jax.jit(step_fn)

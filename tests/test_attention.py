@@ -131,6 +131,32 @@ def test_causal_attention_in_blocks_matches_float64_reference_values_and_gradien
     assert rel_err(A.scaled_dot_product_attention(q, k, v, causal=True), ref) < 1e-5
 
 
+def test_causal_blocks_only_for_auto_on_cpu(monkeypatch):
+    """The blocks were measured on XLA:CPU only: "xla" (the reference square), other backends,
+    dropout, a bias and a single block all take the square; each result is the same function."""
+    t = 130
+    q, k, v = rand(0, (1, t, 2, 4)), rand(1, (1, t, 2, 4)), rand(2, (1, t, 2, 4))
+    calls = []
+    real = A.causal_attention
+    monkeypatch.setattr(A, "causal_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    ref, _ = np_attention(q, k, v, A.causal_mask(t))
+
+    def blocked(**kw):
+        calls.clear()
+        out = A.scaled_dot_product_attention(q, k, v, causal=True, **kw)
+        assert rel_err(out, ref) < 1e-5
+        return bool(calls)
+
+    assert blocked()
+    assert not blocked(implementation="xla")
+    assert not blocked(bias=jnp.zeros((1, 1, t, t)))
+    calls.clear()
+    A.scaled_dot_product_attention(q[:, :64], k[:, :64], v[:, :64], causal=True)
+    assert not calls  # T <= 64: one block, the square
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not blocked()  # float32 on a "gpu": neither cuDNN nor blocks, the square
+
+
 def test_attention_dropout_is_inverted_dropout_with_expected_mean():
     q, k, v = rand(0, (1, 4, 1, 8)), rand(1, (1, 64, 1, 8)), jnp.ones((1, 64, 1, 8))
     outs = [

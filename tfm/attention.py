@@ -145,6 +145,19 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array |
     return jnp.swapaxes(out, 1, 2).astype(q.dtype)  # (B, T, N, H)
 
 
+def _use_causal_blocks(q: jax.Array, k: jax.Array, dropout_active: bool, bias: jax.Array | None,
+                       implementation: Implementation) -> bool:
+    """``"auto"`` on CPU (the only backend it was measured on), without dropout or bias, and
+    longer than one block of :func:`causal_blocks`."""
+    return (
+        AttentionImpl(implementation) is AttentionImpl.AUTO
+        and jax.default_backend() == "cpu"
+        and not dropout_active
+        and bias is None
+        and len(causal_blocks(q.shape[1], k.shape[1])) > 1
+    )
+
+
 def _use_cudnn(q: jax.Array, dropout_active: bool, implementation: Implementation) -> bool:
     implementation = AttentionImpl(implementation)  # an unknown name is a ValueError listing them
     if implementation is AttentionImpl.CUDNN:
@@ -183,17 +196,15 @@ def scaled_dot_product_attention(
       implementation: "xla" is the reference path (softmax in float32 whatever the input dtype);
         "cudnn" calls jax.nn.dot_product_attention's cuDNN flash attention; "auto" picks cuDNN on
         GPU for bfloat16/float16 inputs without dropout, else the reference path.
-      causal: also hide every key s > t from query t (combined with ``mask``). Without dropout
-        or bias, and for T > 64, the reference path then computes only the blocks at or below
-        the diagonal (:func:`causal_attention`); the result is the same up to float summation
-        order. (At T <= 64 there is one block: the square, which was as fast on cpu_small.)
+      causal: also hide every key s > t from query t (combined with ``mask``). With "auto" on
+        CPU, without dropout or bias and for T > 64, only the blocks at or below the diagonal
+        are computed (:func:`causal_attention`): the same result up to float summation order.
     Returns:
       (B, T, N, H) in q's dtype.
     """
     dropout_active = dropout_rate > 0.0 and not deterministic
     if causal:
-        if (not _use_cudnn(q, dropout_active, implementation) and not dropout_active and bias is None
-                and len(causal_blocks(q.shape[1], k.shape[1])) > 1):
+        if _use_causal_blocks(q, k, dropout_active, bias, implementation):
             return causal_attention(q, k, v, mask)
         mask = combine_masks(causal_mask(q.shape[1], k.shape[1]), mask)
     if _use_cudnn(q, dropout_active, implementation):

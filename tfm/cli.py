@@ -8,8 +8,8 @@
 
 They need only the workdir (config, tokenizer, newest checkpoint: see :mod:`tfm.inference`) or,
 with ``--pretrained DIR``, a model directory in Hugging Face's layout (see :mod:`tfm.interop`).
-Each command is a function taking ``argv`` (``generate_main`` for ``tfm.generate``, ...), so that
-tests call them in-process; the library functions keep their own names.
+Each command is a function taking ``argv`` (``generate_main`` for ``generate``, ...), so that
+tests call them in-process; the library functions (``tfm.generate``, ...) keep their own names.
 """
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ from collections.abc import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _prog(command: str = "") -> str:
+    """How the user ran us, for usage lines: the installed ``tfm`` script or ``python -m tfm.cli``."""
+    launcher = "tfm" if os.path.basename(sys.argv[0]) == "tfm" else "python -m tfm.cli"
+    return f"{launcher} {command}".strip()
+
+
 def _quiet_logs() -> None:
     import logging
 
@@ -34,7 +40,7 @@ def _quiet_logs() -> None:
 
 def generate_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tfm.cli generate",
+        prog=_prog("generate"),
         description="Continue a prompt with a decoder-only language model trained by train.py.",
     )
     _add_source(parser)
@@ -98,7 +104,7 @@ def _load(args: argparse.Namespace, arch: str):
 
 def translate_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tfm.cli translate",
+        prog=_prog("translate"),
         description="Translate sentences (arguments, or one per line on stdin) with an "
         "encoder-decoder trained by train.py. Beam search with the paper's settings by default.",
     )
@@ -140,7 +146,7 @@ def translate_main(argv: Sequence[str] | None = None) -> int:
 
 def export_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tfm.cli export",
+        prog=_prog("export"),
         description="Write a GPT-2-shaped decoder_lm or Marian-shaped encoder_decoder (a training "
         "workdir's newest checkpoint, or an imported model) in Hugging Face's layout, loadable by "
         "transformers' from_pretrained.",
@@ -172,8 +178,8 @@ COMMANDS = {"generate": generate_main, "translate": translate_main, "export": ex
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tfm.cli COMMAND ...`` (or the installed ``tfm COMMAND ...``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = (f"usage: python -m tfm.cli {{{','.join(COMMANDS)}}} ...  "
-             "(python -m tfm.cli COMMAND --help for its options)")
+    usage = (f"usage: {_prog()} {{{','.join(COMMANDS)}}} ...  "
+             f"({_prog('COMMAND')} --help for its options)")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2

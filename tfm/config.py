@@ -57,8 +57,10 @@ class AttentionImpl(str, enum.Enum):
     """How attention is computed: execution only, the same mathematics (the one list of names
     that validation, :func:`tfm.attention.scaled_dot_product_attention` and help texts use)."""
 
-    AUTO = "auto"  # cuDNN flash attention on GPU for bf16/fp16 when possible, else XLA
-    XLA = "xla"  # the reference path: softmax in float32 whatever the input dtype
+    # cuDNN flash attention on GPU for bf16/fp16 when possible; on CPU a causal self-attention
+    # longer than one block skips the hidden key blocks (measured there); else the reference path
+    AUTO = "auto"
+    XLA = "xla"  # the reference path: the full (T, S) square, softmax in float32 whatever the dtype
     CUDNN = "cudnn"  # jax.nn.dot_product_attention's cuDNN flash attention (GPU only)
 
 

@@ -9,12 +9,15 @@
 * :func:`bits_per_char`: summed negative log likelihood (nats) in bits per character of text; for
   a character-level tokenizer that is simply ``mean_nll / ln 2``.
 * :func:`accuracy`: (weighted) fraction of correct predictions.
+* :func:`summarize`: the training and evaluation steps' summed statistics -> mean loss, nll,
+  perplexity, bits per token, accuracy.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -100,3 +103,17 @@ def accuracy(predictions, labels, weights=None) -> float:
     if total <= 0:
         raise ValueError("accuracy: the weights sum to zero")
     return float(((predictions == labels) * w).sum() / total)
+
+
+def summarize(sums: dict[str, Any]) -> dict[str, float]:
+    """Summed step statistics -> means: loss, nll, perplexity, bits per token, accuracy."""
+    weight = max(float(sums["weight_sum"]), 1e-9)
+    nll = float(sums["nll_sum"]) / weight
+    return {
+        "loss": float(sums["loss_sum"]) / weight,
+        "nll": nll,
+        "perplexity": perplexity(nll),
+        "bits_per_token": nll / math.log(2),
+        "accuracy": float(sums["correct_sum"]) / weight,
+        "weight": float(sums["weight_sum"]),
+    }

@@ -36,9 +36,9 @@ from tfm.config import Arch, ModelConfig
 from tfm.data.config import DataConfig, Task
 from tfm.data.tokenizers import Tokenizer, load_tokenizer
 from tfm.models import build_model, param_shapes
-from tfm.restore import CheckpointError, restore_newest
+from tfm.restore import CheckpointError, read_state_items, restore_newest
 from tfm.token_ids import check_token_ids
-from tfm.workdir_layout import CHECKPOINT_DIR, CONFIG_FILE, STATE_ITEM, TOKENIZER_DIR
+from tfm.workdir_layout import CHECKPOINT_DIR, CONFIG_FILE, STATE_ITEM, TOKENIZER_DIR, checkpoint_dir
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def restore_params(workdir: str | os.PathLike, config: ModelConfig, step: int | 
     """
     import orbax.checkpoint as ocp
 
-    directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    directory = checkpoint_dir(workdir)
     if not os.path.isdir(directory):
         raise WorkdirError(f"{workdir} has no checkpoint ({CHECKPOINT_DIR}/ is missing): train it first")
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -158,14 +158,8 @@ def restore_params(workdir: str | os.PathLike, config: ModelConfig, step: int | 
         if not steps:
             raise WorkdirError(f"{workdir} has no checkpoint yet ({directory} is empty): train it first")
 
-        def attempt(s: int) -> Any:
-            restored = manager.restore(s, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeRestore(
-                item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-                partial_restore=True)}))
-            return restored[STATE_ITEM]["params"]
-
-        try:
-            s, params = restore_newest(directory, steps, attempt)  # read-only: nothing moved
+        try:  # read-only: nothing moved
+            s, params = restore_newest(directory, steps, lambda s: read_state_items(directory, s, target)["params"])
         except CheckpointError as e:
             raise WorkdirError(str(e)) from None
     return params, s

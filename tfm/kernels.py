@@ -100,7 +100,7 @@ def dense_general(features: int | Sequence[int], *, grad_kernels: GradKernels | 
     return nn.DenseGeneral(features, dot_general=_dot_general(grad_kernels), **kwargs)
 
 
-def matmul(x: jax.Array, w: jax.Array, grad_kernels: GradKernels | str) -> jax.Array:
+def matmul(x: jax.Array, w: jax.Array, *, grad_kernels: GradKernels | str) -> jax.Array:
     """(..., K) x (K, N) -> (..., N), a dense layer's product (e.g. the tied output projection
     with the transposed embedding table as ``w``)."""
     dims = (((x.ndim - 1,), (0,)), ((), ()))

@@ -54,7 +54,7 @@ class Embedder(nn.Module):
 
     def attend(self, x: jax.Array) -> jax.Array:
         table = self.embedding.astype(x.dtype).T  # (D, V)
-        return kernels.matmul(x, table, self.cfg.grad_kernels)  # (B, T, V)
+        return kernels.matmul(x, table, grad_kernels=self.cfg.grad_kernels)  # (B, T, V)
 
 
 class FeedForward(nn.Module):

@@ -120,10 +120,8 @@ class Decoder(_Tower):
         else:
             _check_length(cfg, length, "decoder input")
             positions = _default_positions(tokens) if positions is None else positions
-            mask = combine_masks(
-                causal_mask(length),
-                None if segment_ids is None else segment_mask(segment_ids, segment_ids),
-            )  # (B, 1, T, T)
+            # causality is the self-attention's own (Stack(causal=True)), so it can skip hidden blocks
+            mask = None if segment_ids is None else segment_mask(segment_ids, segment_ids)  # (B, 1, T, T)
         cross_mask = None
         if self.cross:
             cross_mask = combine_masks(

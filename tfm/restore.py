@@ -11,7 +11,8 @@ What happens to a damaged step is the caller's: the training run, which holds th
 moves it aside to ``checkpoints_damaged/<step>`` (``<step>.1``, ``<step>.2``... when that name is
 taken: nothing moved aside is ever overwritten or deleted), so that a later save of the same
 step cannot collide with it; inference opens the workdir read-only (a run may be training in
-it) and leaves it where it is.
+it) and leaves it where it is. Both read a step's parameters alone (without the optimiser
+state) with :func:`read_state_items`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from tfm.workdir_layout import damaged_dir
+from tfm.workdir_layout import STATE_ITEM, damaged_dir
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,22 @@ def _listdir(path: str) -> list[str]:
     return os.listdir(path) if os.path.isdir(path) else []
 
 
+def read_state_items(directory: str, step: int, items: dict[str, Any]) -> dict[str, Any]:
+    """Only ``items`` (abstract arrays, e.g. ``{"params": ...}``: some top-level entries of the
+    saved TrainState) of ``directory/<step>``'s state item: a partial orbax restore, which never
+    reads the rest (the optimiser state). Read-only."""
+    import orbax.checkpoint as ocp
+
+    with ocp.PyTreeCheckpointer() as reader:
+        return reader.restore(
+            os.path.join(directory, str(step), STATE_ITEM),
+            args=ocp.args.PyTreeRestore(
+                item=items, restore_args=ocp.checkpoint_utils.construct_restore_args(items),
+                partial_restore=True,
+            ),
+        )
+
+
 def move_aside(directory: str, step: int) -> str | None:
     """Moves ``directory/<step>`` to ``checkpoints_damaged/<step>`` (or ``<step>.N``, the first
     free name: nothing there is ever replaced). Returns where it went (None: it was gone)."""
@@ -76,6 +93,12 @@ def move_aside(directory: str, step: int) -> str | None:
     return dst
 
 
+class NotTheCheckpoints(Exception):
+    """Raised (``from`` the original error) by a :func:`restore_newest` ``attempt`` around a
+    failure that is not the checkpoint's (e.g. tfm's own comparison of a readable checkpoint
+    with the model): the original error is re-raised and nothing is called damaged."""
+
+
 def restore_newest(
     directory: str,
     steps: list[int],
@@ -89,13 +112,15 @@ def restore_newest(
       directory: the checkpoint directory (``WORKDIR/checkpoints``), for messages and for the
         damaged steps beside it.
       steps: the steps to try (any order; tried newest first).
-      attempt: reads one step; any exception but IncompatibleCheckpointError means damaged.
+      attempt: reads one step; any exception but IncompatibleCheckpointError and
+        NotTheCheckpoints means damaged.
       on_damaged: called with each damaged step after its warning (training: move it aside);
         None leaves it in place (read-only use).
     Returns:
       None when there are no steps at all (and no damaged ones moved aside earlier).
     Raises:
       IncompatibleCheckpointError: from ``attempt``: a healthy step of a different state.
+      (the cause of a NotTheCheckpoints from ``attempt``, as it was)
       CheckpointError: every step is damaged, or there are none left but damaged ones.
     """
     damaged = damaged_dir(directory)
@@ -113,6 +138,8 @@ def restore_newest(
             return step, attempt(step)
         except IncompatibleCheckpointError:
             raise
+        except NotTheCheckpoints as e:
+            raise e.__cause__ from None
         except Exception as e:  # noqa: BLE001 - any failure to read means damaged
             message = short_error(e)
             failures.append(f"step {step}: {message}")
@@ -131,5 +158,6 @@ def restore_newest(
     raise CheckpointError(head + ":\n  " + "\n  ".join(failures))
 
 
-__all__ = ["CheckpointError", "IncompatibleCheckpointError", "move_aside", "restore_newest",
+__all__ = ["CheckpointError", "IncompatibleCheckpointError", "NotTheCheckpoints", "move_aside", "read_state_items",
+           "restore_newest",
            "short_error"]

@@ -126,3 +126,19 @@ def test_a_checkpoint_of_a_different_state_is_incompatible_not_damaged(saved):
         ckpt.restore_latest(other)
     assert ckpt.all_steps() == [2, 4, 6] and not (saved / "checkpoints_damaged").exists()
     ckpt.close()
+
+
+def test_a_failure_to_compare_trees_is_raised_not_taken_for_damage(saved, monkeypatch):
+    """Only a checkpoint that cannot be read is damaged: a bug in tfm's own comparison of a
+    readable checkpoint with the model must surface and move nothing aside."""
+    import tfm.training.checkpoint as checkpoint
+
+    def broken(saved_tree, target):
+        raise KeyError("an unexpected metadata key")
+
+    monkeypatch.setattr(checkpoint, "tree_differences", broken)
+    ckpt = Checkpointer(saved / "checkpoints", keep=3)
+    with pytest.raises(KeyError, match="unexpected metadata key"):
+        ckpt.restore_latest(abstract())
+    assert ckpt.all_steps() == [2, 4, 6] and not (saved / "checkpoints_damaged").exists()
+    ckpt.close()

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
+from tfm.config import GradKernels
 from tfm.training.checkpoint import Checkpointer
+from tfm.training.config import RunConfig
 from tfm.training.loop import WorkdirMismatchError, run
 
 
@@ -66,8 +68,11 @@ def test_grad_kernels_is_execution_only_and_old_workdirs_without_it_resume(tmp_p
     saved = json.loads(path.read_text())
     assert saved["model"].pop("grad_kernels") == "auto"
     path.write_text(json.dumps(saved))
-    result = run(config(**{"model.grad_kernels": "autodiff", "train.num_steps": 6}), tmp_path)
-    assert result["step"] == 6
+    assert RunConfig.from_config_dict(saved).model.grad_kernels is GradKernels.AUTO
+    seen = []
+    result = run(config(**{"model.grad_kernels": "autodiff", "train.num_steps": 6}), tmp_path,
+                 hooks=[seen.append])
+    assert result["step"] == 6 and seen == [5, 6]  # resumed after step 4: a fresh run would see 1..6
     delta = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
                          saved_params(tmp_path, 4), saved_params(tmp_path, 6))
     assert 0 < max(jax.tree.leaves(delta)) < 0.5  # continued from step 4, not a fresh start

@@ -6,8 +6,8 @@
 Modules, bottom to top: ``config`` (TrainConfig, RunConfig), ``optimizer`` (the schedule and
 optax transformation a TrainConfig names), ``state`` (TrainState), ``steps`` (train_step /
 eval_step), ``parallel`` (single / pmap / sharded, multi-host init), ``checkpoint`` (orbax),
-``resume`` (restoring into this run's state), ``workdir`` (lock, provenance, the saved
-config), ``init_from`` (starting from an imported model), ``devices`` (the CPU device split),
+``workdir`` (lock, provenance, the saved config), ``resume`` (restoring into this run's
+state), ``init_from`` (starting from an imported model), ``devices`` (the CPU device split),
 ``flops`` (MFU), ``health`` (NaN/Inf checks), ``writer`` (TensorBoard + metrics.jsonl),
 ``progress`` (metric pulls, throughput, progress bar), ``inflight`` (how many dispatched steps
 may be outstanding), ``eval`` (validation metrics, BLEU decoding), ``signals`` (preemption),

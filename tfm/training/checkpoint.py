@@ -42,11 +42,12 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from tfm.restore import CheckpointError, IncompatibleCheckpointError, move_aside, restore_newest, short_error
+from tfm.restore import (
+    CheckpointError, IncompatibleCheckpointError, NotTheCheckpoints, move_aside, read_state_items, restore_newest, short_error,
+)
 from tfm.training.health import path_name
 from tfm.workdir_layout import META_ITEM as META
 from tfm.workdir_layout import STATE_ITEM as STATE
-from tfm.workdir_layout import damaged_dir
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,6 @@ class Checkpointer:
 
     def __init__(self, directory: str | os.PathLike, *, keep: int = 3, async_save: bool = True):
         self.directory = os.path.abspath(os.fspath(directory))
-        self.damaged_directory = damaged_dir(self.directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             create=True,
@@ -200,7 +200,10 @@ class Checkpointer:
             saved = getattr(saved, "tree", saved)
             if saved is None:
                 raise ValueError("the state item has no metadata")
-            differences = tree_differences(saved, target)
+            try:
+                differences = tree_differences(saved, target)
+            except Exception as e:  # a readable checkpoint: a failure here is not its damage
+                raise NotTheCheckpoints() from e
             if differences:
                 raise IncompatibleCheckpointError(self.directory, step, differences)
             state, meta = self._restore(step, target, partial=without_optimizer)
@@ -224,15 +227,7 @@ class Checkpointer:
             )
             return restored[STATE], restored[META]
         # only step + params: a partial restore straight from the step's state item
-        items = {"step": target.step, "params": target.params}
-        with ocp.PyTreeCheckpointer() as reader:
-            part = reader.restore(
-                os.path.join(self.directory, str(step), STATE),
-                args=ocp.args.PyTreeRestore(
-                    item=items, restore_args=ocp.checkpoint_utils.construct_restore_args(items),
-                    partial_restore=True,
-                ),
-            )
+        part = read_state_items(self.directory, step, {"step": target.step, "params": target.params})
         meta = self.manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
         return target.replace(step=part["step"], params=part["params"]), meta
 

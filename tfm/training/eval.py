@@ -5,9 +5,7 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from typing import Any
 
 import jax
 
@@ -37,21 +35,7 @@ def evaluate(
     if total is None:
         return {}
     sums = parallel.to_host(total)
-    return summarize(sums)
-
-
-def summarize(sums: dict[str, Any]) -> dict[str, float]:
-    """Summed step statistics -> means: loss, nll, perplexity, bits per token, accuracy."""
-    weight = max(float(sums["weight_sum"]), 1e-9)
-    nll = float(sums["nll_sum"]) / weight
-    return {
-        "loss": float(sums["loss_sum"]) / weight,
-        "nll": nll,
-        "perplexity": evaluation.perplexity(nll),
-        "bits_per_token": nll / math.log(2),
-        "accuracy": float(sums["correct_sum"]) / weight,
-        "weight": float(sums["weight_sum"]),
-    }
+    return evaluation.summarize(sums)
 
 
 def translation_metrics(

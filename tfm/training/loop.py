@@ -1,4 +1,5 @@
-"""The training loop: ``run(config, workdir)``. All the I/O around the pure steps lives here.
+"""The training loop: ``run(config, workdir)``, the I/O around the pure steps; what it calls
+lives in the modules named below (workdir, resume, checkpoint, progress, eval, signals).
 
 One run, in order:
 
@@ -24,11 +25,12 @@ One run, in order:
    :class:`NonFiniteLossError` naming the step -- checkpoints are only written after this check,
    so the newest checkpoint is always a good one), and written: progress bar (step, loss,
    tokens/s, learning rate), TensorBoard and ``metrics.jsonl`` (process 0 only), with the MFU
-   estimate when the device's peak FLOP/s is known.
+   estimate when the device's peak FLOP/s is known (:mod:`tfm.training.progress`).
 6. Every ``eval_every_steps`` and at the end (``eval_at_end``): validation loss, accuracy, perplexity; for
    translation also greedy/beam decoding of ``eval_decode_examples`` sentences -> BLEU and
    exact match, per group where the data has groups (numbers: by magnitude, plus the set of
-   every number below 1,000: ``below_1000/...``; see ``Pipeline.decode_sets``).
+   every number below 1,000: ``below_1000/...``; see ``Pipeline.decode_sets``;
+   :mod:`tfm.training.eval`).
 7. Every ``checkpoint_every_steps`` and at the end, an asynchronous checkpoint -- of finite
    parameters only (:mod:`tfm.training.health`); a write that fails (read-only or full disk)
    stops the run with :class:`~tfm.training.checkpoint.CheckpointWriteError` naming cause
@@ -36,7 +38,8 @@ One run, in order:
 8. SIGTERM or SIGINT: the current step is checkpointed and ``run`` returns normally (the
    launcher then exits 0). With several processes the stop is agreed at the next logging
    step, so that all of them save the same step. During set-up (steps 1-3: downloads,
-   tokenizer training) a signal stops the run at once: there is nothing to save yet.
+   tokenizer training) a signal stops the run at once: there is nothing to save yet
+   (:mod:`tfm.training.signals`).
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ from tfm.training.optimizer import make_schedule, make_tx
 from tfm.training.signals import SetupInterrupted, StopSignals
 from tfm.training.workdir import WorkdirLockedError, WorkdirMismatchError, check_workdir
 from tfm.training.writer import MetricWriter
-from tfm.workdir_layout import CHECKPOINT_DIR, TOKENIZER_DIR
+from tfm.workdir_layout import TOKENIZER_DIR, checkpoint_dir
 
 __all__ = ["NonFiniteLossError", "WorkdirLockedError", "WorkdirMismatchError", "run"]
 
@@ -177,10 +180,10 @@ def run(
         except SetupInterrupted:
             log.warning("%s received during set-up: stopping before the first step; nothing to save",
                         stop.signal_name)
-            return {"step": _newest_step(os.path.join(workdir, CHECKPOINT_DIR)), "preempted": True,
+            return {"step": _newest_step(checkpoint_dir(workdir)), "preempted": True,
                     "train": {}, "eval": {}}
         checkpointer = Checkpointer(
-            os.path.join(setup.workdir, CHECKPOINT_DIR), keep=setup.config.train.keep_checkpoints,
+            checkpoint_dir(setup.workdir), keep=setup.config.train.keep_checkpoints,
             async_save=setup.config.train.async_checkpointing,
         )
         cleanup.push(_closing(checkpointer.close))  # waits for saves in flight, also on errors
@@ -252,11 +255,11 @@ class _Setup:
         train_step = parallel.train_step(steps_lib.make_train_step(
             model, model_cfg.arch, tx, schedule, label_smoothing=train.label_smoothing,
             grad_accum_steps=train.grad_accum_steps, axis_name=axis,
-            gather_params=parallel.gather_params(), grad_kernels=model_cfg.grad_kernels,
+            gather_params=parallel.gather_params(),
         ))
         eval_step = parallel.eval_step(steps_lib.make_eval_step(
             model, model_cfg.arch, label_smoothing=train.label_smoothing, axis_name=axis,
-            gather_params=parallel.gather_params(), grad_kernels=model_cfg.grad_kernels,
+            gather_params=parallel.gather_params(),
         ))
         return cls(config, workdir, parallel, pipe, model, boxed_init, init_rng, dropout_rng,
                    train_step, eval_step, saved)

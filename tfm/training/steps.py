@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from tfm import kernels, losses
-from tfm.config import Arch, GradKernels
+from tfm.config import Arch
 from tfm.training.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -115,7 +115,6 @@ def make_train_step(
     grad_accum_steps: int = 1,
     axis_name: str | None = None,
     gather_params: Callable[[Any], Any] | None = None,
-    grad_kernels: GradKernels | str = GradKernels.AUTO,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
     """Builds the pure ``train_step(state, batch, rng) -> (state, metrics)``.
 
@@ -130,8 +129,9 @@ def make_train_step(
       gather_params: applied to the parameters inside the differentiated function (the
         sharded strategy all-gathers FSDP-sharded parameters here, so that activations stay
         sharded by batch and gradients are reduce-scattered back).
-      grad_kernels: how gradients and metrics are summed over ``axis_name``
-        (:func:`tfm.kernels.device_sum`); pass the model's ``ModelConfig.grad_kernels``.
+
+    Gradients and metrics are summed over ``axis_name`` by :func:`tfm.kernels.device_sum`, as
+    the model's ``ModelConfig.grad_kernels`` says.
     """
 
     def loss_fn(params, micro_batch, dropout_rng):
@@ -169,7 +169,7 @@ def make_train_step(
             )
 
         if axis_name is not None:
-            grads, stats = kernels.device_sum((grads, stats), axis_name, grad_kernels)
+            grads, stats = kernels.device_sum((grads, stats), axis_name, model.cfg.grad_kernels)
         denominator = jnp.maximum(stats["weight_sum"], 1.0)
         grads = jax.tree.map(lambda g: g / denominator.astype(g.dtype), grads)
 
@@ -194,7 +194,6 @@ def make_eval_step(
     label_smoothing: float,
     axis_name: str | None = None,
     gather_params: Callable[[Any], Any] | None = None,
-    grad_kernels: GradKernels | str = GradKernels.AUTO,
 ) -> Callable[[Any, Batch], Metrics]:
     """Builds the pure ``eval_step(params, batch) -> metrics`` (sums, like the train step's)."""
 
@@ -204,7 +203,7 @@ def make_eval_step(
         logits, targets, weights = forward(model, arch, params, batch, deterministic=True)
         stats = losses.classification_metrics(logits, targets, weights, label_smoothing)
         if axis_name is not None:
-            stats = kernels.device_sum(stats, axis_name, grad_kernels)
+            stats = kernels.device_sum(stats, axis_name, model.cfg.grad_kernels)
         return stats
 
     return eval_step

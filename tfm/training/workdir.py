@@ -43,6 +43,7 @@ from tfm.workdir_layout import (
     PROVENANCE_FILE,
     SUPERSEDED_DIR,
     TOKENIZER_DIR,
+    checkpoint_dir,
 )
 
 log = logging.getLogger(__name__)
@@ -60,16 +61,20 @@ def setting_differences(saved: Any, new: Any, sections: tuple[str, ...] = ("mode
                         ignore: frozenset[str] = frozenset()) -> list[str]:
     """``"section.field: saved in the workdir, new now"`` for every differing field of two
     RunConfigs (``ignore``: dotted names left out)."""
+    return [line for section in sections
+            for line in _field_differences(section, getattr(saved, section), getattr(new, section),
+                                           lambda name, x, y: name in ignore)]
+
+
+def _field_differences(section: str, saved: Any, new: Any, skip: Any) -> list[str]:
+    """``"section.field: saved in the workdir, new now"`` for the differing fields of two
+    dataclasses, but those where ``skip(dotted_name, saved_value, new_value)``."""
     out = []
-    for section in sections:
-        a, b = getattr(saved, section), getattr(new, section)
-        for f in dataclasses.fields(a):
-            name = f"{section}.{f.name}"
-            if name in ignore:
-                continue
-            x, y = getattr(a, f.name), getattr(b, f.name)
-            if x != y:
-                out.append(f"{name}: {_plain(x)!r} in the workdir, {_plain(y)!r} now")
+    for f in dataclasses.fields(saved):
+        name = f"{section}.{f.name}"
+        x, y = getattr(saved, f.name), getattr(new, f.name)
+        if x != y and not skip(name, x, y):
+            out.append(f"{name}: {_plain(x)!r} in the workdir, {_plain(y)!r} now")
     return out
 
 
@@ -307,16 +312,11 @@ def model_differences(saved: ModelConfig, new: ModelConfig) -> list[str]:
     Execution-only fields (:data:`EXECUTION_ONLY_MODEL_FIELDS`) do not count, nor
     does a ``vocab_size`` of 0 (= take it from the tokenizer) in ``new``.
     """
-    out = []
-    for f in dataclasses.fields(ModelConfig):
-        if f.name in EXECUTION_ONLY_MODEL_FIELDS:
-            continue
-        a, b = getattr(saved, f.name), getattr(new, f.name)
-        if f.name == "vocab_size" and b == 0:
-            continue
-        if a != b:
-            out.append(f"model.{f.name}: {_plain(a)!r} in the workdir, {_plain(b)!r} now")
-    return out
+    def skip(name: str, _, new_value: Any) -> bool:
+        field = name.removeprefix("model.")
+        return field in EXECUTION_ONLY_MODEL_FIELDS or (field == "vocab_size" and new_value == 0)
+
+    return _field_differences("model", saved, new, skip)
 
 
 def read_saved_config(path: str) -> RunConfig:
@@ -336,9 +336,7 @@ def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
     (None for a fresh workdir)."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
-        if os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)) and os.listdir(
-            os.path.join(workdir, CHECKPOINT_DIR)
-        ):
+        if os.path.isdir(checkpoint_dir(workdir)) and os.listdir(checkpoint_dir(workdir)):
             raise WorkdirMismatchError(
                 f"{workdir} has checkpoints but no {CONFIG_FILE}, so it cannot be checked "
                 "against this config; refusing to touch it. Use a new --workdir."
