@@ -196,7 +196,8 @@ def test_device_sum_is_one_flat_all_reduce_on_cpu_under_auto_only():
 
 
 # ---------------------------------------------------------------------- the setting on models
-ARCHS = ["tiny_encdec", "tiny_lm", "tiny_classifier"]
+# the encoder-decoder is the slowest to compile (~11 s each here): in the slow run
+ARCHS = [pytest.param("tiny_encdec", marks=pytest.mark.slow), "tiny_lm", "tiny_classifier"]
 
 
 def _loss_fn(name, setting, seed=0, **overrides):

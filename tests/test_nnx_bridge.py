@@ -28,7 +28,7 @@ def _loss(logits):
     return jnp.mean(jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1))
 
 
-@pytest.mark.parametrize("preset", ["tiny_lm", "tiny_encdec"])
+@pytest.mark.parametrize("preset", ["tiny_lm", pytest.param("tiny_encdec", marks=pytest.mark.slow)])
 def test_to_nnx_gives_the_linen_logits_and_gradients(preset):
     cfg = tfm.get_preset(preset, vocab_size=37, max_len=16, num_layers=1)
     model = tfm.build_model(cfg)
