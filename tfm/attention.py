@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from tfm import kernels
-from tfm.config import AttentionImpl, GradKernels
+from tfm.config import AttentionImpl, GradKernels, parse_enum
 from tfm.positional import apply_rope
 
 Implementation = AttentionImpl | str  # an AttentionImpl or its value
@@ -150,7 +150,7 @@ def _use_causal_blocks(q: jax.Array, k: jax.Array, dropout_active: bool, bias: j
     """``"auto"`` on CPU (the only backend it was measured on), without dropout or bias, and
     longer than one block of :func:`causal_blocks`."""
     return (
-        AttentionImpl(implementation) is AttentionImpl.AUTO
+        parse_enum(AttentionImpl, implementation, "attention implementation") is AttentionImpl.AUTO
         and jax.default_backend() == "cpu"
         and not dropout_active
         and bias is None
@@ -159,7 +159,7 @@ def _use_causal_blocks(q: jax.Array, k: jax.Array, dropout_active: bool, bias: j
 
 
 def _use_cudnn(q: jax.Array, dropout_active: bool, implementation: Implementation) -> bool:
-    implementation = AttentionImpl(implementation)  # an unknown name is a ValueError listing them
+    implementation = parse_enum(AttentionImpl, implementation, "attention implementation")
     if implementation is AttentionImpl.CUDNN:
         return True
     if implementation is AttentionImpl.XLA:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 
 class Arch(str, enum.Enum):
@@ -51,6 +51,18 @@ class Remat(str, enum.Enum):
     NONE = "none"  # keep all activations
     FULL = "full"  # recompute each block in the backward pass
     DOTS = "dots"  # save matmul outputs (no batch dims), recompute the cheap elementwise ops
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def parse_enum(enum_cls: type[E], value: Any, what: str) -> E:
+    """``enum_cls(value)``; an unknown value is a ValueError naming ``what`` and the valid values."""
+    try:
+        return enum_cls(value)
+    except ValueError:
+        valid = ", ".join(repr(m.value) for m in enum_cls)
+        raise ValueError(f"{what}: unknown value {value!r}; expected one of {valid}") from None
 
 
 class AttentionImpl(str, enum.Enum):
@@ -94,11 +106,7 @@ class ConfigBase:
         for field, enum_cls in self._ENUMS.items():
             value = getattr(self, field)
             if not isinstance(value, enum_cls):
-                try:
-                    object.__setattr__(self, field, enum_cls(value))
-                except ValueError:
-                    valid = ", ".join(repr(m.value) for m in enum_cls)
-                    raise ValueError(f"{name}.{field}: unknown value {value!r}; expected one of {valid}") from None
+                object.__setattr__(self, field, parse_enum(enum_cls, value, f"{name}.{field}"))
         self.validate()
 
     def validate(self) -> None:

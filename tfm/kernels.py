@@ -72,7 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from tfm.config import GradKernels
+from tfm.config import GradKernels, parse_enum
 
 DimensionNumbers = tuple[tuple[Sequence[int], Sequence[int]], tuple[Sequence[int], Sequence[int]]]
 
@@ -80,11 +80,7 @@ DimensionNumbers = tuple[tuple[Sequence[int], Sequence[int]], tuple[Sequence[int
 def cpu_kernels(grad_kernels: GradKernels | str) -> bool:
     """Whether ``grad_kernels`` takes the CPU kernels in the program being traced now: "auto"
     on the CPU backend. Raises ValueError for an unknown setting."""
-    try:
-        setting = GradKernels(grad_kernels)
-    except ValueError:
-        valid = ", ".join(repr(m.value) for m in GradKernels)
-        raise ValueError(f"grad_kernels: unknown value {grad_kernels!r}; expected one of {valid}") from None
+    setting = parse_enum(GradKernels, grad_kernels, "grad_kernels")
     return setting is GradKernels.AUTO and jax.default_backend() == "cpu"
 
 
