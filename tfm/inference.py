@@ -35,6 +35,7 @@ from tfm import decoding
 from tfm.config import Arch, ModelConfig
 from tfm.data.config import DataConfig, Task
 from tfm.data.tokenizers import Tokenizer, load_tokenizer
+from tfm.files import TfmError
 from tfm.models import build_model, param_shapes
 from tfm.restore import CheckpointError, read_state_items, restore_newest
 from tfm.token_ids import check_token_ids
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 _STREAM_DATASETS = ("tiny_shakespeare", "text_file")
 
 
-class WorkdirError(ValueError):
+class WorkdirError(TfmError, ValueError):
     """The workdir cannot be used for what was asked (missing parts, wrong model kind)."""
 
 

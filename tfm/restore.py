@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from tfm.files import TfmError
 from tfm.workdir_layout import STATE_ITEM, damaged_dir
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(TfmError, RuntimeError):
     """A workdir's checkpoints exist but none can be restored."""
 
 

@@ -27,21 +27,35 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tfm.data.tokenizers import META_FILE, Tokenizer, _atomic_write
+from tfm import files
+from tfm.data.tokenizers import META_FILE, Tokenizer, TokenizerError, _atomic_write
 
 HF_TOKENIZER_FILE = "tokenizer.json"  # the tokenizers library's file (Hugging Face layout)
 KEPT_HF_TOKENIZER_FILE = "hf_tokenizer.json"  # its name inside a tfm tokenizer directory
 
 
-class TokenizerFilesError(ValueError):
+class TokenizerFilesError(TokenizerError):
     """A model directory's tokenizer files are missing or inconsistent."""
 
 
-def _read(directory: pathlib.Path, name: str) -> bytes:
-    path = directory / name
-    if not path.is_file():
-        raise TokenizerFilesError(f"{path} is missing")
-    return path.read_bytes()
+# A tokenizer file larger than this is refused before it is read (GPT-2's tokenizer.json: 1.4 MB).
+MAX_FILE_BYTES = 256 << 20
+
+
+def _read(directory: pathlib.Path, name: str, named_by: str | os.PathLike | None = None) -> bytes:
+    """The bytes of ``directory/name``; ``named_by``: the file that named it (the name is then
+    untrusted: it must stay inside ``directory``, see :func:`tfm.files.inside`)."""
+    path = (files.inside(directory, name, named_by=named_by) if named_by is not None
+            else os.path.join(directory, name))
+    if not os.path.lexists(path):
+        raise TokenizerFilesError(f"{path} is missing" + (f" (named by {named_by})" if named_by else ""))
+    return files.read_bytes(path, limit=MAX_FILE_BYTES)
+
+
+def _present(directory: pathlib.Path, name: str) -> bool:
+    """Whether ``directory/name`` exists in any form (a FIFO or dangling symlink too: reading it
+    is then refused, rather than skipped silently)."""
+    return os.path.lexists(directory / name)
 
 
 def _special_ids(files: dict[str, bytes]) -> dict:
@@ -56,9 +70,9 @@ class _FileBacked(Tokenizer):
 
     def save(self, directory: str | os.PathLike) -> None:
         directory = pathlib.Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(directory)
         for name, data in self.files.items():
-            _atomic_write(directory / name, data)
+            _atomic_write(directory / files.plain_name(name, named_by=f"{self.kind} tokenizer"), data)
         meta = {
             "kind": self.kind, "vocab_size": self.vocab_size, "files": sorted(self.files),
             "pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id, "unk_id": self.unk_id,
@@ -70,16 +84,23 @@ class _FileBacked(Tokenizer):
         directory = pathlib.Path(directory)
         written = []
         for name, data in self.files.items():
-            hf_name = self.hf_names.get(name, name)
+            hf_name = files.plain_name(self.hf_names.get(name, name), named_by=f"{self.kind} tokenizer")
             _atomic_write(directory / hf_name, data)
             written.append(hf_name)
         return written
 
     @classmethod
     def _from_meta(cls, directory: pathlib.Path, meta: dict):
-        files = {name: _read(directory, name) for name in meta["files"]}
+        named_by = directory / META_FILE
+        names = meta.get("files")
+        if not isinstance(names, list):
+            raise TokenizerFilesError(f"{named_by}: 'files' must be a list of file names")
+        contents = {name: _read(directory, name, named_by) for name in names}
         ids = {k: meta[k] for k in ("pad_id", "bos_id", "eos_id", "unk_id") if k in meta}
-        return cls(files, **ids)
+        for k, v in ids.items():
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+                raise TokenizerFilesError(f"{named_by}: {k} must be an integer, got {v!r}")
+        return _built(cls, directory, contents, **ids)
 
 
 class ByteLevelBPETokenizer(_FileBacked):
@@ -114,17 +135,17 @@ class ByteLevelBPETokenizer(_FileBacked):
                     bos_id: int | None = None) -> "ByteLevelBPETokenizer":
         """The tokenizer of a Hugging Face GPT-2 directory (``tokenizer.json`` preferred)."""
         directory = pathlib.Path(directory)
-        files = {}
-        if (directory / HF_TOKENIZER_FILE).is_file():
-            files[KEPT_HF_TOKENIZER_FILE] = _read(directory, HF_TOKENIZER_FILE)
+        contents = {}
+        if _present(directory, HF_TOKENIZER_FILE):
+            contents[KEPT_HF_TOKENIZER_FILE] = _read(directory, HF_TOKENIZER_FILE)
         for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
-            if (directory / name).is_file():
-                files[name] = _read(directory, name)
-        if KEPT_HF_TOKENIZER_FILE not in files and not ("vocab.json" in files and "merges.txt" in files):
+            if _present(directory, name):
+                contents[name] = _read(directory, name)
+        if KEPT_HF_TOKENIZER_FILE not in contents and not ("vocab.json" in contents and "merges.txt" in contents):
             raise TokenizerFilesError(
                 f"{directory} has no GPT-2 tokenizer: it needs {HF_TOKENIZER_FILE}, or vocab.json and "
                 "merges.txt")
-        return cls(files, eos_id=eos_id, bos_id=bos_id)
+        return _built(cls, directory, contents, eos_id=eos_id, bos_id=bos_id)
 
     @property
     def vocab_size(self) -> int:
@@ -136,6 +157,24 @@ class ByteLevelBPETokenizer(_FileBacked):
 
     def _decode_clean(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=False)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def _built(cls, directory: pathlib.Path, contents: dict[str, bytes], **ids):
+    """``cls(contents, **ids)``; a library's failure to parse the files (a corrupt
+    tokenizer.json, merges.txt, vocab.json or SentencePiece model) is a TokenizerFilesError
+    naming the directory."""
+    try:
+        return cls(contents, **ids)
+    except TokenizerFilesError:
+        raise
+    except Exception as e:  # noqa: BLE001 - tokenizers/sentencepiece/json raise many types
+        raise TokenizerFilesError(f"{directory}: the {cls.kind} tokenizer files cannot be used: "
+                                  f"{type(e).__name__}: {_first_line(e)}") from None
 
 
 def _bpe_from_vocab_merges(vocab_json: bytes, merges_txt: bytes):
@@ -175,6 +214,9 @@ class MarianSentencePieceTokenizer(_FileBacked):
                 "Marian tokenizers with separate source and target vocabularies (target_vocab.json) "
                 "are not supported: tfm's Marian models share one vocabulary")
         self.vocab: dict[str, int] = json.loads(files["vocab.json"])
+        if not isinstance(self.vocab, dict) or not self.vocab or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1 << 31 for i in self.vocab.values()):
+            raise TokenizerFilesError("Marian vocab.json must map pieces to ids (integers in [0, 2**31))")
         self._pieces = {i: p for p, i in self.vocab.items()}
         self._source = spm.SentencePieceProcessor(model_proto=files["source.spm"])
         self._target = spm.SentencePieceProcessor(model_proto=files["target.spm"])
@@ -191,15 +233,15 @@ class MarianSentencePieceTokenizer(_FileBacked):
     def from_hf_dir(cls, directory: str | os.PathLike, *, bos_id: int | None = None,
                     eos_id: int | None = None, pad_id: int | None = None) -> "MarianSentencePieceTokenizer":
         directory = pathlib.Path(directory)
-        if (directory / "target_vocab.json").is_file():
+        if _present(directory, "target_vocab.json"):
             raise TokenizerFilesError(
                 f"{directory / 'target_vocab.json'}: separate source and target vocabularies are not "
                 "supported (tfm's Marian models share one vocabulary)")
-        files = {name: _read(directory, name) for name in ("source.spm", "target.spm", "vocab.json")}
+        contents = {name: _read(directory, name) for name in ("source.spm", "target.spm", "vocab.json")}
         for name in ("tokenizer_config.json", "special_tokens_map.json"):
-            if (directory / name).is_file():
-                files[name] = _read(directory, name)
-        return cls(files, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+            if _present(directory, name):
+                contents[name] = _read(directory, name)
+        return _built(cls, directory, contents, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
 
     @property
     def vocab_size(self) -> int:

@@ -36,6 +36,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from tfm import files
+from tfm.files import TfmError
+
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 NUM_RESERVED = 4
 UNK_TEXT = "\u2047"  # "⁇", what SentencePiece also prints for unk
@@ -44,7 +47,13 @@ UNK_TEXT = "\u2047"  # "⁇", what SentencePiece also prints for unk
 MAX_KNOWN_WORDS = 50_000
 
 META_FILE = "tokenizer.json"
+# tokenizer.json and the files it names are read whole: larger ones are refused before reading.
+MAX_TOKENIZER_FILE_BYTES = 256 << 20
 SPM_FILE = "spm.model"
+
+
+class TokenizerError(TfmError, ValueError):
+    """A saved tokenizer that cannot be read (missing, damaged or hand-edited files); names the file."""
 
 
 class Tokenizer(abc.ABC):
@@ -173,14 +182,18 @@ class CharTokenizer(Tokenizer):
 
     def save(self, directory: str | os.PathLike) -> None:
         directory = pathlib.Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(directory)
         meta = {"kind": self.kind, "vocab_size": self.vocab_size, "chars": self.chars,
                 **self._meta_words()}
         _atomic_write(directory / META_FILE, json.dumps(meta, ensure_ascii=False).encode())
 
     @classmethod
     def _from_meta(cls, directory: pathlib.Path, meta: dict) -> "CharTokenizer":
-        return cls(meta["chars"], known_words=meta.get("known_words"))
+        chars = meta.get("chars")
+        if not isinstance(chars, list) or not all(isinstance(c, str) for c in chars):
+            raise TokenizerError(f"{directory / META_FILE}: 'chars' must be a list of characters, got "
+                                 f"{type(chars).__name__ if chars is not None else 'nothing'}")
+        return cls(chars, known_words=_known_words(directory, meta))
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -260,7 +273,7 @@ class SentencePieceTokenizer(Tokenizer):
 
     def save(self, directory: str | os.PathLike) -> None:
         directory = pathlib.Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(directory)
         _atomic_write(directory / SPM_FILE, self.model_proto)
         meta = {"kind": self.kind, "vocab_size": self.vocab_size, "model_file": SPM_FILE,
                 **self._meta_words()}
@@ -268,10 +281,17 @@ class SentencePieceTokenizer(Tokenizer):
 
     @classmethod
     def _from_meta(cls, directory: pathlib.Path, meta: dict) -> "SentencePieceTokenizer":
-        path = directory / meta.get("model_file", SPM_FILE)
-        if not path.is_file():
-            raise ValueError(f"load_tokenizer: {path} is missing (named by {directory / META_FILE})")
-        return cls(path.read_bytes(), known_words=meta.get("known_words"))
+        named_by = directory / META_FILE
+        path = files.inside(directory, meta.get("model_file", SPM_FILE), named_by=named_by)
+        if not os.path.lexists(path):
+            raise TokenizerError(f"load_tokenizer: {path} is missing (named by {named_by})")
+        data = files.read_bytes(path, limit=MAX_TOKENIZER_FILE_BYTES)
+        try:
+            return cls(data, known_words=_known_words(directory, meta))
+        except (RuntimeError, ValueError) as e:  # SentencePiece's parse error
+            if isinstance(e, TfmError):
+                raise
+            raise TokenizerError(f"{path} is not a SentencePiece model: {str(e).splitlines()[0][:200]}") from None
 
 
 _CLASSES: dict[str, type[Tokenizer]] = {
@@ -284,24 +304,26 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
     """Reads a tokenizer written by ``Tokenizer.save(directory)`` (e.g. ``WORKDIR/tokenizer``)."""
     directory = pathlib.Path(directory)
     meta_path = directory / META_FILE
-    if not meta_path.is_file():
-        raise ValueError(f"load_tokenizer: no tokenizer in {directory} ({META_FILE} is missing)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"load_tokenizer: {meta_path} cannot be read: {e}") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"load_tokenizer: {meta_path} does not hold a JSON object")
+    if not os.path.lexists(meta_path):
+        raise TokenizerError(f"load_tokenizer: no tokenizer in {directory} ({META_FILE} is missing)")
+    meta = files.read_json(meta_path, limit=MAX_TOKENIZER_FILE_BYTES)
     kind = meta.get("kind")
     from tfm.data import hf_tokenizers  # the tokenizers of Hugging Face model directories
 
     classes = {**_CLASSES, **{c.kind: c for c in (hf_tokenizers.ByteLevelBPETokenizer,
                                                   hf_tokenizers.MarianSentencePieceTokenizer)}}
-    if kind not in classes:
-        raise ValueError(f"load_tokenizer: unknown kind {kind!r} in {meta_path}; known: {sorted(classes)}")
-    tok = classes[kind]._from_meta(directory, meta)
+    if not isinstance(kind, str) or kind not in classes:
+        raise TokenizerError(f"load_tokenizer: unknown kind {kind!r} in {meta_path}; known: {sorted(classes)}")
+    try:
+        tok = classes[kind]._from_meta(directory, meta)
+    except TfmError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as e:
+        # a hand-edited tokenizer.json of the right kind but wrong contents
+        raise TokenizerError(f"load_tokenizer: {meta_path} ({kind}) cannot be used: "
+                             f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
     if "vocab_size" in meta and meta["vocab_size"] != tok.vocab_size:
-        raise ValueError(
+        raise TokenizerError(
             f"load_tokenizer: {meta_path} says vocab_size={meta['vocab_size']} but the loaded "
             f"tokenizer has {tok.vocab_size}"
         )
@@ -321,10 +343,16 @@ def word_set(texts: Iterable[str], limit: int = MAX_KNOWN_WORDS) -> frozenset[st
 
 def exists(directory: str | os.PathLike) -> bool:
     """Whether ``directory`` holds a saved tokenizer."""
-    return (pathlib.Path(directory) / META_FILE).is_file()
+    return os.path.lexists(pathlib.Path(directory) / META_FILE)
+
+
+def _known_words(directory: pathlib.Path, meta: dict) -> list[str] | None:
+    words = meta.get("known_words")
+    if words is not None and (not isinstance(words, list) or not all(isinstance(w, str) for w in words)):
+        raise TokenizerError(f"{directory / META_FILE}: 'known_words' must be a list of strings")
+    return words
 
 
 def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Through :func:`tfm.files.write_bytes` (no symlink followed, no temporary file left)."""
+    files.write_bytes(path, data)

@@ -24,12 +24,17 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from tfm import files
+from tfm.files import TfmError
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+MAX_JSON_BYTES = 64 << 20  # config.json, the index: larger is refused before reading
+MAX_HEADER_BYTES = 100 << 20  # a safetensors header (the format's own limit)
 
 
-class HFFormatError(ValueError):
+class HFFormatError(TfmError, ValueError):
     """A model directory that cannot be read or does not fit the model (names the file/tensor)."""
 
 
@@ -40,51 +45,117 @@ def read_config(directory: str | os.PathLike) -> dict:
     if not directory.is_dir():
         raise HFFormatError(f"{directory} is not a directory")
     path = directory / CONFIG_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise HFFormatError(f"{directory} is not a Hugging Face model directory: {CONFIG_FILE} is missing")
+    return read_json(path)
+
+
+def read_json(path: pathlib.Path, expect: type = dict):
+    """A JSON file of a model directory through :mod:`tfm.files` (regular files only, size
+    capped); HFFormatError naming it."""
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise HFFormatError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise HFFormatError(f"{path} does not hold a JSON object")
-    return config
+        return files.read_json(path, limit=MAX_JSON_BYTES, expect=expect)
+    except files.FileError as e:
+        raise HFFormatError(str(e)) from None
+
+
+def hub_blobs(directory: pathlib.Path) -> tuple[str, ...]:
+    """``(.../blobs,)`` for a snapshot of the Hugging Face Hub cache
+    (``models--org--name/snapshots/<revision>``), whose files are symlinks into ``blobs``;
+    () otherwise."""
+    real = pathlib.Path(os.path.realpath(directory))
+    blobs = real.parent.parent / "blobs"
+    return (str(blobs),) if real.parent.name == "snapshots" and blobs.is_dir() else ()
+
+
+def weights_path(directory: pathlib.Path, name: str, named_by: pathlib.Path | None = None,
+                 tensor: str = "") -> pathlib.Path:
+    """``directory/name`` of a weights file (``named_by``: the index naming it for ``tensor``,
+    whose names must stay inside ``directory``), which must be a regular file."""
+    try:
+        if named_by is not None:
+            path = pathlib.Path(files.inside(directory, name, named_by=named_by, also=hub_blobs(directory)))
+            if not os.path.lexists(path):
+                raise HFFormatError(f"{path} is missing (listed in {named_by} for tensor {tensor!r})")
+        else:
+            path = directory / name
+        files.check_regular(path)
+    except files.FileError as e:
+        raise HFFormatError(str(e)) from None
+    return path
 
 
 def weight_files(directory: str | os.PathLike) -> dict[str, pathlib.Path]:
     """Tensor name -> the safetensors file holding it (one file, or the shards of the index)."""
     directory = pathlib.Path(directory).expanduser()
     single, index = directory / WEIGHTS_FILE, directory / INDEX_FILE
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise HFFormatError(f"{index} is not a safetensors index (no weight_map): {e}") from None
-        files = {}
+    if os.path.lexists(index):
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise HFFormatError(f"{index} is not a safetensors index: its weight_map must map tensor names "
+                                "to file names")
+        out, checked = {}, {}
         for name, shard in weight_map.items():
-            path = directory / shard
-            if not path.is_file():
-                raise HFFormatError(f"{path} is missing (listed in {index} for tensor {name!r})")
-            files[name] = path
-        return files
-    if single.is_file():
-        return {name: single for name in _header(single)}
+            if shard not in checked:
+                checked[shard] = weights_path(directory, shard, named_by=index, tensor=name)
+            out[name] = checked[shard]
+        return out
+    if os.path.lexists(single):
+        return {name: single for name in _header(weights_path(directory, WEIGHTS_FILE))[0]}
     others = sorted(p.name for p in directory.glob("*.bin")) + sorted(p.name for p in directory.glob("*.h5"))
     hint = (f"; it has {', '.join(others)}: tfm reads safetensors only (no torch at run time), "
             "convert with transformers' save_pretrained(..., safe_serialization=True)") if others else ""
     raise HFFormatError(f"{directory} has no weights: neither {WEIGHTS_FILE} nor {INDEX_FILE}{hint}")
 
 
-def _header(path: pathlib.Path) -> dict:
-    """The JSON header of a safetensors file (name -> dtype, shape, data_offsets)."""
+def _header(path: pathlib.Path) -> tuple[dict, int]:
+    """The JSON header of a safetensors file (name -> dtype, shape, data_offsets) and where its
+    data start, every entry checked against the file's size (a truncated file, a crafted header
+    length or offsets are an HFFormatError naming the file, before anything is mapped)."""
     try:
-        with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
+        with files.open_read(path) as f:
+            file_size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) < 8:
+                raise HFFormatError(f"{path} is not a safetensors file: {file_size} bytes, shorter than "
+                                    "its 8-byte header length")
+            (size,) = struct.unpack("<Q", head)
+            if size > min(MAX_HEADER_BYTES, file_size - 8):
+                raise HFFormatError(f"{path} is not a safetensors file (or is truncated): its header "
+                                    f"length {size:,} exceeds the file ({file_size:,} bytes) or "
+                                    f"{MAX_HEADER_BYTES:,}")
             header = json.loads(f.read(size))
-    except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HFFormatError(f"{path} is not a safetensors file: {e}") from None
+    except files.FileError as e:
+        raise HFFormatError(str(e)) from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise HFFormatError(f"{path} is not a safetensors file: {type(e).__name__}: {str(e)[:200]}") from None
+    if not isinstance(header, dict):
+        raise HFFormatError(f"{path} is not a safetensors file: its header is not a JSON object")
     header.pop("__metadata__", None)
-    return header
+    data_size = file_size - 8 - size
+    for name, info in header.items():
+        _check_entry(path, name, info, data_size)
+    return header, 8 + size
+
+
+def _check_entry(path: pathlib.Path, name: str, info, data_size: int) -> None:
+    def bad(why: str):
+        raise HFFormatError(f"tensor {name!r} in {path}: {why} (the file is damaged or not safetensors)")
+
+    if not isinstance(info, dict):
+        bad("its header entry is not an object")
+    shape, offsets = info.get("shape"), info.get("data_offsets")
+    if not isinstance(info.get("dtype"), str):
+        bad("no dtype")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 40
+                                              for d in shape):
+        bad(f"shape {shape!r} is not a list of sizes")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]):
+        bad(f"data_offsets {offsets!r} are not [start, end]")
+    if offsets[1] > data_size:
+        bad(f"its data end at byte {offsets[1]:,} of {data_size:,} (the file is truncated)")
 
 
 _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
@@ -112,11 +183,6 @@ def _read_tensor(path: pathlib.Path, name: str, info: dict, data_start: int) -> 
     return array
 
 
-def _data_start(path: pathlib.Path) -> int:
-    with open(path, "rb") as f:
-        return 8 + struct.unpack("<Q", f.read(8))[0]
-
-
 class TensorReader:
     """Hands out a directory's tensors by name, checking shapes; :meth:`finish` refuses leftovers.
 
@@ -130,12 +196,13 @@ class TensorReader:
         self.directory = pathlib.Path(directory).expanduser()
         self.files = weight_files(self.directory)
         self._info: dict[str, dict] = {}
+        self._data_start: dict[pathlib.Path, int] = {}
         for path in sorted(set(self.files.values())):
-            for name, info in _header(path).items():
+            header, self._data_start[path] = _header(path)
+            for name, info in header.items():
                 if self.files.get(name) == path:
                     self._info[name] = info
         self._shapes = {name: tuple(info["shape"]) for name, info in self._info.items()}
-        self._data_start = {path: _data_start(path) for path in set(self.files.values())}
         missing = sorted(set(self.files) - set(self._shapes))
         if missing:
             raise HFFormatError(f"{INDEX_FILE} lists tensors its shards do not hold: {missing[:5]}")

@@ -13,8 +13,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from tfm.files import TfmError
 
-class NonFiniteLossError(FloatingPointError):
+
+class NonFiniteLossError(TfmError, FloatingPointError):
     """A training step produced a NaN or Inf loss (or gradient norm), or NaN/Inf parameters."""
 
 

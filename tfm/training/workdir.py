@@ -33,7 +33,9 @@ import socket
 import time
 from typing import Any
 
+from tfm import files
 from tfm.config import ModelConfig
+from tfm.files import TfmError
 from tfm.training.config import EXECUTION_ONLY_MODEL_FIELDS, RunConfig
 from tfm.workdir_layout import (
     CHECKPOINT_DIR,
@@ -49,7 +51,7 @@ from tfm.workdir_layout import (
 log = logging.getLogger(__name__)
 
 
-class WorkdirMismatchError(ValueError):
+class WorkdirMismatchError(TfmError, ValueError):
     """The workdir holds a run this config must not continue or overwrite."""
 
 
@@ -78,7 +80,7 @@ def _field_differences(section: str, saved: Any, new: Any, skip: Any) -> list[st
     return out
 
 
-class WorkdirLockedError(RuntimeError):
+class WorkdirLockedError(TfmError, RuntimeError):
     """Another run holds the workdir's lock."""
 
 
