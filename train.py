@@ -118,10 +118,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """What a user's config, data, workdir or file system causes: reported in one message,
     without a traceback (--verbosity=1 shows it)."""
     from tfm.data.sources import MissingExtraError
-    from tfm.training.checkpoint import CheckpointError
-    from tfm.training.workdir import WorkdirLockedError
+    from tfm.files import TfmError  # the base of tfm's own errors (workdir, checkpoint, files...)
 
-    return (ValueError, OSError, FloatingPointError, CheckpointError, WorkdirLockedError, MissingExtraError)
+    return (TfmError, ValueError, OSError, FloatingPointError, MissingExtraError)
 
 
 def _exit_with(error: BaseException) -> None:

@@ -38,6 +38,27 @@ def _quiet_logs() -> None:
     logging.getLogger("jax").setLevel(logging.WARNING)
 
 
+def _one_line_errors(command):
+    """tfm's own errors (:class:`tfm.files.TfmError`: a bad workdir, model directory, file or
+    argument) from ``command`` become one ``error: ...`` line on stderr and exit status 2; the
+    one place the commands turn them into that."""
+    import functools
+
+    @functools.wraps(command)
+    def run(argv: Sequence[str] | None = None) -> int:
+        from tfm.files import TfmError
+
+        try:
+            return command(argv)
+        except TfmError as e:
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            print(f"error: {lines[0]}", *lines[1:], sep="\n", file=sys.stderr)
+            return 2
+
+    return run
+
+
+@_one_line_errors
 def generate_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=_prog("generate"),
@@ -59,8 +80,6 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
         parser.error("need --temperature >= 0, --top_k >= 0, 0 < --top_p <= 1, --num_samples >= 1")
 
     lm = _load(args, "decoder_lm")
-    if lm is None:
-        return 2
     from tfm import inference
 
     samples = inference.generate(
@@ -82,26 +101,23 @@ def _add_source(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace, arch: str):
-    """The model of ``args.workdir`` or ``args.pretrained`` (a tfm.inference.Pretrained), or None
-    after printing to stderr why it cannot be used (missing parts, wrong model kind)."""
+    """The model of ``args.workdir`` or ``args.pretrained`` (a tfm.inference.Pretrained); tfm's
+    own error when it cannot be used (missing parts, wrong model kind)."""
     _quiet_logs()
     from tfm import inference, interop  # imported late: --help and argument errors stay fast
 
-    try:
-        if getattr(args, "pretrained", None):
-            if getattr(args, "step", None) is not None:
-                raise inference.WorkdirError("--step is for --workdir checkpoints, not --pretrained")
-            model = interop.from_pretrained(args.pretrained)
-            if model.config.arch.value != arch:
-                raise inference.WorkdirError(
-                    f"{args.pretrained} holds a model of kind {model.config.arch.value!r}, but this needs {arch!r}")
-            return model
-        return inference.load(args.workdir, step=args.step, arch=arch)
-    except (inference.WorkdirError, interop.HFFormatError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return None
+    if getattr(args, "pretrained", None):
+        if getattr(args, "step", None) is not None:
+            raise inference.WorkdirError("--step is for --workdir checkpoints, not --pretrained")
+        model = interop.from_pretrained(args.pretrained)
+        if model.config.arch.value != arch:
+            raise inference.WorkdirError(
+                f"{args.pretrained} holds a model of kind {model.config.arch.value!r}, but this needs {arch!r}")
+        return model
+    return inference.load(args.workdir, step=args.step, arch=arch)
 
 
+@_one_line_errors
 def translate_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=_prog("translate"),
@@ -121,8 +137,6 @@ def translate_main(argv: Sequence[str] | None = None) -> int:
         parser.error("--beam_size, --batch_size and --extra_len must be >= 1")
 
     mt = _load(args, "encoder_decoder")
-    if mt is None:
-        return 2
     from tfm import inference
 
     sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
@@ -144,6 +158,7 @@ def translate_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+@_one_line_errors
 def export_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=_prog("export"),
@@ -160,14 +175,9 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     _quiet_logs()
     from tfm import inference, interop
 
-    try:
-        model = (interop.from_pretrained(args.pretrained) if args.pretrained
-                 else inference.load(args.workdir, step=args.step))
-        written = interop.save_pretrained(model, args.out,
-                                          max_shard_bytes=args.max_shard_mb * 2**20 or None)
-    except (inference.WorkdirError, interop.HFFormatError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    model = (interop.from_pretrained(args.pretrained) if args.pretrained
+             else inference.load(args.workdir, step=args.step))
+    written = interop.save_pretrained(model, args.out, max_shard_bytes=args.max_shard_mb * 2**20 or None)
     print(f"wrote {args.out}: {', '.join(written)}")
     return 0
 

@@ -272,8 +272,9 @@ def _open_regular_for_writing(path: str | os.PathLike, flags: int) -> int:
 
 
 def open_append(path: str | os.PathLike) -> IO[str]:
-    """``path`` opened to append UTF-8 text (created if missing; never through a symlink)."""
-    return os.fdopen(_open_regular_for_writing(path, os.O_WRONLY | os.O_APPEND), "a", encoding="utf-8")
+    """``path`` opened to append UTF-8 text (created if missing; never through a symlink). The
+    descriptor is also readable (``os.pread`` of its last byte)."""
+    return os.fdopen(_open_regular_for_writing(path, os.O_RDWR | os.O_APPEND), "a", encoding="utf-8")
 
 
 def open_lock(path: str | os.PathLike) -> int:

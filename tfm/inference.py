@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import os
 import warnings
@@ -35,6 +34,7 @@ from tfm import decoding
 from tfm.config import Arch, ModelConfig
 from tfm.data.config import DataConfig, Task
 from tfm.data.tokenizers import Tokenizer, load_tokenizer
+from tfm import files
 from tfm.files import TfmError
 from tfm.models import build_model, param_shapes
 from tfm.restore import CheckpointError, read_state_items, restore_newest
@@ -89,24 +89,35 @@ def read_config(workdir: str | os.PathLike) -> tuple[ModelConfig, DataConfig | N
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.isdir(workdir):
         raise WorkdirError(f"workdir {workdir} does not exist")
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise WorkdirError(f"{workdir} is not a tfm workdir: {CONFIG_FILE} is missing (train.py writes it)")
     try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as e:
-        raise WorkdirError(f"{path} cannot be read: {e}") from None
-    if not isinstance(saved, dict):
-        raise WorkdirError(f"{path} does not hold a JSON object")
+        saved = files.read_json(path, limit=64 << 20)
+    except files.FileError as e:
+        raise WorkdirError(str(e)) from None
     if "model_type" in saved:
         raise WorkdirError(
             f"{workdir} is a Hugging Face model directory (model_type {saved['model_type']!r}), not a "
             "tfm workdir: load it with tfm.from_pretrained, or --pretrained on the command line")
     if "model" not in saved:
         raise WorkdirError(f"{path} has no 'model' section")
-    model_cfg = ModelConfig.from_dict(saved["model"])
-    data_cfg = DataConfig.from_dict(saved["data"]) if "data" in saved else None
+    model_cfg = _section(path, saved, "model", ModelConfig)
+    data_cfg = _section(path, saved, "data", DataConfig) if "data" in saved else None
     return model_cfg, data_cfg
+
+
+def _section(path: str, saved: dict, name: str, cls: type) -> Any:
+    """``cls.from_dict(saved[name])``; a hand-edited section (not an object, a field of the wrong
+    type or value) is a WorkdirError naming the file, the section and the field."""
+    section = saved[name]
+    if not isinstance(section, dict):
+        raise WorkdirError(f"{path}: the {name!r} section must be a JSON object, not a "
+                           f"{type(section).__name__}")
+    try:
+        return cls.from_dict(section)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        lines = str(e).strip().splitlines()
+        raise WorkdirError(f"{path} ({name!r} section): {lines[0][:300] if lines else type(e).__name__}") from None
 
 
 @contextlib.contextmanager
@@ -184,7 +195,7 @@ def load(workdir: str | os.PathLike, *, step: int | None = None, arch: Arch | st
     tokenizer_dir = os.path.join(workdir, TOKENIZER_DIR)
     try:
         tokenizer = load_tokenizer(tokenizer_dir)
-    except ValueError as e:
+    except (ValueError, files.FileError) as e:
         raise WorkdirError(f"{workdir} has no usable tokenizer: {e}") from None
     params, restored_step = restore_params(workdir, config, step)
     return Pretrained(config, params, tokenizer, data=data, step=restored_step, workdir=workdir)

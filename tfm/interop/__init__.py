@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+import re
 import types
 from typing import Any
 
@@ -31,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tfm import files
 from tfm.config import Arch, ModelConfig
 from tfm.data.tokenizers import Tokenizer
 from tfm.interop import gpt2, marian
@@ -47,18 +49,50 @@ __all__ = ["FAMILIES", "HFFormatError", "from_pretrained", "load_model", "read_m
 
 def _family(hf: dict, directory) -> types.ModuleType:
     model_type = hf.get("model_type")
-    if model_type not in FAMILIES:
+    if not isinstance(model_type, str) or model_type not in FAMILIES:
         raise HFFormatError(
             f"{pathlib.Path(directory) / CONFIG_FILE}: model_type={model_type!r} is not supported; "
             f"tfm imports {sorted(FAMILIES)}")
     return FAMILIES[model_type]
 
 
+def _model_config(family: types.ModuleType, hf: dict, directory) -> ModelConfig:
+    """``family.config_from_hf``, with every value it reads checked first and any failure an
+    HFFormatError naming the config.json key (not tfm's field): the user edits config.json."""
+    where = pathlib.Path(directory) / CONFIG_FILE
+    keys: dict[str, str] = getattr(family, "HF_KEYS", {})
+    for field, key in keys.items():
+        value = hf.get(key)
+        if value is None:
+            continue
+        if field.endswith(("dropout_rate", "_eps")):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            want = "a number"
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 31
+            want = "a positive integer"
+        if not ok:
+            raise HFFormatError(f"{where}: {key}={value!r} must be {want}")
+    try:
+        return family.config_from_hf(hf, str(directory))
+    except HFFormatError:
+        raise
+    except (ValueError, TypeError, KeyError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        match = re.match(r"ModelConfig\.(\w+)=(.*?): (.*)", message)
+        if match and match.group(1) in keys:
+            field, value, why = match.groups()
+            for tfm_name, key in keys.items():  # "divisible by num_heads=5" -> "by n_head=5"
+                why = re.sub(rf"\b{tfm_name}\b", key, why)
+            raise HFFormatError(f"{where}: {keys[field]}={value}: {why}") from None
+        raise HFFormatError(f"{where}: {type(e).__name__}: {message[:200]}") from None
+
+
 def read_model_config(directory: str | os.PathLike) -> ModelConfig:
     """The tfm ModelConfig of a Hugging Face model directory (reads config.json only)."""
     directory = pathlib.Path(directory).expanduser()
     hf = read_config(directory)
-    return _family(hf, directory).config_from_hf(hf, str(directory))
+    return _model_config(_family(hf, directory), hf, directory)
 
 
 def load_model(directory: str | os.PathLike, *, dtype: str | None = None, check: bool = False,
@@ -80,7 +114,7 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None, check:
     directory = pathlib.Path(directory).expanduser()
     hf = read_config(directory)
     family = _family(hf, directory)
-    cfg = family.config_from_hf(hf, str(directory))
+    cfg = _model_config(family, hf, directory)
     reader = TensorReader(directory, ignore=family.IGNORE)
     params = family.read_params(reader, cfg)
     reader.finish()
@@ -103,7 +137,7 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
     hf = read_config(directory)
     try:
         return _family(hf, directory).load_tokenizer(directory, hf)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, TypeError, KeyError) as e:
         if isinstance(e, HFFormatError):
             raise
         raise HFFormatError(f"{directory}: cannot load the tokenizer: {e}") from None
@@ -156,14 +190,20 @@ def save_pretrained(model, directory: str | os.PathLike, *, max_shard_bytes: int
                             "with scan_layers=False")
     check_against_model(params, cfg, "save_pretrained")
     tensors = family.params_to_hf(params, cfg)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        files.make_dirs(directory)
+    except files.FileError as e:
+        raise HFFormatError(str(e)) from None
     hf_tokenizer = tokenizer if hasattr(tokenizer, "save_hf") else None
     hf = family.config_to_hf(cfg, hf_tokenizer)
     written = write_tensors(directory, tensors, max_shard_bytes)
     write_config(directory, hf)
     written.append(CONFIG_FILE)
     if hf_tokenizer is not None:
-        written += hf_tokenizer.save_hf(directory)
+        try:
+            written += hf_tokenizer.save_hf(directory)
+        except files.FileError as e:
+            raise HFFormatError(str(e)) from None
     elif tokenizer is not None:
         log.warning("the %s tokenizer has no Hugging Face equivalent; %s holds the model only",
                     getattr(tokenizer, "kind", type(tokenizer).__name__), directory)

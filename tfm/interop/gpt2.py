@@ -32,6 +32,10 @@ from tfm.interop.hf_io import CONFIG_FILE, HFFormatError, TensorReader
 log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("gpt2",)
+# config.json key of each ModelConfig field read from it (errors name the key the user wrote).
+HF_KEYS = {"vocab_size": "vocab_size", "d_model": "n_embd", "num_heads": "n_head", "num_layers": "n_layer",
+           "d_ff": "n_inner", "max_len": "n_positions", "dropout_rate": "resid_pdrop",
+           "attention_dropout_rate": "attn_pdrop", "layer_norm_eps": "layer_norm_epsilon"}
 IGNORE = (r"(^|\.)h\.\d+\.attn\.(masked_)?bias$",)
 
 # Hugging Face activation names -> tfm's (gelu_new, gelu_fast and gelu_pytorch_tanh are one

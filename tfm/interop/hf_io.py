@@ -250,8 +250,31 @@ class TensorReader:
 
 # ---------------------------------------------------------------------- writing
 def write_config(directory: str | os.PathLike, config: dict) -> None:
-    path = pathlib.Path(directory) / CONFIG_FILE
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _written(lambda: files.write_json(pathlib.Path(directory) / CONFIG_FILE, config))
+
+
+def _written(write):
+    """``write()``; a refused or failed write (a read-only or full file system) is an
+    HFFormatError naming the file."""
+    try:
+        return write()
+    except files.FileError as e:
+        raise HFFormatError(str(e)) from None
+
+
+def _save_safetensors(path: pathlib.Path, tensors: dict, metadata: dict) -> None:
+    from safetensors.numpy import save_file
+
+    def write():
+        with files.atomic_path(path) as tmp:
+            try:
+                save_file(tensors, tmp, metadata=metadata)
+            except OSError:
+                raise
+            except Exception as e:  # noqa: BLE001 - safetensors wraps the OS error in its own
+                raise OSError(getattr(e, "errno", None) or 5, str(e).splitlines()[0][:200]) from None
+
+    _written(write)
 
 
 def write_tensors(directory: str | os.PathLike, tensors: dict[str, np.ndarray],
@@ -260,14 +283,12 @@ def write_tensors(directory: str | os.PathLike, tensors: dict[str, np.ndarray],
 
     Returns the file names written.
     """
-    from safetensors.numpy import save_file
-
     directory = pathlib.Path(directory)
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     metadata = {"format": "pt"}
     total = sum(v.nbytes for v in tensors.values())
     if max_shard_bytes is None or total <= max_shard_bytes:
-        save_file(tensors, str(directory / WEIGHTS_FILE), metadata=metadata)
+        _save_safetensors(directory / WEIGHTS_FILE, tensors, metadata)
         return [WEIGHTS_FILE]
     shards: list[dict[str, np.ndarray]] = [{}]
     size = 0
@@ -281,9 +302,9 @@ def write_tensors(directory: str | os.PathLike, tensors: dict[str, np.ndarray],
     names, weight_map = [], {}
     for i, shard in enumerate(shards):
         fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(directory / fname), metadata=metadata)
+        _save_safetensors(directory / fname, shard, metadata)
         names.append(fname)
         weight_map.update({k: fname for k in shard})
     index = {"metadata": {"total_size": int(total)}, "weight_map": weight_map}
-    (directory / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _written(lambda: files.write_json(directory / INDEX_FILE, index))
     return names + [INDEX_FILE]

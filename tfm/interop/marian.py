@@ -37,6 +37,11 @@ from tfm.interop.hf_io import CONFIG_FILE, HFFormatError, TensorReader
 log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("marian",)
+# config.json key of each ModelConfig field read from it (errors name the key the user wrote).
+HF_KEYS = {"vocab_size": "vocab_size", "d_model": "d_model", "num_heads": "encoder_attention_heads",
+           "num_layers": "encoder_layers", "num_decoder_layers": "decoder_layers", "d_ff": "encoder_ffn_dim",
+           "max_len": "max_position_embeddings", "dropout_rate": "dropout",
+           "attention_dropout_rate": "attention_dropout"}
 IGNORE = ()
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which MarianMTModel uses
 

@@ -50,6 +50,8 @@ from tfm.workdir_layout import (
 
 log = logging.getLogger(__name__)
 
+MAX_RECORD_BYTES = 64 << 20  # config.json / provenance.json: larger ones are refused unread
+
 
 class WorkdirMismatchError(TfmError, ValueError):
     """The workdir holds a run this config must not continue or overwrite."""
@@ -104,7 +106,7 @@ class WorkdirLock:
         import errno
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = files.open_lock(self.path)  # never through a symlink, never a FIFO (FileError)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -223,14 +225,13 @@ def check_provenance(data: Any, workdir: str, *, is_chief: bool = True,
     record_path = os.path.join(workdir, PROVENANCE_FILE)
     tokenizer = os.path.join(workdir, TOKENIZER_DIR)
     recorded = None
-    if os.path.exists(record_path):
+    if os.path.lexists(record_path):
         try:
-            with open(record_path, encoding="utf-8") as f:
-                recorded = json.load(f)
-        except (OSError, ValueError) as e:
-            raise WorkdirMismatchError(f"{record_path} cannot be read ({e}); refusing to trust "
-                                       "the workdir's tokenizer. Use a new --workdir.") from None
-    elif not os.path.exists(tokenizer):
+            recorded = files.read_json(record_path, limit=MAX_RECORD_BYTES)
+        except files.FileError as e:
+            raise WorkdirMismatchError(f"{e}; refusing to trust the workdir's tokenizer. Use a new "
+                                       "--workdir.") from None
+    elif not os.path.lexists(tokenizer):
         return now  # nothing recorded, nothing to trust
     differences = []
     if recorded is not None:
@@ -276,10 +277,9 @@ def tokenizer_fingerprint(workdir: str) -> str | None:
     h = hashlib.sha256()
     for name in sorted(os.listdir(directory)):
         path = os.path.join(directory, name)
-        if os.path.isfile(path) and not name.endswith(".tmp"):
+        if not name.endswith(".tmp") and not os.path.isdir(path):
             h.update(name.encode() + b"\0")
-            with open(path, "rb") as f:
-                h.update(f.read())
+            h.update(files.read_bytes(path))  # a FIFO or device there is refused, never read
     return h.hexdigest()
 
 
@@ -290,9 +290,12 @@ def check_and_record_tokenizer(workdir: str, record: dict[str, Any]) -> None:
     fingerprint = tokenizer_fingerprint(workdir)
     path = os.path.join(workdir, PROVENANCE_FILE)
     recorded = None
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            recorded = json.load(f).get(TOKENIZER_KEY)
+    if os.path.lexists(path):
+        try:
+            recorded = files.read_json(path, limit=MAX_RECORD_BYTES).get(TOKENIZER_KEY)
+        except files.FileError as e:
+            raise WorkdirMismatchError(f"{e}; refusing to trust the workdir's tokenizer. Use a new "
+                                       "--workdir.") from None
     if recorded and fingerprint != recorded and has_checkpoints(workdir):
         raise WorkdirMismatchError(
             f"{os.path.join(workdir, TOKENIZER_DIR)} is not the tokenizer this workdir's "
@@ -324,11 +327,10 @@ def model_differences(saved: ModelConfig, new: ModelConfig) -> list[str]:
 def read_saved_config(path: str) -> RunConfig:
     """The workdir's saved RunConfig; an unreadable one is refused naming ``path``."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return RunConfig.from_config_dict(json.load(f))
-    except (OSError, ValueError) as e:
+        return RunConfig.from_config_dict(files.read_json(path, limit=MAX_RECORD_BYTES))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise WorkdirMismatchError(
-            f"{path} cannot be read ({type(e).__name__}: {e}), so the workdir cannot be checked "
+            f"{path} cannot be read ({type(e).__name__}: {_one_line(e)}), so the workdir cannot be checked "
             "against this config; refusing to touch it. Repair or remove that file, or use a new "
             "--workdir.") from None
 
@@ -337,7 +339,7 @@ def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
     """Refuses a workdir whose saved run has a different model; returns the saved RunConfig
     (None for a fresh workdir)."""
     path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         if os.path.isdir(checkpoint_dir(workdir)) and os.listdir(checkpoint_dir(workdir)):
             raise WorkdirMismatchError(
                 f"{workdir} has checkpoints but no {CONFIG_FILE}, so it cannot be checked "
@@ -361,9 +363,11 @@ def write_config(workdir: str, config: RunConfig) -> None:
 
 
 def write_json(path: str, obj: Any) -> None:
-    """``obj`` as indented JSON at ``path``, atomically (a temporary file, then a rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    """``obj`` as indented JSON at ``path``, atomically, never through a symlink
+    (:func:`tfm.files.write_json`)."""
+    files.write_json(path, obj)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else ""

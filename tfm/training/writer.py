@@ -10,12 +10,14 @@ counts -- :func:`read_metrics` keeps it, and TensorBoard drops the stale events 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import os
 from typing import Any
 
+from tfm import files
 from tfm.workdir_layout import METRICS_FILE, TENSORBOARD_DIR
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,8 @@ class MetricWriter:
         os.makedirs(workdir, exist_ok=True)
         # open for the writer's lifetime (closed by close()), appended to on resume
         path = os.path.join(workdir, METRICS_FILE)
-        self._jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115
-        if _ends_without_newline(path):  # a kill cut the last record: start on a new line
+        self._jsonl = files.open_append(path)  # never through a symlink, never a FIFO (FileError)
+        if _ends_without_newline(self._jsonl.fileno()):  # a kill cut the last record: start on a new line
             self._jsonl.write("\n")
         try:
             from tensorboardX import SummaryWriter
@@ -81,12 +83,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _ends_without_newline(path: str) -> bool:
-    if not os.path.getsize(path):
-        return False
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) != b"\n"
+def _ends_without_newline(fd: int) -> bool:
+    size = os.fstat(fd).st_size
+    return bool(size) and os.pread(fd, 1, size - 1) != b"\n"
 
 
 def read_metrics(workdir: str, split: str = "train") -> dict[int, dict[str, Any]]:
@@ -94,9 +93,9 @@ def read_metrics(workdir: str, split: str = "train") -> dict[int, dict[str, Any]
     step (after a resume) replaces the earlier one."""
     out: dict[int, dict[str, Any]] = {}
     path = os.path.join(workdir, METRICS_FILE)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return out
-    with open(path, encoding="utf-8") as f:
+    with io.TextIOWrapper(files.open_read(path), encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
             line = line.strip()
             if not line:
@@ -106,6 +105,9 @@ def read_metrics(workdir: str, split: str = "train") -> dict[int, dict[str, Any]
             except ValueError:  # cut by a kill in the middle of a write
                 log.warning("%s line %d is not a complete record (skipped)", path, number)
                 continue
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                log.warning("%s line %d is not a record of a step (skipped)", path, number)
+                continue
             if record.get("split") == split:
-                out[int(record["step"])] = record
+                out[record["step"]] = record
     return out
