@@ -269,3 +269,153 @@ def test_export_and_reimport_still_round_trip(tmp_path):  # X5
     assert all(np.array_equal(x, y) for x, y in zip(__import__("jax").tree.leaves(a), __import__("jax").tree.leaves(b)))
     assert cfg.d_model == 32
     assert isinstance(HFFormatError("x"), TfmError)
+
+
+# ====================================================================== training workdirs, as inference loads them
+def _tiny_workdir(path, tokenizer, *, arch="tiny_lm"):
+    """A workdir as the training loop writes it (config.json, tokenizer/, one orbax checkpoint)
+    around a tiny random model, through tfm's own writers."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from tfm.config import get_preset
+    from tfm.data.config import DataConfig
+    from tfm.models import param_shapes
+    from tfm.training import workdir as workdir_lib
+    from tfm.training.checkpoint import Checkpointer
+    from tfm.training.config import RunConfig, TrainConfig
+    from tfm.training.state import TrainState
+
+    cfg = get_preset(arch, vocab_size=max(tokenizer.vocab_size, 8), max_len=16, num_layers=1, d_model=16,
+                     num_heads=2, d_ff=32)
+    data = DataConfig(dataset="tiny_shakespeare", tokenizer="char", max_len=16, max_target_len=16)
+    os.makedirs(path, exist_ok=True)
+    workdir_lib.write_config(str(path), RunConfig(model=cfg, data=data, train=TrainConfig(warmup_steps=10)))
+    tokenizer.save(os.path.join(path, "tokenizer"))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: jnp.asarray(0.1 * rng.standard_normal(s.shape), s.dtype), param_shapes(cfg))
+    ckpt = Checkpointer(os.path.join(path, "checkpoints"), async_save=False)
+    ckpt.save(1, TrainState(step=jnp.int32(1), params=params, opt_state=optax.sgd(1e-3).init(params)),
+              {"step": 1, "data": {}, "rng": [0, 0]})
+    ckpt.close()
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def char_workdir(tmp_path_factory):
+    from tfm.data.tokenizers import CharTokenizer
+
+    return _tiny_workdir(tmp_path_factory.mktemp("wd") / "char", CharTokenizer("abcdefgh \n"))
+
+
+@pytest.fixture(scope="session")
+def bpe_workdir(tmp_path_factory):
+    from tfm.data.hf_tokenizers import ByteLevelBPETokenizer
+
+    tok = ByteLevelBPETokenizer.from_hf_dir(os.path.join(FIXTURES, "gpt2"))
+    return _tiny_workdir(tmp_path_factory.mktemp("wd") / "bpe", tok)
+
+
+def _copy(workdir, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(workdir, dst, symlinks=True)
+    return str(dst)
+
+
+def _edit_json(path, edit):
+    with open(path) as f:
+        value = json.load(f)
+    value = edit(value)
+    with open(path, "w") as f:
+        json.dump(value, f)
+
+
+def test_a_tokenizer_file_list_never_leads_out_of_the_workdir(bpe_workdir, tmp_path, outside, capsys):  # W15-W18 (issue 22)
+    from tfm import inference
+    from tfm.cli import export_main
+
+    run = _copy(bpe_workdir, tmp_path)
+    assert inference.load(run).tokenizer.kind == "byte_level_bpe"
+    payload = tmp_path / "payload.txt"
+    payload.write_text("attacker")
+    meta = os.path.join(run, "tokenizer", "tokenizer.json")
+    os.symlink(outside, os.path.join(run, "tokenizer", "link.txt"))
+    for name, message in (("../../payload.txt", "leads out of"), (str(outside), "an absolute path"),
+                          ("link.txt", "outside")):
+        _edit_json(meta, lambda m, name=name: {**m, "files": m["files"] + [name]})
+        with pytest.raises(inference.WorkdirError, match=message):
+            inference.load(run)
+        out = tmp_path / "export" / "a" / "b"
+        assert export_main(["--workdir", run, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+        assert not (tmp_path / "export" / "payload.txt").exists() and not out.exists()
+        _edit_json(meta, lambda m, name=name: {**m, "files": [f for f in m["files"] if f != name]})
+
+
+@pytest.mark.parametrize("file, edit, message", [
+    ("tokenizer/tokenizer.json", lambda m: {k: v for k, v in m.items() if k != "chars"}, "'chars' must be a list"),  # W19 (issue 22)
+    ("tokenizer/tokenizer.json", lambda m: {**m, "chars": "abc"}, "'chars' must be a list"),  # W20
+    ("tokenizer/tokenizer.json", lambda m: {**m, "chars": ["ab"]}, "single characters"),  # W21
+    ("tokenizer/tokenizer.json", lambda m: {**m, "vocab_size": 1e12}, "says vocab_size=1000000000000.0"),  # W22 (issue 22)
+    ("tokenizer/tokenizer.json", lambda m: {**m, "kind": ["char"]}, "unknown kind"),  # W23
+    ("tokenizer/tokenizer.json", lambda m: {**m, "known_words": 5}, "'known_words' must be a list"),  # W24
+    ("tokenizer/tokenizer.json", lambda m: [m], "does not hold a JSON object"),  # W25
+    ("tokenizer/tokenizer.json", lambda m: {**m, "kind": "sentencepiece", "model_file": "/etc/passwd"},
+     "an absolute path"),  # W26
+    ("tokenizer/tokenizer.json", lambda m: {**m, "kind": "sentencepiece", "model_file": "../config.json"},
+     "leads out of"),  # W27
+    ("tokenizer/tokenizer.json", lambda m: {**m, "kind": "sentencepiece"}, "spm.model is missing"),  # W28
+    ("config.json", lambda c: {**c, "model": {**c["model"], "d_model": "abc"}},
+     "('model' section): ModelConfig.d_model='abc': must be a positive integer"),  # W29 (issue 22)
+    ("config.json", lambda c: {**c, "model": {**c["model"], "vocab_size": 1e12}},
+     "ModelConfig.vocab_size=1000000000000.0"),  # W30 (issue 22)
+    ("config.json", lambda c: {**c, "model": list(c["model"].items())}, "the 'model' section must be a JSON object"),  # W31 (issue 22)
+    ("config.json", lambda c: {**c, "model": {**c["model"], "arch": "gpt"}}, "ModelConfig.arch"),  # W32
+    ("config.json", lambda c: {**c, "model": {**c["model"], "colour": 1}}, "unknown field(s) ['colour']"),  # W33
+    ("config.json", lambda c: {**c, "data": "x"}, "the 'data' section must be a JSON object"),  # W34
+    ("config.json", lambda c: {**c, "data": {**c["data"], "max_len": -1}}, "('data' section)"),  # W35
+    ("config.json", lambda c: {k: v for k, v in c.items() if k != "model"}, "has no 'model' section"),  # W36
+    ("config.json", lambda c: 5, "does not hold a JSON object"),  # W37
+])
+def test_hand_edited_workdir_files_are_one_line(char_workdir, tmp_path, file, edit, message):
+    from tfm import inference
+
+    run = _copy(char_workdir, tmp_path)
+    _edit_json(os.path.join(run, file), edit)
+    with pytest.raises(inference.WorkdirError) as e:
+        inference.load(run)
+    assert message in one_line(e.value)
+
+
+@pytest.mark.parametrize("file, damage, message", [
+    ("config.json", lambda p: (os.remove(p), os.mkfifo(p)), "config.json is a FIFO"),  # W38 (issue 22)
+    ("config.json", lambda p: (os.remove(p), os.mkdir(p)), "config.json is a directory"),  # W39
+    ("config.json", lambda p: open(p, "wb").write(b'{"model": "\xe9"}'), "is not UTF-8"),  # W40
+    ("config.json", lambda p: os.truncate(p, 10), "is not valid JSON"),  # W41
+    ("config.json", lambda p: (os.remove(p), os.symlink("/dev/zero", p)), "character device"),  # W42
+    ("tokenizer/tokenizer.json", lambda p: (os.remove(p), os.mkfifo(p)), "tokenizer.json is a FIFO"),  # W43
+    ("tokenizer/tokenizer.json", lambda p: os.truncate(p, 3), "is not valid JSON"),  # W44
+    ("tokenizer/tokenizer.json", lambda p: os.remove(p), "tokenizer.json is missing"),  # W45
+])
+def test_damaged_or_replaced_workdir_files_are_one_line_and_never_block(char_workdir, tmp_path, file, damage, message):
+    from tfm import inference
+
+    run = _copy(char_workdir, tmp_path)
+    damage(os.path.join(run, file))
+    with pytest.raises(inference.WorkdirError) as e:
+        no_hang(inference.load, run)
+    assert message in one_line(e.value)
+
+
+def test_the_commands_print_one_line_for_a_fifo_config(char_workdir, tmp_path, capsys):  # W46
+    from tfm.cli import generate_main
+
+    run = _copy(char_workdir, tmp_path)
+    os.remove(os.path.join(run, "config.json"))
+    os.mkfifo(os.path.join(run, "config.json"))
+    assert no_hang(generate_main, ["--workdir", run, "--max_new_tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "config.json is a FIFO" in err and err.count("\n") == 1

@@ -37,7 +37,7 @@ from tfm.data.tokenizers import Tokenizer, load_tokenizer
 from tfm import files
 from tfm.files import TfmError
 from tfm.models import build_model, param_shapes
-from tfm.restore import CheckpointError, read_state_items, restore_newest
+from tfm.restore import CheckpointError, read_state_items, restore_newest, short_error
 from tfm.token_ids import check_token_ids
 from tfm.workdir_layout import CHECKPOINT_DIR, CONFIG_FILE, STATE_ITEM, TOKENIZER_DIR, checkpoint_dir
 
@@ -157,12 +157,16 @@ def restore_params(workdir: str | os.PathLike, config: ModelConfig, step: int | 
         )
     }
     with _quiet_orbax():
-        manager = ocp.CheckpointManager(
-            directory,
-            item_handlers={STATE_ITEM: ocp.PyTreeCheckpointHandler()},
-            options=ocp.CheckpointManagerOptions(read_only=True),
-        )
-        steps = sorted(manager.all_steps())
+        try:  # orbax reads each step's metadata here: a damaged one is one line, not a traceback
+            manager = ocp.CheckpointManager(
+                directory,
+                item_handlers={STATE_ITEM: ocp.PyTreeCheckpointHandler()},
+                options=ocp.CheckpointManagerOptions(read_only=True),
+            )
+            steps = sorted(manager.all_steps())
+        except Exception as e:  # noqa: BLE001 - orbax raises many types
+            raise WorkdirError(f"the checkpoints in {directory} cannot be listed ({short_error(e)}); "
+                               "nothing was changed") from None
         if step is not None:
             if step not in steps:
                 raise WorkdirError(f"{directory} has no checkpoint of step {step}; it has steps {steps}")

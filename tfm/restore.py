@@ -94,6 +94,24 @@ def move_aside(directory: str, step: int) -> str | None:
     return dst
 
 
+def check_step_files(directory: str, step: int) -> None:
+    """ValueError (= damaged) when ``directory/<step>`` holds anything but regular files and
+    directories: orbax never writes a symlink, a FIFO or a device, and reading one could block
+    forever (a FIFO) or never end (``/dev/zero``). Checked before orbax opens anything."""
+    import stat
+
+    root = os.path.join(directory, str(step))
+    if not stat.S_ISDIR(os.lstat(root).st_mode):
+        raise ValueError(f"{root} is not a directory")
+    for folder, dirs, names in os.walk(root):
+        for name in dirs + names:
+            path = os.path.join(folder, name)
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                kind = "a symlink" if stat.S_ISLNK(mode) else "not a regular file"
+                raise ValueError(f"{path} is {kind} (orbax writes none)")
+
+
 class NotTheCheckpoints(Exception):
     """Raised (``from`` the original error) by a :func:`restore_newest` ``attempt`` around a
     failure that is not the checkpoint's (e.g. tfm's own comparison of a readable checkpoint
@@ -114,7 +132,8 @@ def restore_newest(
         damaged steps beside it.
       steps: the steps to try (any order; tried newest first).
       attempt: reads one step; any exception but IncompatibleCheckpointError and
-        NotTheCheckpoints means damaged.
+        NotTheCheckpoints means damaged. A step holding anything but regular files and
+        directories (:func:`check_step_files`) is damaged before ``attempt`` runs.
       on_damaged: called with each damaged step after its warning (training: move it aside);
         None leaves it in place (read-only use).
     Returns:
@@ -136,6 +155,7 @@ def restore_newest(
     failures = []
     for step in sorted(steps, reverse=True):
         try:
+            check_step_files(directory, step)
             return step, attempt(step)
         except IncompatibleCheckpointError:
             raise
@@ -159,6 +179,7 @@ def restore_newest(
     raise CheckpointError(head + ":\n  " + "\n  ".join(failures))
 
 
-__all__ = ["CheckpointError", "IncompatibleCheckpointError", "NotTheCheckpoints", "move_aside", "read_state_items",
+__all__ = ["CheckpointError", "IncompatibleCheckpointError", "NotTheCheckpoints", "check_step_files", "move_aside",
+           "read_state_items",
            "restore_newest",
            "short_error"]

@@ -169,7 +169,7 @@ def _built(cls, directory: pathlib.Path, contents: dict[str, bytes], **ids):
     tokenizer.json, merges.txt, vocab.json or SentencePiece model) is a TokenizerFilesError
     naming the directory."""
     for k, v in ids.items():
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 31):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not -1 <= v < 1 << 31):  # -1: none
             raise TokenizerFilesError(f"{directory}: {k} {v!r} is not a token id")
     try:
         return cls(contents, **ids)
