@@ -286,3 +286,30 @@ def test_save_hf_refuses_file_names_that_leave_the_export_directory(tmp_path, ou
         del tok.files[name]
     assert not (tmp_path / "payload.txt").exists() and not (tmp_path.parent / "payload.txt").exists()
     shutil.rmtree(out)
+
+
+# ====================================================================== checkpoints
+def test_a_step_holding_a_fifo_or_a_device_is_refused_by_inference_and_set_aside_by_training(tmp_path):  # C1-C3
+    import jax.numpy as jnp
+
+    from tfm import inference
+    from tfm.restore import unreadable_steps
+    from tfm.training.checkpoint import Checkpointer
+
+    directory = tmp_path / "checkpoints"
+    ckpt = Checkpointer(directory, async_save=False)
+    for step in (1, 2):
+        ckpt.save(step, {"w": jnp.ones(3) * step}, {"step": step})
+    ckpt.close()
+    meta = directory / "2" / "_CHECKPOINT_METADATA"
+    os.remove(meta)
+    os.symlink("/dev/zero", meta)  # before: orbax read it forever while listing the steps
+    assert list(unreadable_steps(str(directory))) == [2]
+    with pytest.raises(inference.WorkdirError, match=r"step 2 cannot be read: .*_CHECKPOINT_METADATA is a symlink"):
+        no_hang(inference.restore_params, str(tmp_path), None)
+    assert os.path.islink(meta)  # read-only: nothing moved
+    os.remove(meta)
+    os.mkfifo(meta)
+    ckpt = no_hang(Checkpointer, directory, async_save=False)  # training: moved aside, kept
+    assert ckpt.all_steps() == [1] and os.path.exists(tmp_path / "checkpoints_damaged" / "2" / "_CHECKPOINT_METADATA")
+    ckpt.close()

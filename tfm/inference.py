@@ -37,7 +37,7 @@ from tfm.data.tokenizers import Tokenizer, load_tokenizer
 from tfm import files
 from tfm.files import TfmError
 from tfm.models import build_model, param_shapes
-from tfm.restore import CheckpointError, read_state_items, restore_newest, short_error
+from tfm.restore import CheckpointError, read_state_items, restore_newest, short_error, unreadable_steps
 from tfm.token_ids import check_token_ids
 from tfm.workdir_layout import CHECKPOINT_DIR, CONFIG_FILE, STATE_ITEM, TOKENIZER_DIR, checkpoint_dir
 
@@ -150,6 +150,11 @@ def restore_params(workdir: str | os.PathLike, config: ModelConfig, step: int | 
     directory = checkpoint_dir(workdir)
     if not os.path.isdir(directory):
         raise WorkdirError(f"{workdir} has no checkpoint ({CHECKPOINT_DIR}/ is missing): train it first")
+    unreadable = unreadable_steps(directory)
+    if unreadable:  # read-only: refused before orbax could block on it, nothing moved
+        step_, why = max(unreadable.items())
+        raise WorkdirError(f"the checkpoint of step {step_} cannot be read: {why}; nothing was changed "
+                           "(a training run in this workdir moves such a step aside)")
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = {
         "params": jax.tree.map(

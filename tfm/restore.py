@@ -112,6 +112,21 @@ def check_step_files(directory: str, step: int) -> None:
                 raise ValueError(f"{path} is {kind} (orbax writes none)")
 
 
+def unreadable_steps(directory: str) -> dict[int, str]:
+    """``{step: why}`` for the steps of ``directory`` that :func:`check_step_files` refuses.
+    Orbax reads each step's metadata as soon as it lists the steps, so these are checked before
+    a CheckpointManager is created (a ``_CHECKPOINT_METADATA`` that is a FIFO or a symlink to
+    ``/dev/zero`` would block it forever)."""
+    out = {}
+    for name in _listdir(directory):
+        if name.isdigit():
+            try:
+                check_step_files(directory, int(name))
+            except (ValueError, OSError) as e:
+                out[int(name)] = str(e)
+    return out
+
+
 class NotTheCheckpoints(Exception):
     """Raised (``from`` the original error) by a :func:`restore_newest` ``attempt`` around a
     failure that is not the checkpoint's (e.g. tfm's own comparison of a readable checkpoint

@@ -44,7 +44,9 @@ from jax.experimental import multihost_utils
 
 from tfm.restore import (
     CheckpointError, IncompatibleCheckpointError, NotTheCheckpoints, move_aside, read_state_items, restore_newest, short_error,
+    unreadable_steps,
 )
+from tfm.workdir_layout import damaged_dir
 from tfm.training.health import path_name
 from tfm.workdir_layout import META_ITEM as META
 from tfm.workdir_layout import STATE_ITEM as STATE
@@ -76,6 +78,7 @@ class Checkpointer:
         )
         self._failed: CheckpointWriteError | None = None
         self._last_saved: int | None = None
+        self._set_aside_unreadable()
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=options,
@@ -230,6 +233,17 @@ class Checkpointer:
         part = read_state_items(self.directory, step, {"step": target.step, "params": target.params})
         meta = self.manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
         return target.replace(step=part["step"], params=part["params"]), meta
+
+    def _set_aside_unreadable(self) -> None:
+        """Steps holding a FIFO, a device or a symlink (orbax writes none) are damaged; they are
+        moved aside before orbax lists the steps, which reads their metadata and could block."""
+        for step, why in sorted(unreadable_steps(self.directory).items()):
+            log.warning("checkpoint at step %d cannot be restored (%s); moving it to %s", step, why,
+                        damaged_dir(self.directory))
+            if jax.process_index() == 0:
+                move_aside(self.directory, step)
+            if jax.process_count() > 1:
+                multihost_utils.sync_global_devices(f"tfm_checkpoint_set_aside_{step}")
 
     def _move_aside(self, step: int) -> None:
         """Moves a damaged step out of the manager's directory (process 0; see

@@ -132,7 +132,7 @@ class WorkdirLock:
             os.fsync(fd)
         except OSError as e:  # a full disk: say where
             os.close(fd)
-            raise OSError(e.errno, e.strerror, self.path) from None
+            raise files.write_failed(self.path, e) from None
         self._fd = fd
         return self
 
