@@ -101,6 +101,8 @@ def check_step_files(directory: str, step: int) -> None:
     import stat
 
     root = os.path.join(directory, str(step))
+    if not os.path.lexists(root):
+        return  # nothing there to block on: the attempt says what is missing
     if not stat.S_ISDIR(os.lstat(root).st_mode):
         raise ValueError(f"{root} is not a directory")
     for folder, dirs, names in os.walk(root):
