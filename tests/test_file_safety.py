@@ -313,3 +313,18 @@ def test_a_step_holding_a_fifo_or_a_device_is_refused_by_inference_and_set_aside
     ckpt = no_hang(Checkpointer, directory, async_save=False)  # training: moved aside, kept
     assert ckpt.all_steps() == [1] and os.path.exists(tmp_path / "checkpoints_damaged" / "2" / "_CHECKPOINT_METADATA")
     ckpt.close()
+
+
+def test_the_checkpoint_write_probe_never_goes_through_a_symlink(tmp_path, outside):  # C10
+    import socket
+
+    import jax.numpy as jnp
+
+    from tfm.training.checkpoint import Checkpointer, CheckpointWriteError
+
+    ckpt = Checkpointer(tmp_path / "checkpoints", async_save=False)
+    probe = tmp_path / "checkpoints" / f".tfm_write_probe.{socket.gethostname()}.{os.getpid()}"
+    probe.symlink_to(outside)
+    with pytest.raises(CheckpointWriteError, match="Too many levels of symbolic links"):
+        ckpt.save(1, {"w": jnp.ones(3)}, {"step": 1})
+    ckpt.close()

@@ -142,9 +142,12 @@ class Checkpointer:
         directory; CheckpointWriteError naming the cause and the path."""
         need = sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(state))
         probe = os.path.join(self.directory, f".tfm_write_probe.{socket.gethostname()}.{os.getpid()}")
-        try:
-            with open(probe, "wb") as f:
-                f.write(b"0")
+        try:  # never through a symlink, never blocking on a FIFO
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
             os.remove(probe)
             fs = os.statvfs(self.directory)
         except OSError as e:
