@@ -68,6 +68,8 @@ class Pretrained:
         BOS and whether EOS ends a generation; see :func:`generate`).
       step: the training step of the checkpoint, when loaded from a workdir.
       workdir: where it was loaded from, if anywhere.
+      model_type: the Hugging Face ``model_type`` it was imported from, if any (exporting it
+        again writes the same family).
     """
 
     config: ModelConfig
@@ -76,6 +78,7 @@ class Pretrained:
     data: DataConfig | None = None
     step: int | None = None
     workdir: str | None = None
+    model_type: str | None = None
 
     @property
     def model(self):

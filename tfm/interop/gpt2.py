@@ -22,7 +22,7 @@ import logging
 
 import numpy as np
 
-from tfm.config import Activation, Arch, ModelConfig, NormPosition, PositionalKind
+from tfm.config import Activation, Arch, ModelConfig, NormPosition, Pooling, PositionalKind, SinusoidalLayout
 from tfm.data.hf_tokenizers import ByteLevelBPETokenizer
 from tfm.data.tokenizers import Tokenizer
 from tfm.interop import convert
@@ -32,6 +32,7 @@ from tfm.interop.hf_io import CONFIG_FILE, HFFormatError, TensorReader
 log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("gpt2",)
+ARCH = Arch.DECODER_LM
 IGNORE = (r"(^|\.)h\.\d+\.attn\.(masked_)?bias$",)
 
 # Hugging Face activation names -> tfm's (gelu_new, gelu_fast and gelu_pytorch_tanh are one
@@ -126,16 +127,20 @@ def load_tokenizer(directory, hf: dict) -> Tokenizer:
                                              bos_id=hf.get("bos_token_id"))
 
 
+# ---------------------------------------------------------------------- the complete mapping
+# ModelConfig fields config.json carries (config_from_hf / config_to_hf); every other field
+# (except convert.EXECUTION_FIELDS) must hold GPT-2's value.
+MAPPED = frozenset({"vocab_size", "d_model", "num_heads", "num_layers", "d_ff", "max_len", "dropout_rate",
+                    "attention_dropout_rate", "activation", "layer_norm_eps"})
+PINNED = {
+    "arch": ARCH, "num_decoder_layers": None, "norm": NormPosition.PRE, "positional": PositionalKind.LEARNED,
+    "sinusoidal_layout": SinusoidalLayout.INTERLEAVED, "share_embeddings": True, "tie_output": True,
+    "logits_bias": False, "scale_embeddings": False, "num_classes": 2, "pooling": Pooling.MEAN,
+    "use_bias": True, "rope_base": 10000.0,
+}
+
+
 # ---------------------------------------------------------------------- export
-def export_problems(cfg: ModelConfig) -> list[str]:
-    """Why ``cfg`` is not a GPT-2 (empty when it is one)."""
-    want = {"arch": Arch.DECODER_LM, "norm": NormPosition.PRE, "positional": PositionalKind.LEARNED,
-            "tie_output": True, "scale_embeddings": False, "use_bias": True, "logits_bias": False}
-    return [f"ModelConfig.{k}={getattr(v, 'value', v)!r} is needed (it is "
-            f"{getattr(getattr(cfg, k), 'value', getattr(cfg, k))!r})"
-            for k, v in want.items() if getattr(cfg, k) != v]
-
-
 def config_to_hf(cfg: ModelConfig, tokenizer: Tokenizer | None) -> dict:
     eos = tokenizer.eos_id if tokenizer is not None else cfg.vocab_size - 1
     bos = tokenizer.bos_id if tokenizer is not None else eos

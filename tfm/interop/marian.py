@@ -27,7 +27,7 @@ import logging
 
 import numpy as np
 
-from tfm.config import Activation, Arch, ModelConfig, NormPosition, PositionalKind, SinusoidalLayout
+from tfm.config import Activation, Arch, ModelConfig, NormPosition, Pooling, PositionalKind, SinusoidalLayout
 from tfm.data.hf_tokenizers import MarianSentencePieceTokenizer
 from tfm.data.tokenizers import Tokenizer
 from tfm.interop import convert
@@ -37,6 +37,7 @@ from tfm.interop.hf_io import CONFIG_FILE, HFFormatError, TensorReader
 log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("marian",)
+ARCH = Arch.ENCODER_DECODER
 IGNORE = ()
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which MarianMTModel uses
 
@@ -177,17 +178,21 @@ def _first(x):
     return x[0] if isinstance(x, list) and x else x
 
 
+# ---------------------------------------------------------------------- the complete mapping
+# ModelConfig fields config.json carries (config_from_hf / config_to_hf; logits_bias=False is
+# written as a zero final_logits_bias); every other field (except convert.EXECUTION_FIELDS)
+# must hold Marian's value.
+MAPPED = frozenset({"vocab_size", "d_model", "num_heads", "num_layers", "num_decoder_layers", "d_ff", "max_len",
+                    "dropout_rate", "attention_dropout_rate", "activation", "scale_embeddings", "logits_bias"})
+PINNED = {
+    "arch": ARCH, "norm": NormPosition.POST, "positional": PositionalKind.SINUSOIDAL,
+    "sinusoidal_layout": SinusoidalLayout.SPLIT, "share_embeddings": True, "tie_output": True,
+    "num_classes": 2, "pooling": Pooling.MEAN, "use_bias": True, "layer_norm_eps": LAYER_NORM_EPS,
+    "rope_base": 10000.0,
+}
+
+
 # ---------------------------------------------------------------------- export
-def export_problems(cfg: ModelConfig) -> list[str]:
-    """Why ``cfg`` is not a Marian model (empty when it is one)."""
-    want = {"arch": Arch.ENCODER_DECODER, "norm": NormPosition.POST, "positional": PositionalKind.SINUSOIDAL,
-            "sinusoidal_layout": SinusoidalLayout.SPLIT, "share_embeddings": True, "tie_output": True,
-            "use_bias": True, "layer_norm_eps": LAYER_NORM_EPS}
-    return [f"ModelConfig.{k}={getattr(v, 'value', v)!r} is needed (it is "
-            f"{getattr(getattr(cfg, k), 'value', getattr(cfg, k))!r})"
-            for k, v in want.items() if getattr(cfg, k) != v]
-
-
 def config_to_hf(cfg: ModelConfig, tokenizer: Tokenizer | None) -> dict:
     if tokenizer is not None:
         pad, eos, start = tokenizer.pad_id, tokenizer.eos_id, tokenizer.bos_id
