@@ -22,7 +22,8 @@ import logging
 
 import numpy as np
 
-from tfm.config import Activation, Arch, ModelConfig, NormPosition, Pooling, PositionalKind, SinusoidalLayout
+from tfm.config import (Activation, Arch, ModelConfig, NormKind, NormPosition, Pooling, PositionalKind, RopeLayout,
+                        SinusoidalLayout)
 from tfm.data.hf_tokenizers import ByteLevelBPETokenizer
 from tfm.data.tokenizers import Tokenizer
 from tfm.interop import convert
@@ -137,6 +138,8 @@ PINNED = {
     "sinusoidal_layout": SinusoidalLayout.INTERLEAVED, "share_embeddings": True, "tie_output": True,
     "logits_bias": False, "scale_embeddings": False, "num_classes": 2, "pooling": Pooling.MEAN,
     "use_bias": True, "rope_base": 10000.0,
+    "norm_kind": NormKind.LAYER_NORM, "gated_ffn": False, "num_kv_heads": None,
+    "rope_layout": RopeLayout.INTERLEAVED, "rope_scaling": None, "qkv_bias": None, "output_bias": True,
 }
 
 

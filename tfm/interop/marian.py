@@ -27,7 +27,8 @@ import logging
 
 import numpy as np
 
-from tfm.config import Activation, Arch, ModelConfig, NormPosition, Pooling, PositionalKind, SinusoidalLayout
+from tfm.config import (Activation, Arch, ModelConfig, NormKind, NormPosition, Pooling, PositionalKind, RopeLayout,
+                        SinusoidalLayout)
 from tfm.data.hf_tokenizers import MarianSentencePieceTokenizer
 from tfm.data.tokenizers import Tokenizer
 from tfm.interop import convert
@@ -188,7 +189,8 @@ PINNED = {
     "arch": ARCH, "norm": NormPosition.POST, "positional": PositionalKind.SINUSOIDAL,
     "sinusoidal_layout": SinusoidalLayout.SPLIT, "share_embeddings": True, "tie_output": True,
     "num_classes": 2, "pooling": Pooling.MEAN, "use_bias": True, "layer_norm_eps": LAYER_NORM_EPS,
-    "rope_base": 10000.0,
+    "rope_base": 10000.0, "norm_kind": NormKind.LAYER_NORM, "gated_ffn": False, "num_kv_heads": None,
+    "rope_layout": RopeLayout.INTERLEAVED, "rope_scaling": None, "qkv_bias": None, "output_bias": True,
 }
 
 
