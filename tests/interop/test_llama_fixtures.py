@@ -131,3 +131,15 @@ def test_qwen2_sliding_window_only_counts_when_used(tmp_path):
     path.write_text(json.dumps({**hf, "sliding_window": 16, "use_sliding_window": True}))
     with pytest.raises(interop.HFFormatError, match="sliding_window=16"):
         interop.read_model_config(tmp_path / "q")
+
+
+def test_cli_generate_pretrained_continues_as_transformers(capsys):
+    from tfm.cli import generate_main
+
+    pre = interop.from_pretrained(FIXTURES / "llama")
+    ref, meta = reference("llama")
+    prompt = pre.tokenizer.decode(ref["inputs"][0][1:])
+    assert generate_main(["--pretrained", str(FIXTURES / "llama"), "--prompt", prompt, "--max_new_tokens",
+                          str(meta["max_new_tokens"]), "--temperature", "0"]) == 0
+    want = [t for t in strip(ref["greedy"][0], meta["eos_id"]) if t != meta["eos_id"]]
+    assert capsys.readouterr().out == prompt + pre.tokenizer.decode(want) + "\n"
