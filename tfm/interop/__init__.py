@@ -78,26 +78,30 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None, check:
         which allocates nothing; the tests do it for every converter).
       on_device: return jax.Arrays on the default device instead of NumPy arrays.
 
-    Each parameter is copied exactly once out of the memory-mapped files (JAX on CPU would
-    otherwise alias the file's pages: a later change to the file must not change the model).
+    Each tensor is copied exactly once out of the file, straight into ``dtype`` (a bfloat16
+    checkpoint loaded with dtype="bfloat16" is never widened), and moved to the device one
+    tensor at a time: the host never holds the checkpoint twice.
     """
     directory = pathlib.Path(directory).expanduser()
     hf = read_config(directory)
     family = _family(hf, directory)
     cfg = family.config_from_hf(hf, str(directory))
-    reader = TensorReader(directory, ignore=family.IGNORE)
+    if dtype is not None and dtype != "float32":
+        cfg = cfg.replace(param_dtype=dtype)
+    reader = TensorReader(directory, ignore=family.IGNORE, dtype=jnp.dtype(cfg.param_dtype))
     params = family.read_params(reader, cfg)
     reader.finish()
     if check:
         check_against_model(params, cfg, str(directory))
-    if dtype is not None and dtype != "float32":
-        cfg = cfg.replace(param_dtype=dtype)
-    target = jnp.dtype(cfg.param_dtype)
     if on_device:
-        params = jax.tree.map(lambda x: jnp.array(x, target, copy=True), params)
+        leaves, treedef = jax.tree.flatten(params)
+        del params
+        for i, leaf in enumerate(leaves):  # each host array is freed as its device copy is made
+            leaves[i] = jnp.array(leaf, copy=True)
+            del leaf
+        params = jax.tree.unflatten(treedef, leaves)
     else:
-        params = jax.tree.map(lambda x: np.array(jnp.asarray(x, target) if target != x.dtype else x, copy=True),
-                              params)
+        params = jax.tree.map(np.ascontiguousarray, params)
     return cfg, params
 
 

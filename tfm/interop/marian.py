@@ -143,7 +143,7 @@ def read_params(reader: TensorReader, cfg: ModelConfig) -> dict:
     for side in ("encoder", "decoder"):
         name = f"model.{side}.embed_positions.weight"
         if reader.has(name):
-            table = reader.take(name, (cfg.max_len, D))
+            table = reader.take(name, (cfg.max_len, D), np.float32)
             if not np.allclose(table, _positions_table(cfg), atol=1e-5):
                 raise HFFormatError(f"tensor {name!r} in {reader.files[name]} is not Marian's sinusoidal "
                                     "table (sines, then cosines): these positions are not supported")
