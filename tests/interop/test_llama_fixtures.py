@@ -143,3 +143,17 @@ def test_cli_generate_pretrained_continues_as_transformers(capsys):
                           str(meta["max_new_tokens"]), "--temperature", "0"]) == 0
     want = [t for t in strip(ref["greedy"][0], meta["eos_id"]) if t != meta["eos_id"]]
     assert capsys.readouterr().out == prompt + pre.tokenizer.decode(want) + "\n"
+
+
+def test_bfloat16_checkpoint_loads_as_bfloat16_without_widening():
+    """mistral's weights are stored in bfloat16: loaded with dtype="bfloat16" they are the file's
+    bits, and widened they are the float32 load exactly."""
+    import ml_dtypes
+
+    cfg16, p16 = interop.load_model(FIXTURES / "mistral", dtype="bfloat16", check=True)
+    cfg32, p32 = interop.load_model(FIXTURES / "mistral")
+    assert cfg16.param_dtype == "bfloat16" and cfg16.replace(param_dtype="float32") == cfg32
+    a, b = flat_paths(p16), flat_paths(p32)
+    for k in b:
+        assert a[k].dtype == ml_dtypes.bfloat16, k
+        np.testing.assert_array_equal(a[k].astype(np.float32), b[k], err_msg=k)
