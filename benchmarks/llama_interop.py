@@ -17,7 +17,7 @@
 * import: a ~1.1B-parameter TinyLlama-shaped checkpoint (D=2048, 22 layers, 32 heads / 4 kv
   heads, F=5632, V=32000) written locally in bfloat16 with random weights (2.2 GB, in
   /tmp/tfm_bench_llama_1b); a fresh Python process runs ``load_model(dtype="bfloat16",
-  on_device=True)`` and reports its wall time and peak resident memory (ru_maxrss), next to the
+  on_device=True)`` and reports its wall time and peak resident memory (VmHWM), next to the
   resident memory of the same process before the load (Python + JAX + tfm imported).
 
 Writes benchmarks/results/llama_interop.json.
@@ -108,17 +108,22 @@ def make_import_checkpoint() -> int:
 
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import jax, tfm
 from tfm import interop
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+def status(key):  # bytes; VmHWM is this process's peak resident set (ru_maxrss would include the parent's)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+
+before = status("VmRSS")
 t0 = time.perf_counter()
 cfg, params = interop.load_model(sys.argv[1], dtype="bfloat16", on_device=True)
 jax.block_until_ready(params)
 seconds = time.perf_counter() - t0
 n = sum(x.size for x in jax.tree.leaves(params))
 print(json.dumps({"seconds": seconds, "rss_before": before, "parameters": int(n),
-                  "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                  "peak_rss": status("VmHWM")}))
 """
 
 
