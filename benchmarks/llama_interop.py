@@ -51,6 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--prompt_len", type=int, default=16)
     parser.add_argument("--new_tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--torch_threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
     parser.add_argument("--skip_import", action="store_true")
     parser.add_argument("--skip_decoding", action="store_true")
     parser.add_argument("--output", default="llama_interop", help="results/<output>.json")
@@ -180,6 +181,9 @@ def main(argv=None) -> None:
         import torch
         from transformers import LlamaForCausalLM
 
+        if args.torch_threads:
+            torch.set_num_threads(args.torch_threads)
+        payload["torch_threads"] = torch.get_num_threads()
         hf = LlamaForCausalLM.from_pretrained(DECODE_DIR, dtype=torch.float32).eval()
         model = build_model(cfg)
         rng = np.random.default_rng(0)
