@@ -4,8 +4,9 @@
     MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,
         head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
 
-Axis names (einsum alphabet): B batch, T query length, S key length, N heads, H head dim,
-D model dim. Masks are boolean, True where a query may attend to a key, and broadcast to
+Axis names (einsum alphabet): B batch, T query length, S key length, N heads, K key/value heads
+(grouped-query attention, Ainslie et al. 2023: N / K query heads share each key/value head), H
+head dim, D model dim. Masks are boolean, True where a query may attend to a key, and broadcast to
 (B, N, T, S). Pure functions come first; the Flax module at the bottom only owns projections and
 the decoding cache.
 """
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from tfm import kernels
-from tfm.config import AttentionImpl, GradKernels, parse_enum
+from tfm.config import AttentionImpl, GradKernels, ModelConfig, PositionalKind, RopeLayout, parse_enum
 from tfm.positional import apply_rope
 
 Implementation = AttentionImpl | str  # an AttentionImpl or its value
@@ -225,12 +226,15 @@ def scaled_dot_product_attention(
 
 # ---------------------------------------------------------------------- module
 class MultiHeadAttention(nn.Module):
-    """Multi-head attention with W^Q, W^K, W^V (D -> N x H) and W^O (N x H -> D).
+    """Multi-head attention with W^Q (D -> N x H), W^K, W^V (D -> K x H) and W^O (N x H -> D).
 
-    Self-attention when called with one input, cross-attention with two. In ``decode`` mode it
+    With K = ``num_kv_heads`` < N (grouped-query attention; K = 1: multi-query) query head n uses
+    key/value head n // (N / K). Self-attention when called with one input, cross-attention with
+    two. A model builds it from its ModelConfig with :meth:`from_config` (a new attention option
+    is a field here, a line there, and its ModelConfig field). In ``decode`` mode it
     keeps a key/value cache in the 'cache' collection:
       * self-attention (``cross=False``): keys/values of the new tokens are written at
-        ``cache_index`` into a (B, L, N, H) cache that ``init`` sized from its input's length L;
+        ``cache_index`` into a (B, L, K, H) cache (only the key/value heads) that ``init`` sized from its input's length L;
         queries attend over the whole cache under the mask given by the caller.
       * cross-attention (``cross=True``): the encoder's keys/values are projected on the first
         decode call only and reused afterwards.
@@ -240,9 +244,13 @@ class MultiHeadAttention(nn.Module):
 
     num_heads: int
     head_dim: int
+    num_kv_heads: int | None = None  # K key/value heads (grouped-query attention); None = num_heads
     dropout_rate: float = 0.0
-    use_bias: bool = True
+    use_bias: bool = True  # biases of the output projection (and of q/k/v unless qkv_bias says)
+    qkv_bias: bool | None = None  # biases of the query/key/value projections; None = use_bias
     rope_base: float | None = None  # rotary embeddings on q and k when set
+    rope_layout: RopeLayout = RopeLayout.INTERLEAVED  # which features rotate together
+    rope_scaling: tuple[float, float, float, int] | None = None  # Llama 3's frequency scaling
     cross: bool = False
     causal: bool = False  # self-attention: query t never sees keys after it (outside decode mode
     # the caller's mask need not say so, and the hidden blocks are skipped)
@@ -253,19 +261,55 @@ class MultiHeadAttention(nn.Module):
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, *, cross: bool = False, causal: bool = False, decode: bool = False,
+                    deterministic: bool = True, name: str | None = None) -> "MultiHeadAttention":
+        """The self- (or cross-) attention of a model described by ``cfg`` (rotary embeddings
+        act on self-attention only)."""
+        rope = cfg.positional is PositionalKind.ROPE and not cross
+        return cls(
+            num_heads=cfg.num_heads,
+            head_dim=cfg.head_dim,
+            num_kv_heads=cfg.num_kv_heads,
+            dropout_rate=cfg.attention_dropout_rate,
+            use_bias=cfg.use_bias,
+            qkv_bias=cfg.qkv_bias,
+            rope_base=cfg.rope_base if rope else None,
+            rope_layout=cfg.rope_layout,
+            rope_scaling=cfg.rope_scaling,
+            cross=cross,
+            causal=causal and not cross,
+            decode=decode,
+            deterministic=deterministic,
+            implementation=cfg.attention_impl,
+            grad_kernels=cfg.grad_kernels,
+            dtype=jnp.dtype(cfg.dtype),
+            param_dtype=jnp.dtype(cfg.param_dtype),
+            name=name,
+        )
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
     def _proj(self, name: str) -> nn.DenseGeneral:
+        # queries: N heads (logical axis 'heads'); keys/values: K heads ('kv_heads')
+        heads, axis = (self.num_heads, "heads") if name == "query" else (self.kv_heads, "kv_heads")
         return kernels.dense_general(
-            (self.num_heads, self.head_dim),
+            (heads, self.head_dim),
             grad_kernels=self.grad_kernels,
-            use_bias=self.use_bias,
+            use_bias=self.use_bias if self.qkv_bias is None else self.qkv_bias,
             kernel_init=nn.with_logical_partitioning(
-                nn.initializers.xavier_uniform(), ("embed", "heads", "kv")
+                nn.initializers.xavier_uniform(), ("embed", axis, "kv")
             ),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axis, "kv")),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name=name,
         )
+
+    def _rope(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+        return apply_rope(x, positions, self.rope_base, self.rope_layout, self.rope_scaling)
 
     @nn.compact
     def __call__(
@@ -292,17 +336,20 @@ class MultiHeadAttention(nn.Module):
             raise ValueError("MultiHeadAttention: pass kv_input exactly when cross=True")
         q = self._proj("query")(x)  # (B, T, N, H)
         if self.rope_base is not None and not self.cross:
-            q = apply_rope(q, positions, self.rope_base)
+            q = self._rope(q, positions)
 
         if self.cross:
-            k, v = self._cross_kv(kv_input)
+            k, v = self._cross_kv(kv_input)  # (B, S, K, H)
         else:
-            k = self._proj("key")(x)  # (B, T, N, H)
+            k = self._proj("key")(x)  # (B, T, K, H)
             v = self._proj("value")(x)
             if self.rope_base is not None:
-                k = apply_rope(k, positions, self.rope_base)
+                k = self._rope(k, positions)
             if self.decode:
-                k, v = self._update_cache(k, v, cache_index)  # (B, L, N, H)
+                k, v = self._update_cache(k, v, cache_index)  # (B, L, K, H)
+        if self.kv_heads != self.num_heads:  # each key/value head serves N / K query heads
+            group = self.num_heads // self.kv_heads
+            k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)  # (B, S, N, H)
 
         dropout_rng = None
         if self.dropout_rate > 0.0 and not self.deterministic:
@@ -343,7 +390,7 @@ class MultiHeadAttention(nn.Module):
         key_proj, value_proj = self._proj("key"), self._proj("value")
         if not self.decode:
             return key_proj(kv_input), value_proj(kv_input)
-        shape = (*kv_input.shape[:2], self.num_heads, self.head_dim)
+        shape = (*kv_input.shape[:2], self.kv_heads, self.head_dim)
         ready = self.variable("cache", "cross_ready", lambda: jnp.zeros((), jnp.bool_))
         ck = self.variable("cache", "cross_key", jnp.zeros, shape, self.dtype)
         cv = self.variable("cache", "cross_value", jnp.zeros, shape, self.dtype)

@@ -47,6 +47,20 @@ class NormPosition(str, enum.Enum):
     PRE = "pre"  # GPT-2 / flax wmt: x + Sublayer(LayerNorm(x)), and a final LayerNorm
 
 
+class NormKind(str, enum.Enum):
+    """Which normalisation every norm of the model is (eps: ``layer_norm_eps``)."""
+
+    LAYER_NORM = "layer_norm"  # Ba et al. 2016: (x - mean) / sqrt(var + eps) * scale + bias
+    RMS_NORM = "rms_norm"  # Zhang & Sennrich 2019 (Llama): x / sqrt(mean(x^2) + eps) * scale, no bias
+
+
+class RopeLayout(str, enum.Enum):
+    """Which features of a query/key vector a rotary embedding rotates together (same angles)."""
+
+    INTERLEAVED = "interleaved"  # RoFormer, eq. 34: adjacent pairs (x[2i], x[2i+1])
+    ROTATE_HALF = "rotate_half"  # GPT-NeoX / Hugging Face Llama: (x[i], x[i + H/2])
+
+
 class Remat(str, enum.Enum):
     NONE = "none"  # keep all activations
     FULL = "full"  # recompute each block in the backward pass
@@ -176,7 +190,24 @@ class ModelConfig(ConfigBase):
         backends) or "autodiff" (plain JAX autodiff everywhere, no custom_vjp: needed for
         jax.jvp, jax.jacfwd and Hessians through the model). Execution only: the parameters
         are the same either way (see :mod:`tfm.kernels`).
-      rope_base: the base (theta) of rotary embeddings.
+      rope_base: the base (theta) of rotary embeddings (Hugging Face's ``rope_theta``).
+
+      The Llama-lineage options (defaults keep the paper's / GPT-2's blocks; usable by every
+      architecture):
+      norm_kind: "layer_norm" or "rms_norm" (no bias, no mean subtraction) for every norm of the
+        model, with ``layer_norm_eps``.
+      gated_ffn: gated feed-forward (Shazeer 2020; SwiGLU with activation "silu"):
+        ``wo(act(wi_gate(x)) * wi(x))``.
+      num_kv_heads: key/value heads K of grouped-query attention (Ainslie et al. 2023): each
+        group of num_heads / K query heads shares one key/value head; 1 = multi-query; None =
+        num_heads (multi-head). The decoding cache holds only the K heads.
+      rope_layout: which features a rotary embedding rotates together (see :class:`RopeLayout`).
+      rope_scaling: None, or Llama 3's frequency scaling as (factor, low_freq_factor,
+        high_freq_factor, original_max_position_embeddings) (Hugging Face's rope_type "llama3").
+      qkv_bias: biases on the query/key/value projections; None = ``use_bias`` (which then
+        governs the attention output projection and the feed-forward layers). Qwen2: True with
+        use_bias False.
+      output_bias: the untied output layer (``tie_output=False``) has a bias (Llama's has none).
     """
 
     arch: Arch = Arch.ENCODER_DECODER
@@ -208,6 +239,14 @@ class ModelConfig(ConfigBase):
     attention_impl: AttentionImpl = AttentionImpl.AUTO
     grad_kernels: GradKernels = GradKernels.AUTO
     rope_base: float = 10000.0
+    # -- Llama-lineage options (see the docstring); one block, defaults = the original blocks
+    norm_kind: NormKind = NormKind.LAYER_NORM
+    gated_ffn: bool = False
+    num_kv_heads: int | None = None
+    rope_layout: RopeLayout = RopeLayout.INTERLEAVED
+    rope_scaling: tuple[float, float, float, int] | None = None
+    qkv_bias: bool | None = None
+    output_bias: bool = True
 
     _ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {
         "arch": Arch,
@@ -219,12 +258,24 @@ class ModelConfig(ConfigBase):
         "pooling": Pooling,
         "attention_impl": AttentionImpl,
         "grad_kernels": GradKernels,
+        "norm_kind": NormKind,
+        "rope_layout": RopeLayout,
     }
+
+    def __post_init__(self):
+        if isinstance(self.rope_scaling, list):  # from JSON
+            object.__setattr__(self, "rope_scaling", tuple(self.rope_scaling))
+        super().__post_init__()
 
     # ------------------------------------------------------------------ derived sizes
     @property
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads K (``num_kv_heads``, or num_heads when None)."""
+        return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
 
     @property
     def decoder_layers(self) -> int:
@@ -265,6 +316,25 @@ class ModelConfig(ConfigBase):
         for field in ("share_embeddings", "tie_output", "logits_bias", "scale_embeddings", "use_bias"):
             if not isinstance(getattr(self, field), bool):
                 fail(field, "must be a bool")
+        for field in ("gated_ffn", "output_bias"):
+            if not isinstance(getattr(self, field), bool):
+                fail(field, "must be a bool")
+        if self.qkv_bias is not None and not isinstance(self.qkv_bias, bool):
+            fail("qkv_bias", "must be a bool or None (= use_bias)")
+        if self.num_kv_heads is not None:
+            k = self.num_kv_heads
+            if not isinstance(k, int) or isinstance(k, bool) or k <= 0 or self.num_heads % k:
+                fail("num_kv_heads", f"must be a positive integer dividing num_heads={self.num_heads} (or None)")
+        if self.rope_scaling is not None:
+            r = self.rope_scaling
+            if not (isinstance(r, tuple) and len(r) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                                   for v in r)):
+                fail("rope_scaling", "must be None or (factor, low_freq_factor, high_freq_factor, "
+                     "original_max_position_embeddings)")
+            factor, low, high, original = r
+            if not (factor >= 1 and 0 < low < high and original > 0):
+                fail("rope_scaling", "needs factor >= 1, 0 < low_freq_factor < high_freq_factor and "
+                     "original_max_position_embeddings > 0")
         if self.logits_bias and not self.tie_output:
             fail("logits_bias", "needs tie_output=True (the untied output layer has its own bias)")
 

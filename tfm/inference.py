@@ -69,6 +69,8 @@ class Pretrained:
         BOS and whether EOS ends a generation; see :func:`generate`).
       step: the training step of the checkpoint, when loaded from a workdir.
       workdir: where it was loaded from, if anywhere.
+      model_type: the Hugging Face ``model_type`` it was imported from, if any (exporting it
+        again writes the same family).
     """
 
     config: ModelConfig
@@ -77,6 +79,7 @@ class Pretrained:
     data: DataConfig | None = None
     step: int | None = None
     workdir: str | None = None
+    model_type: str | None = None
 
     @property
     def model(self):
@@ -278,7 +281,8 @@ def generate(
       seed: sampling seed (same seed, same text).
       num_samples: continuations per prompt; when > 1 each prompt gives a list of them.
       add_bos: start every prompt with BOS; default: when the model was trained on sentences
-        (lm1b), which all begin with BOS; not for streamed text (tiny_shakespeare, text files).
+        (lm1b), which all begin with BOS; not for streamed text (tiny_shakespeare, text files);
+        for an imported model, when its tokenizer.json puts BOS first (Llama, Mistral).
       stop_at_eos: end a continuation at EOS; default: except for streamed text, where
         SentencePiece uses EOS as the line break (it is printed as a newline there).
     Returns:
@@ -289,7 +293,9 @@ def generate(
         raise ValueError(f"generate: num_samples={num_samples!r} must be an integer >= 1")
     tok = lm.tokenizer
     stream = _is_stream_lm(lm.data)
-    add_bos = (lm.data is not None and lm.data.task is Task.LM and not stream) if add_bos is None else add_bos
+    if add_bos is None:  # as trained: sentences (lm1b) start with BOS; an imported model as its tokenizer says
+        add_bos = ((lm.data.task is Task.LM and not stream) if lm.data is not None
+                   else getattr(lm.tokenizer, "starts_with_bos", False))
     stop_at_eos = (not stream) if stop_at_eos is None else stop_at_eos
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts:

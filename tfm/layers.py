@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from tfm import kernels
 from tfm.attention import MultiHeadAttention
-from tfm.config import Activation, ModelConfig, NormPosition, PositionalKind, Remat
+from tfm.config import Activation, ModelConfig, NormKind, NormPosition, Remat
 
 
 def dtypes(cfg: ModelConfig) -> dict[str, Any]:
@@ -58,7 +58,10 @@ class Embedder(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """FFN(x) = act(x W_1 + b_1) W_2 + b_2 (eq. 2): (B, T, D) -> (B, T, D)."""
+    """FFN(x) = act(x W_1 + b_1) W_2 + b_2 (eq. 2): (B, T, D) -> (B, T, D).
+
+    With ``cfg.gated_ffn`` (Shazeer 2020, "GLU variants"; SwiGLU with SiLU):
+    FFN(x) = (act(x W_g + b_g) * (x W_1 + b_1)) W_2 + b_2, W_g in parameter 'wi_gate'."""
 
     cfg: ModelConfig
 
@@ -75,7 +78,10 @@ class FeedForward(nn.Module):
             **dtypes(cfg),
         )
         h = dense(cfg.d_ff, ("embed", "mlp"), "wi")(x)  # (B, T, F)
-        h = ACTIVATIONS[cfg.activation](h)
+        if cfg.gated_ffn:
+            h = ACTIVATIONS[cfg.activation](dense(cfg.d_ff, ("embed", "mlp"), "wi_gate")(x)) * h
+        else:
+            h = ACTIVATIONS[cfg.activation](h)
         return dense(cfg.d_model, ("mlp", "embed"), "wo")(h)  # (B, T, D)
 
 
@@ -87,7 +93,31 @@ ACTIVATIONS = {
 }
 
 
-def layer_norm(cfg: ModelConfig, name: str | None = None) -> kernels.LayerNorm:
+class RMSNorm(nn.Module):
+    """Root-mean-square norm (Zhang & Sennrich 2019; Llama): y = x / sqrt(mean(x^2) + eps) * scale,
+    statistics in float32, no bias, no mean subtraction: (..., D) -> (..., D) in ``dtype``.
+
+    Parameter ``scale`` (D,), logical axis 'embed'. As Hugging Face's LlamaRMSNorm, the
+    normalised x is cast to the compute dtype before the scale multiplies it."""
+
+    epsilon: float = 1e-6
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                           (x.shape[-1],), self.param_dtype)
+        xf = x.astype(jnp.float32)
+        y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + jnp.float32(self.epsilon))
+        return y.astype(self.dtype) * scale.astype(self.dtype)
+
+
+def norm(cfg: ModelConfig, name: str | None = None) -> nn.Module:
+    """The model's norm (``cfg.norm_kind``: LayerNorm or RMSNorm, eps ``cfg.layer_norm_eps``):
+    every norm of every architecture is built here."""
+    if cfg.norm_kind is NormKind.RMS_NORM:
+        return RMSNorm(epsilon=cfg.layer_norm_eps, name=name, **dtypes(cfg))
     return kernels.LayerNorm(
         epsilon=cfg.layer_norm_eps, grad_kernels=cfg.grad_kernels, name=name, **dtypes(cfg)
     )
@@ -128,26 +158,13 @@ class Block(nn.Module):
         cfg = self.cfg
         drop = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
         if cfg.norm is NormPosition.PRE:
-            return x + drop(fn(layer_norm(cfg, f"{name}_norm")(x)))
-        return layer_norm(cfg, f"{name}_norm")(x + drop(fn(x)))
+            return x + drop(fn(norm(cfg, f"{name}_norm")(x)))
+        return norm(cfg, f"{name}_norm")(x + drop(fn(x)))
 
     def _attention(self, cross: bool, name: str) -> MultiHeadAttention:
-        cfg = self.cfg
-        return MultiHeadAttention(
-            num_heads=cfg.num_heads,
-            head_dim=cfg.head_dim,
-            dropout_rate=cfg.attention_dropout_rate,
-            use_bias=cfg.use_bias,
-            rope_base=cfg.rope_base if cfg.positional is PositionalKind.ROPE and not cross else None,
-            cross=cross,
-            causal=self.causal and not cross,
-            decode=self.decode,
-            deterministic=self.deterministic,
-            implementation=cfg.attention_impl,
-            grad_kernels=cfg.grad_kernels,
-            name=name,
-            **dtypes(cfg),
-        )
+        return MultiHeadAttention.from_config(
+            self.cfg, cross=cross, causal=self.causal, decode=self.decode, deterministic=self.deterministic,
+            name=name)
 
     @nn.compact
     def __call__(self, x: jax.Array, ctx: Context) -> tuple[jax.Array, None]:
@@ -206,5 +223,5 @@ class Stack(nn.Module):
             for i in range(self.num_layers):
                 x, _ = block_cls(name=f"layer_{i}", **kwargs)(x, ctx)
         if cfg.norm is NormPosition.PRE:
-            x = layer_norm(cfg, "final_norm")(x)
+            x = norm(cfg, "final_norm")(x)
         return x

@@ -147,6 +147,7 @@ class Decoder(_Tower):
             logits = kernels.dense(
                 cfg.vocab_size,
                 grad_kernels=cfg.grad_kernels,
+                use_bias=cfg.output_bias,
                 kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", "vocab")),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
                 name="logits",

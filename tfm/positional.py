@@ -10,6 +10,11 @@ half of the columns and the cosines in the second half (the "split" layout).
 
 Rotary (Su et al. 2021, "RoFormer", eq. 34): each pair (x[2i], x[2i+1]) of a query or key vector is
 rotated by the angle pos * base^(-2i / d); then q_m . k_n depends on m and n only through m - n.
+GPT-NeoX and Hugging Face's Llama rotate the pairs (x[i], x[i + d/2]) instead ("rotate_half"
+layout: the same rotation after a fixed permutation of the features). Llama 3 rescales the
+frequencies (``rope_scaling`` type "llama3"): wavelengths longer than original_len /
+low_freq_factor are divided by ``factor``, those shorter than original_len / high_freq_factor
+are kept, and the ones in between interpolate smoothly.
 """
 
 from __future__ import annotations
@@ -44,24 +49,53 @@ def sinusoidal_encoding(
     return pe.reshape(*positions.shape, -1)[..., :d_model]  # interleave sin, cos
 
 
-def rope_angles(positions: jax.Array, head_dim: int, base: float = 10000.0) -> jax.Array:
-    """Rotation angles pos * base^(-2i/head_dim): shape positions.shape + (head_dim // 2,)."""
+def rope_frequencies(head_dim: int, base: float = 10000.0,
+                     scaling: tuple[float, float, float, int] | None = None) -> jax.Array:
+    """The (head_dim // 2,) float32 frequencies base^(-2i/head_dim), rescaled as Llama 3 does
+    when ``scaling`` = (factor, low_freq_factor, high_freq_factor, original_max_len) is given
+    (transformers' ``_compute_llama3_parameters``)."""
     inv_freq = jnp.power(jnp.float32(base), -jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
-    return positions.astype(jnp.float32)[..., None] * inv_freq
+    if scaling is None:
+        return inv_freq
+    factor, low, high, original = (float(v) for v in scaling)
+    wavelen = 2 * jnp.pi / inv_freq
+    low_wavelen, high_wavelen = original / low, original / high
+    scaled = jnp.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (original / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return jnp.where(medium, smoothed, scaled).astype(jnp.float32)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
-    """Rotates consecutive pairs of features of ``x`` by their position's angles.
+def rope_angles(positions: jax.Array, head_dim: int, base: float = 10000.0,
+                scaling: tuple[float, float, float, int] | None = None) -> jax.Array:
+    """Rotation angles pos * frequency: shape positions.shape + (head_dim // 2,)."""
+    return positions.astype(jnp.float32)[..., None] * rope_frequencies(head_dim, base, scaling)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, base: float = 10000.0, layout: str = "interleaved",
+               scaling: tuple[float, float, float, int] | None = None) -> jax.Array:
+    """Rotates pairs of features of ``x`` by their position's angles.
 
     Args:
       x: (B, T, N, H) queries or keys, H even.
       positions: (B, T) integer positions.
+      layout: "interleaved" (pairs (x[2i], x[2i+1]), RoFormer) or "rotate_half" (pairs
+        (x[i], x[i + H/2]), Hugging Face's Llama); pair i turns by angle pos * frequency_i.
+      scaling: Llama 3's frequency scaling (see :func:`rope_frequencies`), or None.
     Returns:
       (B, T, N, H) in x's dtype; norms are preserved (it is a rotation), computed in float32.
     """
     head_dim = x.shape[-1]
-    angles = rope_angles(positions, head_dim, base)[:, :, None, :]  # (B, T, 1, H/2)
+    angles = rope_angles(positions, head_dim, base, scaling)[:, :, None, :]  # (B, T, 1, H/2)
     cos, sin = jnp.cos(angles), jnp.sin(angles)
+    layout = getattr(layout, "value", layout)
+    if layout == "rotate_half":
+        xf = x.astype(jnp.float32)
+        x1, x2 = xf[..., : head_dim // 2], xf[..., head_dim // 2:]  # (B, T, N, H/2) each
+        return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+    if layout != "interleaved":
+        raise ValueError(f"apply_rope: layout={layout!r}; expected 'interleaved' or 'rotate_half'")
     xf = x.astype(jnp.float32).reshape(*x.shape[:-1], head_dim // 2, 2)  # (B, T, N, H/2, 2)
     x_even, x_odd = xf[..., 0], xf[..., 1]
     rotated = jnp.stack([x_even * cos - x_odd * sin, x_even * sin + x_odd * cos], axis=-1)

@@ -11,6 +11,12 @@ Writes, with random weights (seeded) and tokenizers trained here on a small embe
 * ``marian/``: a 2+2-layer MarianMTModel (D=32, 4 heads, swish, scaled embeddings, shared
   vocabulary of ~130 pieces, EOS 0, pad = decoder start = last id) with source and target
   SentencePiece models and the files MarianTokenizer reads;
+* ``llama/``, ``mistral/``, ``qwen2/``: 2-layer LlamaForCausalLM (D=32, 4 heads, grouped-query
+  attention with 2 key/value heads, untied head, rope_scaling "llama3", theta 5e5),
+  MistralForCausalLM (multi-query: 1 key/value head, saved in bfloat16, theta 1e6, no sliding
+  window) and Qwen2ForCausalLM (2 kv heads, q/k/v biases, tied head), each with a small BPE
+  ``tokenizer.json`` (Metaspace, ~150 ids) built here with ``tokenizers`` (Llama and Mistral put
+  <s> first, Qwen2 does not), BOS/EOS ids in config.json;
 * ``reference.npz`` / ``reference.json`` in each: what transformers computed: logits of fixed
   inputs (one input containing token id 0, one without), greedy continuations (and, for
   Marian, beam search with 4 beams, length_penalty 0, early stopping), and the token ids its
@@ -23,6 +29,7 @@ not 0, larger weights), so that a swapped or transposed tensor cannot go unnotic
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -203,12 +210,87 @@ def make_marian(out: pathlib.Path) -> None:
          "vocab_size": V, "max_new_tokens": n_new}, indent=1, ensure_ascii=False) + "\n")
 
 
+LLAMA_FAMILY = {
+    "llama": dict(cls="LlamaForCausalLM", config="LlamaConfig", bos=True, dtype="float32", seed=3,
+                  kw=dict(num_key_value_heads=2, tie_word_embeddings=False, rope_theta=500000.0,
+                          rope_scaling={"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
+                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 16})),
+    "mistral": dict(cls="MistralForCausalLM", config="MistralConfig", bos=True, dtype="bfloat16", seed=4,
+                    kw=dict(num_key_value_heads=1, tie_word_embeddings=False, rope_theta=1e6, sliding_window=None)),
+    "qwen2": dict(cls="Qwen2ForCausalLM", config="Qwen2Config", bos=False, dtype="float32", seed=5,
+                  kw=dict(num_key_value_heads=2, tie_word_embeddings=True, rope_theta=10000.0)),
+}
+
+
+def small_bpe(bos: bool):
+    """A ~150-id BPE tokenizer.json (Metaspace, as Llama 2's): <unk> 0, <s> 1, </s> 2; with ``bos``
+    its post-processor puts <s> first, as Llama's and Mistral's do."""
+    import tokenizers
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+    tok = tokenizers.Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=150, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+    tok.train_from_iterator(ENGLISH, trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                           special_tokens=[("<s>", 1)])
+    return tok
+
+
+def make_llama_family(out: pathlib.Path, model_type: str) -> None:
+    import torch
+    import transformers
+
+    spec = LLAMA_FAMILY[model_type]
+    tok = small_bpe(spec["bos"])
+    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                                  unk_token="<unk>", model_max_length=64)
+    V = tok.get_vocab_size()
+    torch.manual_seed(spec["seed"])
+    config = getattr(transformers, spec["config"])(
+        vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=64, rms_norm_eps=1e-5, bos_token_id=1 if spec["bos"] else None, eos_token_id=2,
+        initializer_range=0.1, **spec["kw"])
+    model = getattr(transformers, spec["cls"])(config).eval()
+    perturb(model, torch, spec["seed"], 0.1)
+    if spec["dtype"] == "bfloat16":  # bf16 weights; the references: transformers loading them in float32
+        model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+        model = getattr(transformers, spec["cls"]).from_pretrained(out, dtype=torch.float32).eval()
+    else:
+        model.save_pretrained(out, safe_serialization=True)
+    hf_tok.save_pretrained(out)
+    # tokenizer.json as it is (AutoTokenizer would build Qwen2's own byte-level pipeline instead)
+    hf_tok = transformers.PreTrainedTokenizerFast.from_pretrained(out)
+    T = 8
+    rows = [hf_tok("The weather is nice and the sun")["input_ids"][:T],
+            hf_tok("She reads a book in the garden")["input_ids"][:T]]
+    inputs = np.array(rows, np.int64)
+    with torch.no_grad():
+        logits = model(torch.tensor(inputs)).logits.numpy()
+        greedy = model.generate(torch.tensor(inputs), max_new_tokens=10, do_sample=False, pad_token_id=2,
+                                attention_mask=torch.ones_like(torch.tensor(inputs)), eos_token_id=2).numpy()[:, T:]
+    np.savez_compressed(out / "reference.npz", inputs=inputs.astype(np.int32), logits=logits.astype(np.float32),
+                        greedy=greedy.astype(np.int32))
+    ids = {t: hf_tok(t)["input_ids"] for t in TOKENIZER_TEXTS}
+    decoded = {t: hf_tok.decode(ids[t], skip_special_tokens=True) for t in TOKENIZER_TEXTS}
+    (out / "reference.json").write_text(json.dumps(
+        {"token_ids": ids, "decoded": decoded, "eos_id": 2, "bos_id": 1 if spec["bos"] else None,
+         "vocab_size": V, "max_new_tokens": 10, "dtype": spec["dtype"]}, indent=1, ensure_ascii=False) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "hf"))
+    parser.add_argument("--only", nargs="*", help="fixture names to (re)build (default: all)")
     args = parser.parse_args()
     out = pathlib.Path(args.out)
-    for name, make in (("gpt2", make_gpt2), ("marian", make_marian)):
+    makers = {"gpt2": make_gpt2, "marian": make_marian,
+              **{t: functools.partial(make_llama_family, model_type=t) for t in LLAMA_FAMILY}}
+    for name, make in makers.items():
+        if args.only and name not in args.only:
+            continue
         target = out / name
         if target.exists():
             shutil.rmtree(target)

@@ -111,9 +111,9 @@ def test_error_directory_without_weights(tmp_path):
 def test_error_unsupported_model_type(tmp_path):
     d = _copy(tmp_path)
     cfg = json.loads((d / "config.json").read_text())
-    cfg["model_type"] = "llama"
+    cfg["model_type"] = "gemma"
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(HFFormatError, match=r"config.json: model_type='llama' is not supported"):
+    with pytest.raises(HFFormatError, match=r"config.json: model_type='gemma' is not supported"):
         interop.from_pretrained(d)
 
 

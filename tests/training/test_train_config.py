@@ -46,7 +46,8 @@ def test_default_file_writes_no_default_itself():
 
 
 # Config files that need a command-line value to validate (and the value the test gives).
-REQUIRED_FLAGS = {"gpt2_shakespeare": [f"--config.train.init_from={REPO / 'tests' / 'fixtures' / 'hf' / 'gpt2'}"]}
+REQUIRED_FLAGS = {"gpt2_shakespeare": [f"--config.train.init_from={REPO / 'tests' / 'fixtures' / 'hf' / 'gpt2'}"],
+                  "llama_shakespeare": [f"--config.train.init_from={REPO / 'tests' / 'fixtures' / 'hf' / 'llama'}"]}
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=[p.stem for p in CONFIG_FILES])

@@ -6,6 +6,8 @@ Each keeps the special ids of its own vocabulary (no id is reserved by tfm):
   run by the ``tokenizers`` library from the directory's ``tokenizer.json`` or, without it,
   ``vocab.json`` + ``merges.txt``. GPT-2 has no padding token; ``<|endoftext|>`` is its BOS, EOS
   and unk. Newlines are ordinary tokens, so a text stream is encoded whole.
+* :class:`TokenizerJSON`: any other ``tokenizer.json`` (Llama, Mistral, Qwen2), with the special
+  ids of the model's config.json.
 * :class:`MarianSentencePieceTokenizer`: what ``transformers.MarianTokenizer`` does for opus-mt
   models: the source SentencePiece model (``source.spm``) splits text into pieces, which
   ``vocab.json`` (shared by source and target) maps to ids; decoding maps ids back to pieces.
@@ -178,6 +180,42 @@ def _built(cls, directory: pathlib.Path, contents: dict[str, bytes], **ids):
     except Exception as e:  # noqa: BLE001 - tokenizers/sentencepiece/json raise many types
         raise TokenizerFilesError(f"{directory}: the {cls.kind} tokenizer files cannot be used: "
                                   f"{type(e).__name__}: {_first_line(e)}") from None
+
+
+class TokenizerJSON(ByteLevelBPETokenizer):
+    """Any ``tokenizer.json`` the ``tokenizers`` library runs (Llama, Mistral, Qwen2, ...), with
+    the special ids of the model's ``config.json`` (``bos_token_id``, ``eos_token_id``,
+    ``pad_token_id``): nothing is looked up by name. ``starts_with_bos``: the file's own
+    post-processor puts BOS first (Llama, Mistral; not Qwen2), so LM prompts should too."""
+
+    kind = "tokenizer_json"
+
+    def __init__(self, files: dict[str, bytes], *, pad_id: int | None = None, bos_id: int | None = None,
+                 eos_id: int | None = None, unk_id: int | None = None):
+        import tokenizers
+
+        if KEPT_HF_TOKENIZER_FILE not in files:
+            raise TokenizerFilesError(f"this tokenizer needs {HF_TOKENIZER_FILE}; got {sorted(files)}")
+        if eos_id is None:
+            raise TokenizerFilesError("no eos_token_id: the model's config.json must name its EOS id")
+        self.files = dict(files)
+        self._tok = tokenizers.Tokenizer.from_str(files[KEPT_HF_TOKENIZER_FILE].decode("utf-8"))
+        self.eos_id = eos_id
+        self.bos_id = eos_id if bos_id is None else bos_id
+        self.unk_id = self.eos_id if unk_id is None else unk_id
+        self.pad_id = -1 if pad_id is None else pad_id
+        ids = self._tok.encode("a", add_special_tokens=True).ids
+        self.starts_with_bos = bool(ids) and ids[0] == self.bos_id and bos_id is not None
+
+    @classmethod
+    def from_hf_dir(cls, directory: str | os.PathLike, *, eos_id: int | None = None,  # type: ignore[override]
+                    bos_id: int | None = None, pad_id: int | None = None) -> "TokenizerJSON":
+        directory = pathlib.Path(directory)
+        contents = {KEPT_HF_TOKENIZER_FILE: _read(directory, HF_TOKENIZER_FILE)}
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            if _present(directory, name):
+                contents[name] = _read(directory, name)
+        return _built(cls, directory, contents, eos_id=eos_id, bos_id=bos_id, pad_id=pad_id)
 
 
 def _bpe_from_vocab_merges(vocab_json: bytes, merges_txt: bytes):

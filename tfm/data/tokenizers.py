@@ -311,6 +311,7 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
     from tfm.data import hf_tokenizers  # the tokenizers of Hugging Face model directories
 
     classes = {**_CLASSES, **{c.kind: c for c in (hf_tokenizers.ByteLevelBPETokenizer,
+                                                  hf_tokenizers.TokenizerJSON,
                                                   hf_tokenizers.MarianSentencePieceTokenizer)}}
     if not isinstance(kind, str) or kind not in classes:
         raise TokenizerError(f"load_tokenizer: unknown kind {kind!r} in {meta_path}; known: {sorted(classes)}")

@@ -1,4 +1,5 @@
-"""Hugging Face model directories in and out: GPT-2 -> DecoderLM, Marian (opus-mt) -> EncoderDecoder.
+"""Hugging Face model directories in and out: GPT-2, Llama, Mistral, Qwen2 -> DecoderLM, Marian
+(opus-mt) -> EncoderDecoder.
 
 A model directory in Hugging Face's layout (what ``save_pretrained`` writes, or what one
 downloads from the Hub) holds ``config.json``, ``model.safetensors`` (or shards listed by
@@ -33,16 +34,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from tfm import files
-from tfm.config import Arch, ModelConfig
+from tfm.config import ModelConfig
 from tfm.data.tokenizers import Tokenizer
-from tfm.interop import gpt2, marian
-from tfm.interop.convert import check_against_model
+from tfm.interop import gpt2, llama, marian
+from tfm.interop.convert import check_against_model, export_problems
 from tfm.interop.hf_io import CONFIG_FILE, HFFormatError, TensorReader, read_config, write_config, write_tensors
 
 log = logging.getLogger(__name__)
 
-FAMILIES: dict[str, types.ModuleType] = {t: m for m in (gpt2, marian) for t in m.MODEL_TYPES}
-_BY_ARCH = {Arch.DECODER_LM: gpt2, Arch.ENCODER_DECODER: marian}
+# The registered families, in the order save_pretrained tries them when no model_type is given
+# (each module states the contract of tfm.interop.convert: MODEL_TYPES, ARCH, IGNORE, MAPPED,
+# PINNED, config_from_hf, read_params, load_tokenizer, config_to_hf, params_to_hf).
+FAMILY_MODULES: tuple[types.ModuleType, ...] = (gpt2, marian, *llama.FAMILIES)
+FAMILIES: dict[str, types.ModuleType] = {t: m for m in FAMILY_MODULES for t in m.MODEL_TYPES}
 
 __all__ = ["FAMILIES", "HFFormatError", "from_pretrained", "load_model", "read_model_config", "save_pretrained"]
 
@@ -108,26 +112,30 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None, check:
         which allocates nothing; the tests do it for every converter).
       on_device: return jax.Arrays on the default device instead of NumPy arrays.
 
-    Each parameter is copied exactly once out of the memory-mapped files (JAX on CPU would
-    otherwise alias the file's pages: a later change to the file must not change the model).
+    Each tensor is copied exactly once out of the file, straight into ``dtype`` (a bfloat16
+    checkpoint loaded with dtype="bfloat16" is never widened), and moved to the device one
+    tensor at a time: the host never holds the checkpoint twice.
     """
     directory = pathlib.Path(directory).expanduser()
     hf = read_config(directory)
     family = _family(hf, directory)
     cfg = _model_config(family, hf, directory)
-    reader = TensorReader(directory, ignore=family.IGNORE)
+    if dtype is not None and dtype != "float32":
+        cfg = cfg.replace(param_dtype=dtype)
+    reader = TensorReader(directory, ignore=family.IGNORE, dtype=jnp.dtype(cfg.param_dtype))
     params = family.read_params(reader, cfg)
     reader.finish()
     if check:
         check_against_model(params, cfg, str(directory))
-    if dtype is not None and dtype != "float32":
-        cfg = cfg.replace(param_dtype=dtype)
-    target = jnp.dtype(cfg.param_dtype)
     if on_device:
-        params = jax.tree.map(lambda x: jnp.array(x, target, copy=True), params)
+        leaves, treedef = jax.tree.flatten(params)
+        del params
+        for i, leaf in enumerate(leaves):  # each host array is freed as its device copy is made
+            leaves[i] = jnp.array(leaf, copy=True)
+            del leaf
+        params = jax.tree.unflatten(treedef, leaves)
     else:
-        params = jax.tree.map(lambda x: np.array(jnp.asarray(x, target) if target != x.dtype else x, copy=True),
-                              params)
+        params = jax.tree.map(np.ascontiguousarray, params)
     return cfg, params
 
 
@@ -155,17 +163,47 @@ def from_pretrained(directory: str | os.PathLike, *, dtype: str | None = None):
         raise HFFormatError(
             f"{directory}: the tokenizer has {tokenizer.vocab_size} ids but the model only "
             f"{cfg.vocab_size} embeddings ({CONFIG_FILE} vocab_size)")
-    return Pretrained(cfg, params, tokenizer, workdir=str(directory))
+    return Pretrained(cfg, params, tokenizer, workdir=str(directory), model_type=read_config(directory)["model_type"])
 
 
-def save_pretrained(model, directory: str | os.PathLike, *, max_shard_bytes: int | None = None) -> list[str]:
-    """Writes a GPT-2-shaped DecoderLM or Marian-shaped EncoderDecoder in Hugging Face's layout.
+def export_family(cfg: ModelConfig, model_type: str | None = None) -> tuple[str, types.ModuleType]:
+    """(model_type, family) that ``save_pretrained`` writes ``cfg`` as.
+
+    With ``model_type``, that family (HFFormatError listing why when ``cfg`` does not fit it);
+    without, the first registered family of ``cfg.arch`` that fits (HFFormatError listing, per
+    candidate family, why not)."""
+    if model_type is not None:
+        if model_type not in FAMILIES:
+            raise HFFormatError(f"model_type={model_type!r} cannot be exported; tfm exports {sorted(FAMILIES)}")
+        family = FAMILIES[model_type]
+        problems = export_problems(family, cfg)
+        if problems:
+            raise HFFormatError(f"this model cannot be exported as {model_type}: " + "; ".join(problems))
+        return model_type, family
+    candidates = [m for m in FAMILY_MODULES if m.ARCH is cfg.arch]
+    if not candidates:
+        raise HFFormatError(f"ModelConfig.arch={cfg.arch.value!r}: no Hugging Face family of this "
+                            "architecture is supported for export")
+    reasons = []
+    for family in candidates:
+        problems = export_problems(family, cfg)
+        if not problems:
+            return family.MODEL_TYPES[0], family
+        reasons.append(f"as {family.MODEL_TYPES[0]}: " + "; ".join(problems))
+    raise HFFormatError("this model cannot be exported " + " | ".join(reasons))
+
+
+def save_pretrained(model, directory: str | os.PathLike, *, model_type: str | None = None,
+                    max_shard_bytes: int | None = None) -> list[str]:
+    """Writes a model in Hugging Face's layout, as the family ``model_type`` (see :func:`export_family`).
 
     Args:
       model: a :class:`tfm.inference.Pretrained` (imported, or loaded from a training workdir)
         or a (config, params, tokenizer) tuple; the tokenizer may be None.
       directory: a new or empty directory (an existing non-empty one is refused: nothing is
         overwritten).
+      model_type: the config.json ``model_type`` to write; None = the one the model was imported
+        from (``Pretrained.model_type``), else the first registered family that fits.
       max_shard_bytes: write shards of at most this size plus ``model.safetensors.index.json``.
     Returns:
       The file names written. The tokenizer's files are written when it came from a Hugging
@@ -176,11 +214,9 @@ def save_pretrained(model, directory: str | os.PathLike, *, max_shard_bytes: int
         cfg, params, tokenizer = model
     else:
         cfg, params, tokenizer = model.config, model.params, model.tokenizer
-    family = _BY_ARCH.get(cfg.arch)
-    problems = family.export_problems(cfg) if family else [f"ModelConfig.arch={cfg.arch.value!r}"]
-    if problems:
-        kinds = "GPT-2 (decoder_lm)" if cfg.arch is Arch.DECODER_LM else "Marian (encoder_decoder)"
-        raise HFFormatError(f"this model cannot be exported as {kinds}: " + "; ".join(problems))
+        if model_type is None:
+            model_type = getattr(model, "model_type", None)
+    model_type, family = export_family(cfg, model_type)
     directory = pathlib.Path(directory).expanduser()
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise HFFormatError(f"{directory} exists and is not empty; refusing to overwrite it")
@@ -196,6 +232,7 @@ def save_pretrained(model, directory: str | os.PathLike, *, max_shard_bytes: int
         raise HFFormatError(str(e)) from None
     hf_tokenizer = tokenizer if hasattr(tokenizer, "save_hf") else None
     hf = family.config_to_hf(cfg, hf_tokenizer)
+    hf["model_type"] = model_type
     written = write_tensors(directory, tensors, max_shard_bytes)
     write_config(directory, hf)
     written.append(CONFIG_FILE)

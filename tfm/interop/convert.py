@@ -1,4 +1,11 @@
-"""What the GPT-2 and Marian converters share: building and checking tfm parameter trees.
+"""What the family converters share: building and checking tfm parameter trees, and the
+generic export check of the family contract.
+
+Every family module (``tfm/interop/<family>.py``) states its complete mapping: each
+:class:`~tfm.config.ModelConfig` field is in exactly one of its ``MAPPED`` (carried by
+``config_from_hf``/``config_to_hf``), its ``PINNED`` (must hold exactly that value) or
+:data:`EXECUTION_FIELDS` (never change the function). :func:`export_problems` checks the pins,
+so a new ModelConfig option cannot slip through an export (a test walks every field).
 
 Parameter paths are written "decoder/stack/layer_0/self_attention/query/kernel" (tfm's Flax
 tree, see ``tfm.models.param_shapes``). Attention projections are stored by tfm per head:
@@ -8,6 +15,8 @@ stores them flat, input dimension first for GPT-2's Conv1D and output first for 
 
 from __future__ import annotations
 
+import enum
+import types
 from typing import Any
 
 import jax
@@ -15,6 +24,25 @@ import numpy as np
 
 from tfm.config import ModelConfig
 from tfm.interop.hf_io import HFFormatError
+
+
+# Fields that never change the function a model computes: free for every family.
+EXECUTION_FIELDS = frozenset({"dtype", "param_dtype", "scan_layers", "remat", "attention_impl", "grad_kernels"})
+
+
+def _show(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def export_problems(family: types.ModuleType, cfg: ModelConfig) -> list[str]:
+    """Why ``cfg`` cannot be written as ``family`` (empty when it can): one message per pinned
+    field that does not hold the family's value, then the family's ``export_checks``."""
+    problems = [
+        f"ModelConfig.{field}={_show(want)!r} is needed (it is {_show(getattr(cfg, field))!r})"
+        for field, want in family.PINNED.items() if getattr(cfg, field) != want
+    ]
+    checks = getattr(family, "export_checks", None)
+    return problems + (list(checks(cfg)) if checks is not None else [])
 
 
 def set_path(tree: dict, path: str, value: np.ndarray) -> None:

@@ -22,7 +22,8 @@ import logging
 
 import numpy as np
 
-from tfm.config import Activation, Arch, ModelConfig, NormPosition, PositionalKind
+from tfm.config import (Activation, Arch, ModelConfig, NormKind, NormPosition, Pooling, PositionalKind, RopeLayout,
+                        SinusoidalLayout)
 from tfm.data.hf_tokenizers import ByteLevelBPETokenizer
 from tfm.data.tokenizers import Tokenizer
 from tfm.interop import convert
@@ -32,6 +33,7 @@ from tfm.interop.hf_io import CONFIG_FILE, HFFormatError, TensorReader
 log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("gpt2",)
+ARCH = Arch.DECODER_LM
 # config.json key of each ModelConfig field read from it (errors name the key the user wrote).
 HF_KEYS = {"vocab_size": "vocab_size", "d_model": "n_embd", "num_heads": "n_head", "num_layers": "n_layer",
            "d_ff": "n_inner", "max_len": "n_positions", "dropout_rate": "resid_pdrop",
@@ -130,16 +132,22 @@ def load_tokenizer(directory, hf: dict) -> Tokenizer:
                                              bos_id=hf.get("bos_token_id"))
 
 
+# ---------------------------------------------------------------------- the complete mapping
+# ModelConfig fields config.json carries (config_from_hf / config_to_hf); every other field
+# (except convert.EXECUTION_FIELDS) must hold GPT-2's value.
+MAPPED = frozenset({"vocab_size", "d_model", "num_heads", "num_layers", "d_ff", "max_len", "dropout_rate",
+                    "attention_dropout_rate", "activation", "layer_norm_eps"})
+PINNED = {
+    "arch": ARCH, "num_decoder_layers": None, "norm": NormPosition.PRE, "positional": PositionalKind.LEARNED,
+    "sinusoidal_layout": SinusoidalLayout.INTERLEAVED, "share_embeddings": True, "tie_output": True,
+    "logits_bias": False, "scale_embeddings": False, "num_classes": 2, "pooling": Pooling.MEAN,
+    "use_bias": True, "rope_base": 10000.0,
+    "norm_kind": NormKind.LAYER_NORM, "gated_ffn": False, "num_kv_heads": None,
+    "rope_layout": RopeLayout.INTERLEAVED, "rope_scaling": None, "qkv_bias": None, "output_bias": True,
+}
+
+
 # ---------------------------------------------------------------------- export
-def export_problems(cfg: ModelConfig) -> list[str]:
-    """Why ``cfg`` is not a GPT-2 (empty when it is one)."""
-    want = {"arch": Arch.DECODER_LM, "norm": NormPosition.PRE, "positional": PositionalKind.LEARNED,
-            "tie_output": True, "scale_embeddings": False, "use_bias": True, "logits_bias": False}
-    return [f"ModelConfig.{k}={getattr(v, 'value', v)!r} is needed (it is "
-            f"{getattr(getattr(cfg, k), 'value', getattr(cfg, k))!r})"
-            for k, v in want.items() if getattr(cfg, k) != v]
-
-
 def config_to_hf(cfg: ModelConfig, tokenizer: Tokenizer | None) -> dict:
     eos = tokenizer.eos_id if tokenizer is not None else cfg.vocab_size - 1
     bos = tokenizer.bos_id if tokenizer is not None else eos

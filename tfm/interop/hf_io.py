@@ -22,6 +22,7 @@ import re
 import struct
 from collections.abc import Iterable
 
+import ml_dtypes
 import numpy as np
 
 from tfm import files
@@ -162,12 +163,14 @@ _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
            "I8": "i1", "U8": "u1", "BOOL": "?"}
 
 
-def _read_tensor(path: pathlib.Path, name: str, info: dict, data_start: int) -> np.ndarray:
-    """Tensor ``name`` of ``path`` (header entry ``info``; data from byte ``data_start``): a
-    read-only view of the memory-mapped file; bfloat16, which NumPy cannot hold, is widened to
-    float32."""
+def _read_tensor(path: pathlib.Path, name: str, info: dict, data_start: int, dtype) -> np.ndarray:
+    """Tensor ``name`` of ``path`` (header entry ``info``; data from byte ``data_start``) as a
+    new array of ``dtype``, copied once out of a memory mapping of just its bytes (unmapped when
+    this returns, so a whole checkpoint is never resident twice). bfloat16 is kept as
+    ``ml_dtypes.bfloat16`` when ``dtype`` is bfloat16, else widened exactly to float32 first."""
     start, end = info["data_offsets"]
     shape = tuple(info["shape"])
+    target = np.dtype(dtype)
     dtype = "<u2" if info["dtype"] == "BF16" else _DTYPES.get(info["dtype"])
     if dtype is None:
         raise HFFormatError(f"tensor {name!r} in {path} has dtype {info['dtype']}, which tfm does not read")
@@ -176,11 +179,16 @@ def _read_tensor(path: pathlib.Path, name: str, info: dict, data_start: int) -> 
         raise HFFormatError(f"tensor {name!r} in {path}: {end - start} bytes for shape {list(shape)} "
                             f"of {info['dtype']} (the file is damaged)")
     if count == 0:
-        return np.zeros(shape, dtype)
+        return np.zeros(shape, target)
     array = np.memmap(path, dtype=dtype, mode="r", offset=data_start + start, shape=shape)
-    if info["dtype"] == "BF16":
-        return (array.astype(np.uint32) << 16).view(np.float32)
-    return array
+    try:
+        if info["dtype"] == "BF16":
+            if target == np.dtype(ml_dtypes.bfloat16):
+                return np.array(array.view(ml_dtypes.bfloat16), copy=True)
+            return (array.astype(np.uint32) << 16).view(np.float32).astype(target, copy=False)
+        return np.array(array, dtype=target, copy=True)
+    finally:
+        array._mmap.close()  # noqa: SLF001 - unmap now, not at garbage collection
 
 
 class TensorReader:
@@ -190,10 +198,13 @@ class TensorReader:
       directory: the model directory.
       ignore: regular expressions of tensor names that may be present and unused (buffers such
         as GPT-2's causal mask ``h.N.attn.bias``).
+      dtype: the dtype :meth:`take` returns by default (float32; bfloat16 keeps a bfloat16
+        checkpoint at its size).
     """
 
-    def __init__(self, directory: str | os.PathLike, ignore: Iterable[str] = ()):
+    def __init__(self, directory: str | os.PathLike, ignore: Iterable[str] = (), dtype=np.float32):
         self.directory = pathlib.Path(directory).expanduser()
+        self.dtype = np.dtype(dtype)
         self.files = weight_files(self.directory)
         self._info: dict[str, dict] = {}
         self._data_start: dict[pathlib.Path, int] = {}
@@ -218,11 +229,10 @@ class TensorReader:
     def shape(self, name: str) -> tuple[int, ...]:
         return self._shapes[name]
 
-    def take(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
-        """Tensor ``name`` as ``dtype``; HFFormatError if it is missing or not of ``shape``.
-
-        The result is a read-only view of the memory-mapped file (when the dtypes agree): copy
-        it before the file may change (:func:`tfm.interop.load_model` does)."""
+    def take(self, name: str, shape: tuple[int, ...], dtype=None) -> np.ndarray:
+        """Tensor ``name`` as a new array of ``dtype`` (default: the reader's); HFFormatError if
+        it is missing or not of ``shape``. The array owns its memory: a later change to the file
+        does not change it."""
         if name not in self.files:
             raise HFFormatError(f"tensor {name!r} is missing from {self._where(name)}")
         if self._shapes[name] != tuple(shape):
@@ -231,7 +241,7 @@ class TensorReader:
                 f"the model (from {CONFIG_FILE}) needs {list(shape)}")
         self.used.add(name)
         path = self.files[name]
-        return _read_tensor(path, name, self._info[name], self._data_start[path]).astype(dtype, copy=False)
+        return _read_tensor(path, name, self._info[name], self._data_start[path], self.dtype if dtype is None else dtype)
 
     def finish(self) -> None:
         """HFFormatError naming the tensors that were neither used nor ignorable."""

@@ -27,7 +27,8 @@ import logging
 
 import numpy as np
 
-from tfm.config import Activation, Arch, ModelConfig, NormPosition, PositionalKind, SinusoidalLayout
+from tfm.config import (Activation, Arch, ModelConfig, NormKind, NormPosition, Pooling, PositionalKind, RopeLayout,
+                        SinusoidalLayout)
 from tfm.data.hf_tokenizers import MarianSentencePieceTokenizer
 from tfm.data.tokenizers import Tokenizer
 from tfm.interop import convert
@@ -37,6 +38,7 @@ from tfm.interop.hf_io import CONFIG_FILE, HFFormatError, TensorReader
 log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("marian",)
+ARCH = Arch.ENCODER_DECODER
 # config.json key of each ModelConfig field read from it (errors name the key the user wrote).
 HF_KEYS = {"vocab_size": "vocab_size", "d_model": "d_model", "num_heads": "encoder_attention_heads",
            "num_layers": "encoder_layers", "num_decoder_layers": "decoder_layers", "d_ff": "encoder_ffn_dim",
@@ -146,7 +148,7 @@ def read_params(reader: TensorReader, cfg: ModelConfig) -> dict:
     for side in ("encoder", "decoder"):
         name = f"model.{side}.embed_positions.weight"
         if reader.has(name):
-            table = reader.take(name, (cfg.max_len, D))
+            table = reader.take(name, (cfg.max_len, D), np.float32)
             if not np.allclose(table, _positions_table(cfg), atol=1e-5):
                 raise HFFormatError(f"tensor {name!r} in {reader.files[name]} is not Marian's sinusoidal "
                                     "table (sines, then cosines): these positions are not supported")
@@ -182,17 +184,22 @@ def _first(x):
     return x[0] if isinstance(x, list) and x else x
 
 
+# ---------------------------------------------------------------------- the complete mapping
+# ModelConfig fields config.json carries (config_from_hf / config_to_hf; logits_bias=False is
+# written as a zero final_logits_bias); every other field (except convert.EXECUTION_FIELDS)
+# must hold Marian's value.
+MAPPED = frozenset({"vocab_size", "d_model", "num_heads", "num_layers", "num_decoder_layers", "d_ff", "max_len",
+                    "dropout_rate", "attention_dropout_rate", "activation", "scale_embeddings", "logits_bias"})
+PINNED = {
+    "arch": ARCH, "norm": NormPosition.POST, "positional": PositionalKind.SINUSOIDAL,
+    "sinusoidal_layout": SinusoidalLayout.SPLIT, "share_embeddings": True, "tie_output": True,
+    "num_classes": 2, "pooling": Pooling.MEAN, "use_bias": True, "layer_norm_eps": LAYER_NORM_EPS,
+    "rope_base": 10000.0, "norm_kind": NormKind.LAYER_NORM, "gated_ffn": False, "num_kv_heads": None,
+    "rope_layout": RopeLayout.INTERLEAVED, "rope_scaling": None, "qkv_bias": None, "output_bias": True,
+}
+
+
 # ---------------------------------------------------------------------- export
-def export_problems(cfg: ModelConfig) -> list[str]:
-    """Why ``cfg`` is not a Marian model (empty when it is one)."""
-    want = {"arch": Arch.ENCODER_DECODER, "norm": NormPosition.POST, "positional": PositionalKind.SINUSOIDAL,
-            "sinusoidal_layout": SinusoidalLayout.SPLIT, "share_embeddings": True, "tie_output": True,
-            "use_bias": True, "layer_norm_eps": LAYER_NORM_EPS}
-    return [f"ModelConfig.{k}={getattr(v, 'value', v)!r} is needed (it is "
-            f"{getattr(getattr(cfg, k), 'value', getattr(cfg, k))!r})"
-            for k, v in want.items() if getattr(cfg, k) != v]
-
-
 def config_to_hf(cfg: ModelConfig, tokenizer: Tokenizer | None) -> dict:
     if tokenizer is not None:
         pad, eos, start = tokenizer.pad_id, tokenizer.eos_id, tokenizer.bos_id

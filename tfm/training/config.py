@@ -318,6 +318,6 @@ def _non_none_type(hint) -> type:
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(args) == 1:
-            return args[0]
+            return typing.get_origin(args[0]) or args[0]  # tuple[float, ...] -> tuple
     return object
 

@@ -59,7 +59,8 @@ PMAP_AXIS = "batch"
 
 # Logical axis name -> mesh axis, in priority order: each parameter is sharded over 'fsdp' along
 # the first of its axes (in this order) whose size the fsdp axis divides; every other axis is
-# replicated. 'batch' is the activations' leading axis. 'kv' (head width), 'layers' (scan) and
+# replicated. 'batch' is the activations' leading axis; 'heads' are query heads and 'kv_heads'
+# key/value heads (fewer with grouped-query attention). 'kv' (head width), 'layers' (scan) and
 # 'classes' are never sharded.
 LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
@@ -67,6 +68,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("mlp", "fsdp"),
     ("vocab", "fsdp"),
     ("heads", "fsdp"),
+    ("kv_heads", "fsdp"),  # key/value heads of grouped-query attention
     ("kv", None),
     ("layers", None),
     ("classes", None),
