@@ -312,9 +312,12 @@ def generate_ids(
     """Token-level :func:`generate`: prompt ids (one non-empty list per row) -> generated ids.
 
     A row ends at ``eos_id`` (dropped from the output; -1 = never) or after ``max_new_tokens``.
-    Decoding runs in compiled segments of at most the model's context: when prompt plus new
-    tokens do not fit ``max_len``, each segment restarts from the newest ``max_len // 2`` tokens.
-    Shapes are rounded up (rows and prompt width to multiples of 8) to limit recompilation.
+    Decoding runs in compiled calls of at most the model's context: a row's context is its
+    prompt (its newest ``max_len`` tokens) and what it generated; once that fills ``max_len``,
+    the row restarts from its newest ``max_len // 2`` tokens (re-encoded in one pass). Each row
+    follows this rule on its own, so with greedy decoding every row's output equals that row
+    generated alone. Shapes are rounded up (rows and prompt width to multiples of 8) to limit
+    recompilation.
     """
     lm = _resolve(model, Arch.DECODER_LM)
     rows = [list(r) for r in rows]
@@ -329,39 +332,44 @@ def generate_ids(
     keep = max(max_len // 2, 1)  # context kept when the cache is full
     rng = jax.random.key(seed)
     out: list[list[int]] = [[] for _ in rows]
+    # Where each row's context starts in its tokens (prompt + output so far). It moves only by
+    # the row's own length, so a row continues exactly as it would alone: the other rows of a
+    # batch never decide what a row sees.
+    start = [max(len(r) - max_len, 0) for r in rows]
     live = list(range(len(rows)))
-    segment = 0
+    calls = 0
     while live:
-        remaining = max_new_tokens - len(out[live[0]])
-        if remaining <= 0:
-            break
-        contexts = [(rows[i] + out[i])[-max_len:] for i in live]
-        width = max(len(c) for c in contexts)
-        if width - 1 + remaining <= max_len:  # the rest fits the cache in one go
-            width = _bucket(width, 8, max_len + 1 - remaining)
-            steps = min(_bucket(remaining, 8, max_len), max_len + 1 - width)  # >= remaining
-        else:  # restart from the newest tokens; a fixed segment shape (surplus tokens dropped)
-            contexts = [c[-keep:] for c in contexts]
-            width = _bucket(max(len(c) for c in contexts), 8, keep)
-            steps = max_len + 1 - width
-        batch = _bucket(len(live), 8, max(len(live), 8))  # pad rows to a multiple of 8
-        # filler rows: a one-token prompt (any id); their output is discarded
-        prompts, mask = _pad(contexts + [[0]] * (batch - len(live)), width, left=True)
-        decoded = decoding.lm_generate(
-            model, lm.params, prompts, prompt_mask=mask, max_new_tokens=steps,
-            rng=jax.random.fold_in(rng, segment),
-            temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id,
-        )
-        tokens, lengths = np.asarray(decoded.tokens), np.asarray(decoded.lengths)
+        # Each row's next call: its context, and the (width, steps) that let it go on until it
+        # is done or its cache is full (rows sharing a shape share a call).
+        groups: dict[tuple[int, int], list[tuple[int, list[int]]]] = {}
+        for i in live:
+            tokens_i = rows[i] + out[i]
+            if len(tokens_i) - start[i] > max_len:  # this row's cache is full: keep its newest tokens
+                start[i] = len(tokens_i) - keep
+            context = tokens_i[start[i]:]
+            wanted = min(max_new_tokens - len(out[i]), max_len + 1 - len(context))  # >= 1
+            width = _bucket(len(context), 8, max_len + 1 - wanted)
+            steps = min(_bucket(wanted, 8, max_len), max_len + 1 - width)  # >= wanted
+            groups.setdefault((width, steps), []).append((i, context))
         still = []
-        for j, i in enumerate(live):
-            new = tokens[j, : lengths[j]].tolist()[:remaining]
-            ended = eos_id >= 0 and bool(new) and new[-1] == eos_id
-            out[i].extend(new[:-1] if ended else new)
-            if not ended and len(out[i]) < max_new_tokens:
-                still.append(i)
-        live = still
-        segment += 1
+        for (width, steps), group in sorted(groups.items()):
+            batch = _bucket(len(group), 8, max(len(group), 8))  # pad rows to a multiple of 8
+            # filler rows: a one-token prompt (any id); their output is discarded
+            prompts, mask = _pad([c for _, c in group] + [[0]] * (batch - len(group)), width, left=True)
+            decoded = decoding.lm_generate(
+                model, lm.params, prompts, prompt_mask=mask, max_new_tokens=steps,
+                rng=jax.random.fold_in(rng, calls),
+                temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id,
+            )
+            calls += 1
+            tokens, lengths = np.asarray(decoded.tokens), np.asarray(decoded.lengths)
+            for j, (i, _) in enumerate(group):
+                new = tokens[j, : lengths[j]].tolist()[: max_new_tokens - len(out[i])]
+                ended = eos_id >= 0 and bool(new) and new[-1] == eos_id
+                out[i].extend(new[:-1] if ended else new)
+                if not ended and len(out[i]) < max_new_tokens:
+                    still.append(i)
+        live = sorted(still)
     return out
 
 
