@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 SEED_RANGE = (-(2**63), 2**63 - 1)  # what jax.random.key takes (a 64-bit integer)
 MAX_ALPHA = 10.0  # ((5 + |Y|) / 6) ** alpha overflows float32 beyond this for long outputs
+INT32_MAX = 2**31 - 1  # counts that reach the compiled code as int32 (top_k, extra_len)
+FLOAT32_MAX = 3.4e38  # reals that reach it as float32 (temperature)
 
 
 class ArgumentError(ValueError):
@@ -47,8 +49,9 @@ def real(name: str, value, minimum: float, maximum: float = math.inf, *,
     value = float(value)
     low_ok = value > minimum if above_minimum else value >= minimum
     if not (math.isfinite(value) and low_ok and value <= maximum):  # NaN fails every comparison
-        rng = f"{'>' if above_minimum else '>='} {minimum:g}" + (f" and <= {maximum:g}" if maximum < math.inf else "")
-        raise ArgumentError(f"{name}={value!r}: must be a finite number {rng}")
+        bounds = f"{'>' if above_minimum else '>='} {minimum:g}"
+        bounds += f" and <= {maximum:g}" if maximum < math.inf else ""
+        raise ArgumentError(f"{name}={value!r}: must be a finite number {bounds}")
     return value
 
 
@@ -73,7 +76,7 @@ def texts(name: str, value) -> tuple[list[str], bool]:
 
 def sampling(temperature, top_k, top_p) -> tuple[float, int, float]:
     """temperature >= 0 (0 = greedy), top_k >= 0 (0 = off), 0 < top_p <= 1 (1 = off)."""
-    return (real("temperature", temperature, 0.0), integer("top_k", top_k, 0),
+    return (real("temperature", temperature, 0.0, FLOAT32_MAX), integer("top_k", top_k, 0, INT32_MAX),
             real("top_p", top_p, 0.0, 1.0, above_minimum=True))
 
 
@@ -92,12 +95,14 @@ def length_alpha(value) -> float:
     return real("alpha", value, 0.0, MAX_ALPHA)
 
 
-def translation(*, beam_size, alpha: float, extra_len, batch_size, vocab_size: int | None = None) -> dict:
-    """The checked arguments of :func:`tfm.translate` (and ``tfm translate``), as a dict;
-    with ``vocab_size``, also at most that many beams (more than there are tokens is not a search)."""
+def translation(*, beam_size, alpha: float, extra_len, batch_size) -> dict:
+    """The checked arguments of :func:`tfm.translate` (and ``tfm translate``), as a dict
+    (translate also refuses more beams than the tokenizer has ids: that needs the model)."""
     return dict(
-        beam_size=integer("beam_size", beam_size, 1, vocab_size), alpha=length_alpha(alpha),
-        extra_len=integer("extra_len", extra_len, 1), batch_size=integer("batch_size", batch_size, 1),
+        beam_size=integer("beam_size", beam_size, 1),
+        alpha=length_alpha(alpha),
+        extra_len=integer("extra_len", extra_len, 1, INT32_MAX // 2),
+        batch_size=integer("batch_size", batch_size, 1),
     )
 
 

@@ -281,12 +281,16 @@ def generate(
         SentencePiece uses EOS as the line break (it is printed as a newline there).
     Returns:
       The continuation(s) only (the prompt is not repeated).
+
+    Arguments are checked first (:mod:`tfm.arguments`). A prompt holding characters the tokenizer
+    never saw is still continued, with an :class:`UnknownTextWarning` naming them.
     """
     options = arguments.generation(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                                    top_p=top_p, seed=seed, num_samples=num_samples)
     num_samples = options.pop("num_samples")
     prompts, single = arguments.texts("prompt", prompt)
-    add_bos, stop_at_eos = arguments.optional_bool("add_bos", add_bos), arguments.optional_bool("stop_at_eos", stop_at_eos)
+    add_bos = arguments.optional_bool("add_bos", add_bos)
+    stop_at_eos = arguments.optional_bool("stop_at_eos", stop_at_eos)
     lm = _resolve(model, Arch.DECODER_LM)
     tok = lm.tokenizer
     stream = _is_stream_lm(lm.data)
@@ -436,13 +440,12 @@ def translate(
     outside its training text: :func:`unknown_text`) is still translated, with an
     :class:`UnknownTextWarning` naming that text.
     """
-    arguments.translation(beam_size=beam_size, alpha=alpha, extra_len=extra_len, batch_size=batch_size)
+    options = arguments.translation(beam_size=beam_size, alpha=alpha, extra_len=extra_len, batch_size=batch_size)
+    alpha, extra_len, batch_size = options["alpha"], options["extra_len"], options["batch_size"]
     texts, single = arguments.texts("sentences", sentences)
     mt = _resolve(model, Arch.ENCODER_DECODER)
     tok, cfg, net = mt.tokenizer, mt.config, mt.model
-    options = arguments.translation(beam_size=beam_size, alpha=alpha, extra_len=extra_len, batch_size=batch_size,
-                                    vocab_size=tok.vocab_size)
-    beam_size, alpha, extra_len, batch_size = (options[k] for k in ("beam_size", "alpha", "extra_len", "batch_size"))
+    beam_size = arguments.integer("beam_size", beam_size, 1, tok.vocab_size)  # no more beams than ids
     warn_unknown(tok, texts, "translation")
     sources = []
     for text in texts:

@@ -64,7 +64,7 @@ def encdec_greedy(
     (the tokenizer's vocabulary size; None = every id) are ever chosen.
     """
     check_token_ids(inputs, model.cfg.vocab_size, "encdec_greedy inputs")
-    extra_len = arguments.integer("extra_len", extra_len, 0)
+    extra_len = arguments.integer("extra_len", extra_len, 0, arguments.INT32_MAX // 2)
     inputs = jnp.asarray(inputs, jnp.int32)
     inputs_mask = check_mask(inputs_mask, inputs, "inputs_mask")
     return _encdec_greedy(
@@ -108,7 +108,7 @@ def encdec_beam_search(
     tokens), starting from ``bos_id``; ``vocab_limit`` as in :func:`encdec_greedy`. Compiled."""
     check_token_ids(inputs, model.cfg.vocab_size, "encdec_beam_search inputs")  # on the host input
     beam_size, alpha = arguments.integer("beam_size", beam_size, 1), arguments.length_alpha(alpha)
-    extra_len = arguments.integer("extra_len", extra_len, 0)
+    extra_len = arguments.integer("extra_len", extra_len, 0, arguments.INT32_MAX // 2)
     inputs = jnp.asarray(inputs, jnp.int32)
     inputs_mask = check_mask(inputs_mask, inputs, "inputs_mask")
     return _encdec_beam_search(

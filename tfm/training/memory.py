@@ -125,10 +125,11 @@ def check_device_batch(model: ModelConfig, data: DataConfig, *, devices: int, lo
 
 
 def out_of_memory(error: BaseException, data: DataConfig) -> BatchMemoryError | None:
-    """The one-line error for XLA's RESOURCE_EXHAUSTED (or NumPy's MemoryError) while training;
+    """The one-line error for XLA running out of memory (or NumPy's MemoryError) while training;
     None for any other error."""
     text = str(error)
-    if isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in text:
+    # XLA says RESOURCE_EXHAUSTED, or (CPU dispatch) "INTERNAL: ... Out of memory allocating N bytes"
+    if isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
         first = next((line for line in text.splitlines() if line.strip()), type(error).__name__)
         return BatchMemoryError(
             f"out of memory while training with DataConfig.batch_size={data.batch_size} "
