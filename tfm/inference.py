@@ -335,12 +335,12 @@ def generate_ids(
     """Token-level :func:`generate`: prompt ids (one non-empty list per row) -> generated ids.
 
     A row ends at ``eos_id`` (dropped from the output; -1 = never) or after ``max_new_tokens``.
-    Decoding runs in compiled calls of at most the model's context: a row's context is its
-    prompt (its newest ``max_len`` tokens) and what it generated; once that fills ``max_len``,
+    Decoding runs in compiled segments of at most the model's context. A row's context is its
+    prompt (its newest ``max_len`` tokens) and what it generated; when the rest does not fit,
+    a segment fills the cache (its context rounded up to a multiple of 8, then new tokens) and
     the row restarts from its newest ``max_len // 2`` tokens (re-encoded in one pass). Each row
     follows this rule on its own, so with greedy decoding every row's output equals that row
-    generated alone. Shapes are rounded up (rows and prompt width to multiples of 8) to limit
-    recompilation.
+    generated alone; rows whose segments have the same shape share a call.
     """
     options = arguments.generation(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                                    top_p=top_p, seed=seed)
@@ -357,24 +357,23 @@ def generate_ids(
     keep = max(max_len // 2, 1)  # context kept when the cache is full
     rng = jax.random.key(seed)
     out: list[list[int]] = [[] for _ in rows]
-    # Where each row's context starts in its tokens (prompt + output so far). It moves only by
-    # the row's own length, so a row continues exactly as it would alone: the other rows of a
-    # batch never decide what a row sees.
+    # Where each row's context starts in its tokens (prompt + output so far): set by the row's
+    # own lengths only, so the other rows of a batch never decide what a row sees.
     start = [max(len(r) - max_len, 0) for r in rows]
-    live = list(range(len(rows)))
-    calls = 0
-    while live:
-        # Each row's next call: its context, and the (width, steps) that let it go on until it
-        # is done or its cache is full (rows sharing a shape share a call).
+    live, calls = list(range(len(rows))), 0
+    while live:  # each row's next segment: its context and the (width, steps) of its call
         groups: dict[tuple[int, int], list[tuple[int, list[int]]]] = {}
         for i in live:
             tokens_i = rows[i] + out[i]
-            if len(tokens_i) - start[i] > max_len:  # this row's cache is full: keep its newest tokens
+            if out[i]:  # a row still going after a segment has filled its cache: restart
                 start[i] = len(tokens_i) - keep
-            context = tokens_i[start[i]:]
-            wanted = min(max_new_tokens - len(out[i]), max_len + 1 - len(context))  # >= 1
-            width = _bucket(len(context), 8, max_len + 1 - wanted)
-            steps = min(_bucket(wanted, 8, max_len), max_len + 1 - width)  # >= wanted
+            context, remaining = tokens_i[start[i]:], max_new_tokens - len(out[i])
+            if len(context) - 1 + remaining <= max_len:  # the rest fits: one last segment
+                width = _bucket(len(context), 8, max_len + 1 - remaining)
+                steps = min(_bucket(remaining, 8, max_len), max_len + 1 - width)  # >= remaining
+            else:  # fill the cache
+                width = _bucket(len(context), 8, max_len)
+                steps = max_len + 1 - width
             groups.setdefault((width, steps), []).append((i, context))
         still = []
         for (width, steps), group in sorted(groups.items()):

@@ -39,6 +39,18 @@ def test_device_estimate_counts_activations_logits_and_adam():
         memory.check_device_batch(model, data, available=need - 1, **kw)
 
 
+def test_device_estimate_of_an_encoder_decoder_and_of_token_count_batches():
+    model = get_preset("tiny_encdec", vocab_size=50, d_model=16, d_ff=32, num_layers=1)
+    data = DataConfig(max_len=12, max_target_len=7, batch_size=8)
+    # source positions: the encoder layer only; target positions: the decoder layer and the logits
+    assert memory.device_row_bytes(model, data) == 4 * (12 * (4 * 16 + 32) + 7 * (4 * 16 + 32 + 50))
+    assert memory.train_rows(data) == ("batch_size", 8)
+    tokens = DataConfig(max_len=12, max_target_len=7, tokens_per_batch=1000)
+    assert memory.train_rows(tokens) == ("tokens_per_batch", 83)
+    with pytest.raises(memory.BatchMemoryError, match=r"DataConfig.tokens_per_batch=1000: "):
+        memory.check_device_batch(model, tokens, devices=1, local_devices=1, available=1000)
+
+
 def test_out_of_memory_errors_become_one_line():
     data = DataConfig(batch_size=200_000)
     oom = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 GiB.\nmore")

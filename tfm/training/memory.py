@@ -6,11 +6,13 @@ The estimate counts only what certainly exists, so it never refuses a batch that
 
 * host: every batch row holds at least two 4-byte ids per token position (ids and targets, or
   ids and a mask); the pipeline builds one batch at a time at least;
-* device, per micro-batch of ``rows`` rows on one device: the activations one layer keeps for
-  the backward pass, at least (4 d_model + d_ff) values per token per layer (q, k, v, the
+* device, per micro-batch of ``rows`` rows on one device: the activations each layer keeps for
+  the backward pass, at least (4 d_model + d_ff) values per position per layer (q, k, v, the
   attention output and the feed-forward hidden layer; with ``remat`` only d_model per layer
-  plus one layer's worth), plus the vocab_size logits per token; and the parameters with their
-  gradient and the two Adam moments (4 copies; spread over the devices when sharded).
+  plus one layer's worth), plus vocab_size logits per scored position (the target side);
+  and the parameters with their gradient and the two Adam moments (4 copies; spread over the
+  devices when sharded). With token-count batching (``tokens_per_batch``) a batch counts as
+  its fewest rows (all of the longest bucket).
 
 Available memory: the device's ``memory_stats()`` where the backend reports one (GPU, TPU);
 on CPU the devices share the host's ``MemAvailable`` (/proc/meminfo, else ``os.sysconf``).
@@ -68,16 +70,35 @@ def _tokens(data: DataConfig, arch: Arch) -> int:
     return data.max_len + (data.max_target_len if arch is Arch.ENCODER_DECODER else 0)
 
 
+def train_rows(data: DataConfig) -> tuple[str, int]:
+    """(the setting that sizes a training batch, the fewest rows it can mean): batch_size, or
+    with token-count batching tokens_per_batch (rows of the longest bucket)."""
+    if data.tokens_per_batch > 0:
+        return "tokens_per_batch", data.tokens_per_batch // max(data.max_len, data.max_target_len, 1)
+    return "batch_size", data.batch_size
+
+
 def host_row_bytes(data: DataConfig, arch: Arch) -> int:
     return 8 * _tokens(data, arch)
 
 
 def device_row_bytes(model: ModelConfig, data: DataConfig) -> int:
-    """Low estimate of the activation bytes one row of a micro-batch keeps on its device."""
-    layers = model.num_layers + (model.decoder_layers if model.arch is Arch.ENCODER_DECODER else 0)
+    """Low estimate of the activation bytes one row of a micro-batch keeps on its device: the
+    layers' activations over the row's positions, and the logits of the positions scored
+    (the target side; none per position for a classifier)."""
     per_layer = 4 * model.d_model + model.d_ff
-    kept = layers * per_layer if model.remat is Remat.NONE else layers * model.d_model + per_layer
-    return np.dtype(model.dtype).itemsize * _tokens(data, model.arch) * (kept + model.vocab_size)
+
+    def kept(layers: int) -> int:
+        return layers * per_layer if model.remat is Remat.NONE else layers * model.d_model + per_layer
+
+    if model.arch is Arch.ENCODER_DECODER:
+        values = data.max_len * kept(model.num_layers) + data.max_target_len * (
+            kept(model.decoder_layers) + model.vocab_size)
+    elif model.arch is Arch.DECODER_LM:
+        values = data.max_len * (kept(model.num_layers) + model.vocab_size)
+    else:  # a classifier scores one vector per row
+        values = data.max_len * kept(model.num_layers)
+    return np.dtype(model.dtype).itemsize * values
 
 
 def check_host_batch(data: DataConfig, arch: Arch, processes: int = 1,
@@ -87,11 +108,13 @@ def check_host_batch(data: DataConfig, arch: Arch, processes: int = 1,
     if available is None:
         return
     per_row = host_row_bytes(data, arch)
-    for field in ("batch_size", "eval_batch_size"):
-        rows = getattr(data, field) // processes
+    field, train = train_rows(data)
+    for field, value, rows in ((field, getattr(data, field), train),
+                               ("eval_batch_size", data.eval_batch_size, data.eval_batch_size)):
+        rows //= processes
         if rows * per_row > available:
             raise BatchMemoryError(
-                f"DataConfig.{field}={getattr(data, field)}: one batch needs at least "
+                f"DataConfig.{field}={value}: one batch needs at least "
                 f"{rows * per_row / GiB:.1f} GiB of host memory ({per_row} bytes a row), but "
                 f"{available / GiB:.1f} GiB are available; at most ~{available // per_row:,} rows "
                 f"per process fit")
@@ -112,13 +135,14 @@ def check_device_batch(model: ModelConfig, data: DataConfig, *, devices: int, lo
             available = None if host_free is None else host_free // max(local_devices, 1)
     if available is None:
         return
-    rows = data.batch_size // devices // max(grad_accum_steps, 1)
+    field, rows = train_rows(data)
+    rows = rows // devices // max(grad_accum_steps, 1)
     per_row = device_row_bytes(model, data)
     fixed = 4 * 4 * params // (devices if sharded else 1)  # params, grads, Adam's m and v (float32)
     if rows * per_row + fixed > available:
         fit = max((available - fixed) // per_row, 0) * devices * max(grad_accum_steps, 1)
         raise BatchMemoryError(
-            f"DataConfig.batch_size={data.batch_size}: a step needs at least "
+            f"DataConfig.{field}={getattr(data, field)}: a step needs at least "
             f"{(rows * per_row + fixed) / GiB:.1f} GiB on each of {devices} device(s) ({rows:,} rows "
             f"per device and micro-batch), but {available / GiB:.1f} GiB are available; at most "
             f"~{fit:,} rows fit (or raise TrainConfig.grad_accum_steps)")
