@@ -74,23 +74,37 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num_samples", type=int, default=1)
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     args = parser.parse_args(argv)
-    if args.max_new_tokens < 1:
-        parser.error("--max_new_tokens must be >= 1")
-    if not 0 <= args.temperature < float("inf") or args.top_k < 0 or not 0 < args.top_p <= 1 or args.num_samples < 1:
-        parser.error("need --temperature >= 0, --top_k >= 0, 0 < --top_p <= 1, --num_samples >= 1")
+    from tfm import arguments  # pure Python: bad arguments are refused before anything heavy is imported
+
+    options = arguments.generation(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        seed=args.seed, num_samples=args.num_samples)
 
     lm = _load(args, "decoder_lm")
     from tfm import inference
 
-    samples = inference.generate(
-        lm, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, seed=args.seed, num_samples=args.num_samples,
-    )
+    samples = _warning_lines(lambda: inference.generate(lm, args.prompt, **options))
     for i, text in enumerate([samples] if args.num_samples == 1 else samples):
         if i:
             print("\n---------------")
         print(args.prompt + text)
     return 0
+
+
+def _warning_lines(run):
+    """``run()``, with each UnknownTextWarning it gives printed as one "warning:" line on
+    stderr (what the command prints on stdout is unchanged)."""
+    from tfm import inference
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", inference.UnknownTextWarning)
+        result = run()
+    for w in caught:
+        if issubclass(w.category, inference.UnknownTextWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return result
 
 
 def _add_source(parser: argparse.ArgumentParser) -> None:
@@ -100,9 +114,10 @@ def _add_source(parser: argparse.ArgumentParser) -> None:
                         "(config.json, model.safetensors, tokenizer files), e.g. a downloaded gpt2")
 
 
-def _load(args: argparse.Namespace, arch: str):
-    """The model of ``args.workdir`` or ``args.pretrained`` (a tfm.inference.Pretrained); tfm's
-    own error when it cannot be used (missing parts, wrong model kind)."""
+def _load(args: argparse.Namespace, arch: str | None):
+    """The model of ``args.workdir`` (its checkpoint of ``args.step``, default the newest) or
+    ``args.pretrained`` (a tfm.inference.Pretrained); tfm's own error when it cannot be used
+    (missing parts, wrong model kind when ``arch`` is given)."""
     _quiet_logs()
     from tfm import inference, interop  # imported late: --help and argument errors stay fast
 
@@ -110,7 +125,7 @@ def _load(args: argparse.Namespace, arch: str):
         if getattr(args, "step", None) is not None:
             raise inference.WorkdirError("--step is for --workdir checkpoints, not --pretrained")
         model = interop.from_pretrained(args.pretrained)
-        if model.config.arch.value != arch:
+        if arch is not None and model.config.arch.value != arch:
             raise inference.WorkdirError(
                 f"{args.pretrained} holds a model of kind {model.config.arch.value!r}, but this needs {arch!r}")
         return model
@@ -133,8 +148,10 @@ def translate_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     args = parser.parse_args(argv)
-    if args.beam_size < 1 or args.batch_size < 1 or args.extra_len < 1:
-        parser.error("--beam_size, --batch_size and --extra_len must be >= 1")
+    from tfm import arguments
+
+    options = arguments.translation(
+        beam_size=args.beam_size, alpha=args.alpha, extra_len=args.extra_len, batch_size=args.batch_size)
 
     mt = _load(args, "encoder_decoder")
     from tfm import inference
@@ -142,17 +159,7 @@ def translate_main(argv: Sequence[str] | None = None) -> int:
     sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
     # Inputs with text the tokenizer never saw get one "warning:" line each on stderr (the
     # translations on stdout stay one per input line).
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", inference.UnknownTextWarning)
-        translations = inference.translate(
-            mt, sentences, beam_size=args.beam_size, alpha=args.alpha, extra_len=args.extra_len,
-            batch_size=args.batch_size,
-        )
-    for w in caught:
-        if issubclass(w.category, inference.UnknownTextWarning):
-            print(f"warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    translations = _warning_lines(lambda: inference.translate(mt, sentences, **options))
     for line in translations:
         print(line)
     return 0
@@ -169,15 +176,17 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     _add_source(parser)
     parser.add_argument("--out", required=True, help="a new (or empty) directory to write")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
-    parser.add_argument("--max_shard_mb", type=int, default=0,
-                        help="write shards of at most this many MB + model.safetensors.index.json (0 = one file)")
+    parser.add_argument("--max_shard_mb", type=int, default=None,
+                        help="write shards of at most this many MB + model.safetensors.index.json "
+                        "(default: one file)")
     args = parser.parse_args(argv)
-    _quiet_logs()
-    from tfm import inference, interop
+    from tfm import arguments
 
-    model = (interop.from_pretrained(args.pretrained) if args.pretrained
-             else inference.load(args.workdir, step=args.step))
-    written = interop.save_pretrained(model, args.out, max_shard_bytes=args.max_shard_mb * 2**20 or None)
+    max_shard_mb = arguments.max_shard_mb(args.max_shard_mb) or 0
+    model = _load(args, None)
+    from tfm import interop
+
+    written = interop.save_pretrained(model, args.out, max_shard_bytes=max_shard_mb * 2**20 or None)
     print(f"wrote {args.out}: {', '.join(written)}")
     return 0
 

@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from tfm import decoding
+from tfm import arguments, decoding
 from tfm.config import Arch, ModelConfig
 from tfm.data.config import DataConfig, Task
 from tfm.data.tokenizers import Tokenizer, load_tokenizer
@@ -38,7 +38,7 @@ from tfm import files
 from tfm.files import TfmError
 from tfm.models import build_model, param_shapes
 from tfm.restore import CheckpointError, read_state_items, restore_newest, short_error, unreadable_steps
-from tfm.token_ids import check_token_ids
+from tfm.token_ids import VocabularyError, check_token_ids, check_vocabulary
 from tfm.workdir_layout import CHECKPOINT_DIR, CONFIG_FILE, STATE_ITEM, TOKENIZER_DIR, checkpoint_dir
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,18 @@ class Pretrained:
     workdir: str | None = None
     model_type: str | None = None
 
+    def __post_init__(self):
+        if self.tokenizer is not None:
+            check_vocabulary(self.tokenizer.vocab_size, self.config.vocab_size)
+
     @property
     def model(self):
         return build_model(self.config)
+
+    @property
+    def vocab_limit(self) -> int | None:
+        """The ids decoding may choose: the tokenizer's (None without a tokenizer)."""
+        return getattr(self.tokenizer, "vocab_size", None)
 
 
 # ---------------------------------------------------------------------- loading
@@ -209,8 +218,18 @@ def load(workdir: str | os.PathLike, *, step: int | None = None, arch: Arch | st
         tokenizer = load_tokenizer(tokenizer_dir)
     except (ValueError, files.FileError) as e:
         raise WorkdirError(f"{workdir} has no usable tokenizer: {e}") from None
+    try:
+        check_vocabulary(tokenizer.vocab_size, config.vocab_size)
+    except VocabularyError as e:
+        raise WorkdirError(f"{workdir}: {e}") from None
     params, restored_step = restore_params(workdir, config, step)
     return Pretrained(config, params, tokenizer, data=data, step=restored_step, workdir=workdir)
+
+
+def _as_pretrained(model: Pretrained | str | os.PathLike | tuple) -> Pretrained:
+    if isinstance(model, (str, os.PathLike)):
+        return load(model)
+    return Pretrained(*model) if isinstance(model, tuple) else model
 
 
 def _resolve(model: Pretrained | str | os.PathLike | tuple, arch: Arch) -> Pretrained:
@@ -287,31 +306,35 @@ def generate(
         SentencePiece uses EOS as the line break (it is printed as a newline there).
     Returns:
       The continuation(s) only (the prompt is not repeated).
+
+    Arguments are checked first (:mod:`tfm.arguments`). A prompt holding characters the tokenizer
+    never saw is still continued, with an :class:`UnknownTextWarning` naming them.
     """
+    options = arguments.generation(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                                   top_p=top_p, seed=seed, num_samples=num_samples)
+    num_samples = options.pop("num_samples")
+    prompts, single = arguments.texts("prompt", prompt)
+    add_bos = arguments.optional_bool("add_bos", add_bos)
+    stop_at_eos = arguments.optional_bool("stop_at_eos", stop_at_eos)
     lm = _resolve(model, Arch.DECODER_LM)
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"generate: num_samples={num_samples!r} must be an integer >= 1")
     tok = lm.tokenizer
     stream = _is_stream_lm(lm.data)
     if add_bos is None:  # as trained: sentences (lm1b) start with BOS; an imported model as its tokenizer says
         add_bos = ((lm.data.task is Task.LM and not stream) if lm.data is not None
                    else getattr(lm.tokenizer, "starts_with_bos", False))
     stop_at_eos = (not stream) if stop_at_eos is None else stop_at_eos
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts:
         return []
+    warn_unknown(tok, prompts, "continuation")
     rows = []
     for text in prompts:
         ids = ([tok.bos_id] if add_bos else []) + tok.encode(text)
         rows.extend([ids or [tok.bos_id]] * num_samples)  # an empty prompt starts from BOS
-    outputs = generate_ids(
-        lm, rows, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        seed=seed, eos_id=tok.eos_id if stop_at_eos else -1,
-    )
+    outputs = generate_ids(lm, rows, eos_id=tok.eos_id if stop_at_eos else -1, **options)
     texts = ["\n".join(tok.decode(piece) for piece in _split(ids, tok.eos_id)) for ids in outputs]
     grouped = [texts[i * num_samples:(i + 1) * num_samples] for i in range(len(prompts))]
     result = grouped if num_samples > 1 else [g[0] for g in grouped]
-    return result[0] if isinstance(prompt, str) else result
+    return result[0] if single else result
 
 
 def _split(ids: Sequence[int], sep: int) -> list[list[int]]:
@@ -339,10 +362,17 @@ def generate_ids(
     """Token-level :func:`generate`: prompt ids (one non-empty list per row) -> generated ids.
 
     A row ends at ``eos_id`` (dropped from the output; -1 = never) or after ``max_new_tokens``.
-    Decoding runs in compiled segments of at most the model's context: when prompt plus new
-    tokens do not fit ``max_len``, each segment restarts from the newest ``max_len // 2`` tokens.
-    Shapes are rounded up (rows and prompt width to multiples of 8) to limit recompilation.
+    Decoding runs in compiled segments of at most the model's context. A row's context is its
+    prompt (its newest ``max_len`` tokens) and what it generated; when the rest does not fit,
+    a segment fills the cache (its context rounded up to a multiple of 8, then new tokens) and
+    the row restarts from its newest ``max_len // 2`` tokens (re-encoded in one pass). Each row
+    follows this rule on its own, so with greedy decoding every row's output equals that row
+    generated alone; rows whose segments have the same shape share a call.
     """
+    options = arguments.generation(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                                   top_p=top_p, seed=seed)
+    max_new_tokens, seed = options["max_new_tokens"], options["seed"]
+    eos_id = arguments.integer("eos_id", eos_id, -1)
     lm = _resolve(model, Arch.DECODER_LM)
     rows = [list(r) for r in rows]
     if any(not r for r in rows):
@@ -351,44 +381,46 @@ def generate_ids(
     for r in rows:
         check_token_ids(r, cfg.vocab_size, "generate_ids prompt")
     max_len = cfg.max_len
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 1")
     keep = max(max_len // 2, 1)  # context kept when the cache is full
     rng = jax.random.key(seed)
     out: list[list[int]] = [[] for _ in rows]
-    live = list(range(len(rows)))
-    segment = 0
-    while live:
-        remaining = max_new_tokens - len(out[live[0]])
-        if remaining <= 0:
-            break
-        contexts = [(rows[i] + out[i])[-max_len:] for i in live]
-        width = max(len(c) for c in contexts)
-        if width - 1 + remaining <= max_len:  # the rest fits the cache in one go
-            width = _bucket(width, 8, max_len + 1 - remaining)
-            steps = min(_bucket(remaining, 8, max_len), max_len + 1 - width)  # >= remaining
-        else:  # restart from the newest tokens; a fixed segment shape (surplus tokens dropped)
-            contexts = [c[-keep:] for c in contexts]
-            width = _bucket(max(len(c) for c in contexts), 8, keep)
-            steps = max_len + 1 - width
-        batch = _bucket(len(live), 8, max(len(live), 8))  # pad rows to a multiple of 8
-        # filler rows: a one-token prompt (any id); their output is discarded
-        prompts, mask = _pad(contexts + [[0]] * (batch - len(live)), width, left=True)
-        decoded = decoding.lm_generate(
-            model, lm.params, prompts, prompt_mask=mask, max_new_tokens=steps,
-            rng=jax.random.fold_in(rng, segment),
-            temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id,
-        )
-        tokens, lengths = np.asarray(decoded.tokens), np.asarray(decoded.lengths)
+    # Where each row's context starts in its tokens (prompt + output so far): set by the row's
+    # own lengths only, so the other rows of a batch never decide what a row sees.
+    start = [max(len(r) - max_len, 0) for r in rows]
+    live, calls = list(range(len(rows))), 0
+    while live:  # each row's next segment: its context and the (width, steps) of its call
+        groups: dict[tuple[int, int], list[tuple[int, list[int]]]] = {}
+        for i in live:
+            tokens_i = rows[i] + out[i]
+            if out[i]:  # a row still going after a segment has filled its cache: restart
+                start[i] = len(tokens_i) - keep
+            context, remaining = tokens_i[start[i]:], max_new_tokens - len(out[i])
+            if len(context) - 1 + remaining <= max_len:  # the rest fits: one last segment
+                width = _bucket(len(context), 8, max_len + 1 - remaining)
+                steps = min(_bucket(remaining, 8, max_len), max_len + 1 - width)  # >= remaining
+            else:  # fill the cache
+                width = _bucket(len(context), 8, max_len)
+                steps = max_len + 1 - width
+            groups.setdefault((width, steps), []).append((i, context))
         still = []
-        for j, i in enumerate(live):
-            new = tokens[j, : lengths[j]].tolist()[:remaining]
-            ended = eos_id >= 0 and bool(new) and new[-1] == eos_id
-            out[i].extend(new[:-1] if ended else new)
-            if not ended and len(out[i]) < max_new_tokens:
-                still.append(i)
-        live = still
-        segment += 1
+        for (width, steps), group in sorted(groups.items()):
+            batch = _bucket(len(group), 8, max(len(group), 8))  # pad rows to a multiple of 8
+            # filler rows: a one-token prompt (any id); their output is discarded
+            prompts, mask = _pad([c for _, c in group] + [[0]] * (batch - len(group)), width, left=True)
+            decoded = decoding.lm_generate(
+                model, lm.params, prompts, prompt_mask=mask, max_new_tokens=steps,
+                rng=jax.random.fold_in(rng, calls), temperature=temperature, top_k=top_k, top_p=top_p,
+                eos_id=eos_id, vocab_limit=lm.vocab_limit,
+            )
+            calls += 1
+            tokens, lengths = np.asarray(decoded.tokens), np.asarray(decoded.lengths)
+            for j, (i, _) in enumerate(group):
+                new = tokens[j, : lengths[j]].tolist()[: max_new_tokens - len(out[i])]
+                ended = eos_id >= 0 and bool(new) and new[-1] == eos_id
+                out[i].extend(new[:-1] if ended else new)
+                if not ended and len(out[i]) < max_new_tokens:
+                    still.append(i)
+        live = sorted(still)
     return out
 
 
@@ -396,21 +428,19 @@ def generate_ids(
 def unknown_text(model: Pretrained | str | os.PathLike | tuple, text: str) -> list[str]:
     """The characters and words of ``text`` that ``model``'s tokenizer never saw in its
     training text (see :meth:`tfm.data.tokenizers.Tokenizer.unknown_text`); [] if none."""
-    if isinstance(model, (str, os.PathLike)):
-        model = load(model)
-    elif isinstance(model, tuple):
-        model = Pretrained(*model)
-    return model.tokenizer.unknown_text(text)
+    return _as_pretrained(model).tokenizer.unknown_text(text)
 
 
-def _warn_unknown(tok: Tokenizer, texts: Sequence[str]) -> None:
+def warn_unknown(tok: Tokenizer, texts: Sequence[str], output: str) -> None:
+    """One :class:`UnknownTextWarning` per text holding text ``tok`` never saw in training,
+    naming it (``output``: what the model makes of the text, e.g. "translation")."""
     for text in texts:
         unknown = tok.unknown_text(text)
         if unknown:
             shown = ", ".join(repr(u) for u in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
             warnings.warn(UnknownTextWarning(
                 f"{text[:80]!r} contains text never seen in training ({shown}); the model has "
-                "not learned it, so its translation is a guess"), stacklevel=3)
+                f"not learned it, so its {output} is a guess"), stacklevel=3)
 
 
 def translate(
@@ -436,13 +466,13 @@ def translate(
     outside its training text: :func:`unknown_text`) is still translated, with an
     :class:`UnknownTextWarning` naming that text.
     """
+    options = arguments.translation(beam_size=beam_size, alpha=alpha, extra_len=extra_len, batch_size=batch_size)
+    alpha, extra_len, batch_size = options["alpha"], options["extra_len"], options["batch_size"]
+    texts, single = arguments.texts("sentences", sentences)
     mt = _resolve(model, Arch.ENCODER_DECODER)
-    for name, value in (("batch_size", batch_size), ("beam_size", beam_size), ("extra_len", extra_len)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"translate: {name}={value!r} must be an integer >= 1")
     tok, cfg, net = mt.tokenizer, mt.config, mt.model
-    texts = [sentences] if isinstance(sentences, str) else list(sentences)
-    _warn_unknown(tok, texts)
+    beam_size = arguments.integer("beam_size", beam_size, 1, tok.vocab_size)  # no more beams than ids
+    warn_unknown(tok, texts, "translation")
     sources = []
     for text in texts:
         ids = tok.encode(text) + [tok.eos_id]  # as the training batches: source ids + eos
@@ -458,7 +488,8 @@ def translate(
         rows = _bucket(len(chunk), 8, max(len(chunk), batch_size))
         # filler rows: one token (EOS), output discarded
         inputs, mask = _pad([sources[i] for i in chunk] + [[tok.eos_id]] * (rows - len(chunk)), width, left=False)
-        special = dict(bos_id=tok.bos_id, eos_id=tok.eos_id)  # the tokenizer's own (Marian: start = pad)
+        # the tokenizer's own ids (Marian: start = pad); never an id past its vocabulary
+        special = dict(bos_id=tok.bos_id, eos_id=tok.eos_id, vocab_limit=tok.vocab_size)
         if beam_size > 1:
             out = decoding.encdec_beam_search(
                 net, mt.params, inputs, inputs_mask=mask, beam_size=beam_size, alpha=alpha, extra_len=extra_len,
@@ -469,7 +500,7 @@ def translate(
         ids = out.to_lists()
         for r, i in enumerate(chunk):
             results[i] = tok.decode(ids[r])
-    return results[0] if isinstance(sentences, str) else results
+    return results[0] if single else results
 
 
 # ---------------------------------------------------------------------- attention maps
@@ -481,10 +512,7 @@ def attention_maps(model: Pretrained | str | os.PathLike | tuple, *inputs, **kwa
     (e.g. ``"decoder/stack/layer_0/cross_attention"``) to its (B, N, T, S) weights (with a
     leading layer axis under ``scan_layers``); collecting them does not change the outputs.
     """
-    if isinstance(model, (str, os.PathLike)):
-        model = load(model)
-    elif isinstance(model, tuple):
-        model = Pretrained(*model)
+    model = _as_pretrained(model)
     apply = jax.jit(functools.partial(model.model.apply, mutable=["intermediates"], **kwargs))
     _, state = apply({"params": model.params}, *inputs)
     out = {}

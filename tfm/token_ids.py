@@ -1,4 +1,5 @@
-"""Token ids must lie in [0, vocab_size): a check for every place tfm sees ids eagerly.
+"""Token ids must lie in [0, vocab_size): a check for every place tfm sees ids eagerly, and the
+one check that a tokenizer's ids fit its model's embedding table.
 
 Out of range, ``jnp.take`` gives a row of NaN (and a negative id counts from the end), so a
 bad id silently turns into NaN logits and empty generations. :func:`check_token_ids` raises a
@@ -39,3 +40,15 @@ def check_token_ids(ids: Any, vocab_size: int, what: str = "input", *, batched: 
             f"{what}: token id {value} at {where if arr.ndim > 1 else where[0]} is outside "
             f"[0, {vocab_size}) (the vocabulary); {int(bad.sum())} such id(s) in all"
         )
+
+
+class VocabularyError(ValueError):
+    """A tokenizer has ids the model has no embedding for."""
+
+
+def check_vocabulary(tokenizer_vocab: int, model_vocab: int) -> None:
+    """A tokenizer may have fewer ids than the model's embedding table (tables are often padded
+    to a multiple of 64 or 128; decoding never chooses the ids past the tokenizer's), never more."""
+    if tokenizer_vocab > model_vocab:
+        raise VocabularyError(f"the tokenizer has {tokenizer_vocab} ids but the model only {model_vocab} "
+                              "embeddings (ModelConfig.vocab_size)")

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tfm import arguments
+
 
 def check_cache_len(model: nn.Module, length: int, what: str) -> None:
     if length > model.cfg.max_len:
@@ -30,3 +32,8 @@ def check_mask(mask, tokens: jax.Array, name: str, last_column: bool = False) ->
             "(every row's last prompt token in the last column) and not empty (give them a BOS)"
         )
     return mask
+
+
+def check_vocab_limit(vocab_limit: int | None) -> int | None:
+    """The number of ids a search may choose from (None: all of the model's)."""
+    return None if vocab_limit is None else arguments.integer("vocab_limit", vocab_limit, 1)

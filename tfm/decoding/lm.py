@@ -5,21 +5,20 @@ wrapper that checks its inputs."""
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 
+from tfm import arguments
 from tfm.models import DecoderLM
 from tfm.token_ids import check_token_ids
 from tfm.decoding.adapters import lm_decoder
-from tfm.decoding.checks import check_cache_len, check_mask
+from tfm.decoding.checks import check_cache_len, check_mask, check_vocab_limit
 from tfm.decoding.outputs import EOS_ID, Beams, Decoded, PyTree
-from tfm.decoding.search import greedy_search, sample
+from tfm.decoding.search import greedy_search, limit_vocab, sample
 
 def _lm_cache_len(model: DecoderLM, prompts: jax.Array, max_new_tokens: int) -> int:
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 1")
+    arguments.integer("max_new_tokens", max_new_tokens, 1)
     cache_len = prompts.shape[1] - 1 + max_new_tokens
     check_cache_len(
         model, cache_len, f"prompt length {prompts.shape[1]} - 1 + max_new_tokens {max_new_tokens}"
@@ -27,12 +26,14 @@ def _lm_cache_len(model: DecoderLM, prompts: jax.Array, max_new_tokens: int) -> 
     return cache_len
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "greedy", "eos_id"))
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "greedy", "eos_id", "vocab_limit"))
 def _lm_generate(
-    model, params, prompts, prompt_mask, rng, temperature, top_k, top_p, *, max_new_tokens, greedy, eos_id
+    model, params, prompts, prompt_mask, rng, temperature, top_k, top_p, *, max_new_tokens, greedy, eos_id,
+    vocab_limit,
 ):
     cache_len = _lm_cache_len(model, prompts, max_new_tokens)
     step_fn, start = lm_decoder(model, params, prompts, cache_len, prompt_mask)
+    step_fn = limit_vocab(step_fn, vocab_limit)
     if greedy:
         return greedy_search(step_fn, start.state, start.first_tokens, max_len=max_new_tokens, eos_id=eos_id)
     return sample(
@@ -60,23 +61,22 @@ def lm_generate(
     top_k: int = 0,
     top_p: float = 1.0,
     eos_id: int = EOS_ID,
+    vocab_limit: int | None = None,
 ) -> Decoded:
     """Continues left-padded prompts (B, P) by up to ``max_new_tokens`` tokens (compiled).
 
     ``prompt_mask`` (B, P) bool marks the real prompt tokens (False on the left padding, True
     in the last column); None = no padding. Greedy when ``temperature == 0`` or no ``rng`` is
     given; otherwise samples from :func:`filter_logits`. Needs ``P - 1 + max_new_tokens <=
-    cfg.max_len``. Returns :class:`Decoded` with (B, max_new_tokens) tokens.
+    cfg.max_len``. Only ids below ``vocab_limit`` (the tokenizer's vocabulary size, when the
+    embedding table is padded past it; None = every id) are ever generated. Returns
+    :class:`Decoded` with (B, max_new_tokens) tokens.
     """
     check_token_ids(prompts, model.cfg.vocab_size, "lm_generate prompts")  # on the host input
     prompts = jnp.asarray(prompts, jnp.int32)
     prompt_mask = check_mask(prompt_mask, prompts, "prompt_mask", last_column=True)
     _lm_cache_len(model, prompts, max_new_tokens)  # fail before tracing
-    if not 0 <= temperature < math.inf or top_k < 0 or not 0.0 < top_p <= 1.0:  # NaN fails too
-        raise ValueError(
-            f"need a finite temperature >= 0, top_k >= 0 and 0 < top_p <= 1; got temperature={temperature}, "
-            f"top_k={top_k}, top_p={top_p}"
-        )
+    temperature, top_k, top_p = arguments.sampling(temperature, top_k, top_p)
     greedy = rng is None or temperature == 0.0
     rng = jax.random.key(0) if rng is None else rng
     return _lm_generate(
@@ -91,13 +91,15 @@ def lm_generate(
         max_new_tokens=max_new_tokens,
         greedy=greedy,
         eos_id=eos_id,
+        vocab_limit=check_vocab_limit(vocab_limit),
     )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "beam_size", "eos_id"))
-def _lm_beam_search(model, params, prompts, prompt_mask, alpha, *, max_new_tokens, beam_size, eos_id):
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "beam_size", "eos_id", "vocab_limit"))
+def _lm_beam_search(model, params, prompts, prompt_mask, alpha, *, max_new_tokens, beam_size, eos_id, vocab_limit):
     cache_len = _lm_cache_len(model, prompts, max_new_tokens)
     step_fn, start = lm_decoder(model, params, prompts, cache_len, prompt_mask)
+    step_fn = limit_vocab(step_fn, vocab_limit)
     return start.beam_search(step_fn, beam_size=beam_size, alpha=alpha, max_len=max_new_tokens, eos_id=eos_id)
 
 
@@ -111,10 +113,12 @@ def lm_beam_search(
     beam_size: int = 4,
     alpha: float = 0.6,
     eos_id: int = EOS_ID,
+    vocab_limit: int | None = None,
 ) -> Beams:
-    """Beam search continuing left-padded prompts (B, P) (``prompt_mask`` as in
-    :func:`lm_generate`): (B, K, max_new_tokens) hypotheses."""
+    """Beam search continuing left-padded prompts (B, P) (``prompt_mask`` and ``vocab_limit``
+    as in :func:`lm_generate`): (B, K, max_new_tokens) hypotheses."""
     check_token_ids(prompts, model.cfg.vocab_size, "lm_beam_search prompts")
+    beam_size, alpha = arguments.integer("beam_size", beam_size, 1), arguments.length_alpha(alpha)
     prompts = jnp.asarray(prompts, jnp.int32)
     prompt_mask = check_mask(prompt_mask, prompts, "prompt_mask", last_column=True)
     _lm_cache_len(model, prompts, max_new_tokens)  # fail before tracing
@@ -127,4 +131,5 @@ def lm_beam_search(
         max_new_tokens=max_new_tokens,
         beam_size=beam_size,
         eos_id=eos_id,
+        vocab_limit=check_vocab_limit(vocab_limit),
     )

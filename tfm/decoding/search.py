@@ -47,6 +47,23 @@ def filter_logits(
     return jnp.where(logits >= threshold, logits, -jnp.inf)
 
 
+def limit_vocab(step_fn: StepFn, vocab_limit: int | None) -> StepFn:
+    """``step_fn`` whose logits of ids >= ``vocab_limit`` are -inf, so no search ever chooses
+    them: a model's embedding table is often padded (to a multiple of 64 or 128) past its
+    tokenizer's vocabulary, whose ids end at ``vocab_limit``. None (or a limit >= the logits'
+    width) leaves ``step_fn`` as it is."""
+    if vocab_limit is None:
+        return step_fn
+
+    def limited(tokens, state):
+        logits, state = step_fn(tokens, state)  # (B, V)
+        if vocab_limit >= logits.shape[-1]:
+            return logits, state
+        return jnp.where(jnp.arange(logits.shape[-1]) < vocab_limit, logits, -jnp.inf), state
+
+    return limited
+
+
 def default_state_axes(state: PyTree) -> PyTree:
     """Batch axis of every leaf of a decoding state: 0, or None for scalars (e.g. a cache index)."""
     return jax.tree.map(lambda x: None if jnp.ndim(x) == 0 else 0, state)

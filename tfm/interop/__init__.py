@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tfm import files
+from tfm import arguments, files
 from tfm.config import ModelConfig
 from tfm.data.tokenizers import Tokenizer
 from tfm.interop import gpt2, llama, marian
@@ -155,15 +155,15 @@ def from_pretrained(directory: str | os.PathLike, *, dtype: str | None = None):
     """A :class:`tfm.inference.Pretrained` (config, params on the default device, tokenizer)
     from a Hugging Face model directory: what ``tfm.generate`` / ``tfm.translate`` take."""
     from tfm.inference import Pretrained
+    from tfm.token_ids import VocabularyError
 
     directory = pathlib.Path(directory).expanduser()
     cfg, params = load_model(directory, dtype=dtype, on_device=True)
     tokenizer = load_tokenizer(directory)
-    if tokenizer.vocab_size > cfg.vocab_size:
-        raise HFFormatError(
-            f"{directory}: the tokenizer has {tokenizer.vocab_size} ids but the model only "
-            f"{cfg.vocab_size} embeddings ({CONFIG_FILE} vocab_size)")
-    return Pretrained(cfg, params, tokenizer, workdir=str(directory), model_type=read_config(directory)["model_type"])
+    try:
+        return Pretrained(cfg, params, tokenizer, workdir=str(directory), model_type=read_config(directory)["model_type"])
+    except VocabularyError as e:  # the one check: tfm.token_ids.check_vocabulary
+        raise HFFormatError(f"{directory}: {e}; {CONFIG_FILE} vocab_size={cfg.vocab_size}") from None
 
 
 def export_family(cfg: ModelConfig, model_type: str | None = None) -> tuple[str, types.ModuleType]:
@@ -210,6 +210,8 @@ def save_pretrained(model, directory: str | os.PathLike, *, model_type: str | No
       Face directory; a tfm tokenizer (char, SentencePiece) has no Hugging Face equivalent and
       is left out with a warning.
     """
+    if max_shard_bytes is not None:
+        max_shard_bytes = arguments.integer("max_shard_bytes", max_shard_bytes, 1)
     if isinstance(model, tuple):
         cfg, params, tokenizer = model
     else:

@@ -63,6 +63,7 @@ from tfm.models import build_model
 from tfm.training import devices as devices_lib
 from tfm.training import flops as flops_lib
 from tfm.training import health
+from tfm.training import memory
 from tfm.training import parallel as parallel_lib
 from tfm.training import progress
 from tfm.training import resume as resume_lib
@@ -187,7 +188,13 @@ def run(
             async_save=setup.config.train.async_checkpointing,
         )
         cleanup.push(_closing(checkpointer.close))  # waits for saves in flight, also on errors
-        return _train(setup, checkpointer, cleanup, hooks, stop)
+        try:
+            return _train(setup, checkpointer, cleanup, hooks, stop)
+        except (jax.errors.JaxRuntimeError, MemoryError) as e:  # XLA's RESOURCE_EXHAUSTED, NumPy's
+            error = memory.out_of_memory(e, setup.config.data)
+            if error is None:
+                raise
+            raise error from None
 
 
 @dataclasses.dataclass
@@ -216,6 +223,7 @@ class _Setup:
             parallel, batch_size=config.data.batch_size, grad_accum_steps=train.grad_accum_steps,
             eval_batch_size=config.data.eval_batch_size,
         )
+        memory.check_host_batch(config.data, config.model.arch, jax.process_count())  # before any batch
         config = resolve_init_from(config, workdir)
         saved = check_workdir(config, workdir)
         if jax.process_index() == 0:
@@ -243,6 +251,10 @@ class _Setup:
         model_cfg = config.model
         log.info("model: %s, %s parameters; %s", model_cfg.arch.value,
                  f"{_param_count(model_cfg):,}", parallel.describe())
+        memory.check_device_batch(  # the vocabulary is known now; nothing is on a device yet
+            model_cfg, config.data, devices=parallel.num_devices, local_devices=jax.local_device_count(),
+            grad_accum_steps=train.grad_accum_steps, params=_param_count(model_cfg),
+            sharded=parallel.strategy is parallel_lib.Strategy.SHARDED)
 
         # model, optimiser, steps
         model = build_model(model_cfg)
