@@ -293,10 +293,11 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
     if not isinstance(meta, dict):
         raise ValueError(f"load_tokenizer: {meta_path} does not hold a JSON object")
     kind = meta.get("kind")
-    from tfm.data import hf_tokenizers  # the tokenizers of Hugging Face model directories
+    from tfm.data import hf_tokenizers, hf_wordpiece  # the tokenizers of Hugging Face model directories
 
     classes = {**_CLASSES, **{c.kind: c for c in (hf_tokenizers.ByteLevelBPETokenizer,
-                                                  hf_tokenizers.MarianSentencePieceTokenizer)}}
+                                                  hf_tokenizers.MarianSentencePieceTokenizer,
+                                                  hf_wordpiece.WordPieceTokenizer)}}
     if kind not in classes:
         raise ValueError(f"load_tokenizer: unknown kind {kind!r} in {meta_path}; known: {sorted(classes)}")
     tok = classes[kind]._from_meta(directory, meta)

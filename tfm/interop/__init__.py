@@ -33,14 +33,14 @@ import numpy as np
 
 from tfm.config import Arch, ModelConfig
 from tfm.data.tokenizers import Tokenizer
-from tfm.interop import gpt2, marian
+from tfm.interop import bert, gpt2, marian
 from tfm.interop.convert import check_against_model
 from tfm.interop.hf_io import CONFIG_FILE, HFFormatError, TensorReader, read_config, write_config, write_tensors
 
 log = logging.getLogger(__name__)
 
-FAMILIES: dict[str, types.ModuleType] = {t: m for m in (gpt2, marian) for t in m.MODEL_TYPES}
-_BY_ARCH = {Arch.DECODER_LM: gpt2, Arch.ENCODER_DECODER: marian}
+FAMILIES: dict[str, types.ModuleType] = {t: m for m in (gpt2, marian, bert) for t in m.MODEL_TYPES}
+_BY_ARCH = {Arch.DECODER_LM: gpt2, Arch.ENCODER_DECODER: marian, Arch.ENCODER_CLASSIFIER: bert}
 
 __all__ = ["FAMILIES", "HFFormatError", "from_pretrained", "load_model", "read_model_config", "save_pretrained"]
 
@@ -145,7 +145,8 @@ def save_pretrained(model, directory: str | os.PathLike, *, max_shard_bytes: int
     family = _BY_ARCH.get(cfg.arch)
     problems = family.export_problems(cfg) if family else [f"ModelConfig.arch={cfg.arch.value!r}"]
     if problems:
-        kinds = "GPT-2 (decoder_lm)" if cfg.arch is Arch.DECODER_LM else "Marian (encoder_decoder)"
+        kinds = {Arch.DECODER_LM: "GPT-2 (decoder_lm)", Arch.ENCODER_DECODER: "Marian (encoder_decoder)",
+                 Arch.ENCODER_CLASSIFIER: "BERT (encoder_classifier)"}[cfg.arch]
         raise HFFormatError(f"this model cannot be exported as {kinds}: " + "; ".join(problems))
     directory = pathlib.Path(directory).expanduser()
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):

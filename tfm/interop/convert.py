@@ -8,6 +8,7 @@ stores them flat, input dimension first for GPT-2's Conv1D and output first for 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -100,3 +101,34 @@ def read_activation(hf: dict, where: str, required: tuple[str, ...], default: st
     act = hf.get("activation_function", default)
     require(act in table, where, f"activation_function={act!r} is not supported; supported: {sorted(table)}")
     return table[act]
+
+
+# ---------------------------------------------------------------------- the family contract
+# ModelConfig fields that never change the function: free for every family.
+EXECUTION_FIELDS = frozenset({"dtype", "param_dtype", "scan_layers", "remat", "attention_impl", "grad_kernels"})
+
+
+def export_problems(family, cfg: ModelConfig) -> list[str]:
+    """Why ``cfg`` cannot be exported as ``family`` (a module with ARCH, PINNED, optionally
+    export_checks): one message per field; empty when it fits."""
+    def shown(v):
+        return getattr(v, "value", v)
+
+    problems = [] if cfg.arch is family.ARCH else [
+        f"ModelConfig.arch={shown(family.ARCH)!r} is needed (it is {shown(cfg.arch)!r})"]
+    for field, want in family.PINNED.items():
+        if field != "arch" and getattr(cfg, field) != want:
+            problems.append(f"ModelConfig.{field}={shown(want)!r} is needed (it is {shown(getattr(cfg, field))!r})")
+    checks = getattr(family, "export_checks", None)
+    return problems + (checks(cfg) if checks and not problems else [])
+
+
+def unaccounted_fields(family) -> list[str]:
+    """ModelConfig fields that ``family`` neither maps nor pins (nor are execution-only), or
+    claims twice: each must be in exactly one of MAPPED, PINNED, EXECUTION_FIELDS."""
+    out = []
+    for f in dataclasses.fields(ModelConfig):
+        n = (f.name in family.MAPPED) + (f.name in family.PINNED) + (f.name in EXECUTION_FIELDS)
+        if n != 1:
+            out.append(f"{f.name} ({n} times)")
+    return out
