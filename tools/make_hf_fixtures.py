@@ -231,8 +231,8 @@ def make_bert(out: pathlib.Path, cls_name: str, lowercase: bool, files: tuple[st
     tok = _wordpiece(lowercase)
     with tempfile.TemporaryDirectory() as tmp:
         tok.save_model(tmp)  # vocab.txt
-        hf_tok = BertTokenizerFast(vocab_file=os.path.join(tmp, "vocab.txt"), do_lower_case=lowercase,
-                                   model_max_length=48)
+        # (transformers 5 ignores vocab_file here: hand it the trained tokenizer itself)
+        hf_tok = BertTokenizerFast(tokenizer_object=tok._tokenizer, do_lower_case=lowercase, model_max_length=48)
         hf_tok.save_pretrained(out)
         shutil.copy(os.path.join(tmp, "vocab.txt"), out / "vocab.txt")
     for name in ("vocab.txt", "tokenizer.json", "special_tokens_map.json"):

@@ -238,6 +238,12 @@ class Pipeline:
         return self.tokenizer.decode_batch(np.asarray(ids))
 
 
+def _num_classes(cfg: DataConfig) -> int:
+    if cfg.dataset is Dataset.CLASSIFICATION_FILE:
+        return len(sources.labeled_files.label_names(cfg))
+    return 2  # sst2
+
+
 # ====================================================================== building blocks
 def encode_examples(task: Task, tok: Tokenizer, raw: Sequence[Any], cfg: DataConfig, *,
                     drop: bool) -> batching.Encoded:
@@ -399,7 +405,7 @@ def build_pipeline(
         stats = {"train_examples": int(source.num_examples)}
     pipe = Pipeline(
         config=cfg, task=task, arch=cfg.arch, tokenizer=tok, train_iter=train_iter,
-        num_classes=2 if task is Task.CLASSIFICATION else None,
+        num_classes=_num_classes(cfg) if task is Task.CLASSIFICATION else None,
         bleu_tokenize="char" if cfg.dataset.value == "numbers" else "13a",
         stats=stats, **shard)
     logging.info("data: %s (%s), tokenizer %s vocab %d, %s", cfg.dataset.value, task.value,
