@@ -149,7 +149,7 @@ def translate_main(argv: Sequence[str] | None = None) -> int:
 def export_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=_prog("export"),
-        description="Write a GPT-2-shaped decoder_lm or Marian-shaped encoder_decoder (a training "
+        description="Write a GPT-2-shaped decoder_lm, Marian-shaped encoder_decoder or BERT-shaped encoder_classifier (a training "
         "workdir's newest checkpoint, or an imported model) in Hugging Face's layout, loadable by "
         "transformers' from_pretrained.",
     )

@@ -1,4 +1,5 @@
-"""Hugging Face model directories in and out: GPT-2 -> DecoderLM, Marian (opus-mt) -> EncoderDecoder.
+"""Hugging Face model directories in and out: GPT-2 -> DecoderLM, Marian (opus-mt) -> EncoderDecoder,
+BERT -> the encoder-only model (EncoderClassifier, with its classifier, masked-LM or no head).
 
 A model directory in Hugging Face's layout (what ``save_pretrained`` writes, or what one
 downloads from the Hub) holds ``config.json``, ``model.safetensors`` (or shards listed by
@@ -98,7 +99,8 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None, check:
 
 
 def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
-    """The tokenizer of a Hugging Face model directory (GPT-2 byte-level BPE, Marian SentencePiece)."""
+    """The tokenizer of a Hugging Face model directory (GPT-2 byte-level BPE, Marian SentencePiece,
+    BERT WordPiece)."""
     directory = pathlib.Path(directory).expanduser()
     hf = read_config(directory)
     try:
@@ -125,7 +127,8 @@ def from_pretrained(directory: str | os.PathLike, *, dtype: str | None = None):
 
 
 def save_pretrained(model, directory: str | os.PathLike, *, max_shard_bytes: int | None = None) -> list[str]:
-    """Writes a GPT-2-shaped DecoderLM or Marian-shaped EncoderDecoder in Hugging Face's layout.
+    """Writes a GPT-2-shaped DecoderLM, Marian-shaped EncoderDecoder or BERT-shaped encoder-only
+    model in Hugging Face's layout.
 
     Args:
       model: a :class:`tfm.inference.Pretrained` (imported, or loaded from a training workdir)
