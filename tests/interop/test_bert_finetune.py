@@ -75,6 +75,7 @@ def test_finetune_learns_a_local_tsv_and_resumes(tmp_path):
     assert result["step"] == 40
     accuracy = result["eval"]["accuracy"]
     assert accuracy > 0.85, result["eval"]
+    assert result["eval"]["f1_yes"] > 0.8 and result["eval"]["f1_no"] > 0.8 and "macro_f1" in result["eval"]
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["model"]["head"] == "classifier" and saved["model"]["class_names"] == ["no", "yes"]
     pre = tfm.inference.load(workdir)

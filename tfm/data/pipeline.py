@@ -140,6 +140,7 @@ class Pipeline:
     tokenizer: Tokenizer
     train_iter: batching.BatchIterator
     num_classes: int | None = None
+    class_names: tuple[str, ...] = ()  # classification: the label names, in id order (() = unnamed)
     bleu_tokenize: str = "13a"
     stats: dict[str, int] = dataclasses.field(default_factory=dict)
     process_index: int = 0
@@ -406,6 +407,7 @@ def build_pipeline(
     pipe = Pipeline(
         config=cfg, task=task, arch=cfg.arch, tokenizer=tok, train_iter=train_iter,
         num_classes=_num_classes(cfg) if task is Task.CLASSIFICATION else None,
+        class_names=sources.labeled_files.label_names(cfg) if cfg.dataset is Dataset.CLASSIFICATION_FILE else (),
         bleu_tokenize="char" if cfg.dataset.value == "numbers" else "13a",
         stats=stats, **shard)
     logging.info("data: %s (%s), tokenizer %s vocab %d, %s", cfg.dataset.value, task.value,
