@@ -108,3 +108,30 @@ def test_bad_rows_are_counted_and_named(tmp_path, caplog):
         DataConfig(dataset="classification_file")
     with pytest.raises(ValueError, match="DataConfig.label_names"):
         DataConfig(dataset="classification_file", classification_file=str(csv), label_names=("a",))
+
+
+def test_sentence_pairs_reach_the_model_with_token_types(tmp_path):
+    """A text_pair_column: batches hold [CLS] a [SEP] b [SEP] with token types 0/1."""
+    from tfm.data.pipeline import build_pipeline
+
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"premise": f"hello {w}", "hypothesis": f"the {w} dog", "label": "yes" if i % 2 else "no"}
+            for i, w in enumerate(WORDS)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    cfg = DataConfig(dataset="classification_file", classification_file=str(path), text_column="premise",
+                     text_pair_column="hypothesis", tokenizer="pretrained", max_len=16, max_target_len=16,
+                     batch_size=4, eval_batch_size=4)
+    tok = tfm.interop.load_tokenizer(FIXTURES / "bert_base")
+    pipe = build_pipeline(cfg, "encoder_classifier", pretrained_tokenizer=tok)
+    batch = next(iter(pipe.eval_batches("validation")))
+    ids, types, seg = batch["inputs"][0], batch["token_types"][0], batch["segment_ids"][0]
+    (want_ids, want_types), = tok.encode_for_model(*[[x] for x in pipe._eval_data("validation")[1][0][0]],
+                                                   max_len=16)
+    n = len(want_ids)
+    assert ids[:n].tolist() == want_ids.tolist() and types[:n].tolist() == want_types.tolist()
+    assert seg[:n].all() and not seg[n:].any() and types[:n].max() == 1
+    # and a run trains on them (the steps hand token_types to the model)
+    c = _config(path, "", num_steps=2, checkpoint_every_steps=2)
+    c.data.text_column, c.data.text_pair_column = "premise", "hypothesis"
+    result = run(c, tmp_path / "run")
+    assert result["step"] == 2 and np.isfinite(result["eval"]["loss"])

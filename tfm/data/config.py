@@ -149,6 +149,9 @@ class DataConfig(ConfigBase):
       classification_valid_file: the validation rows (same format); "" = a fixed-seed
         ``valid_fraction`` of ``classification_file`` is held out (and never trained on).
       text_column: the column (key) holding the text.
+      text_pair_column: the column holding the second text of a sentence pair ("" = single
+        texts); pairs are encoded [CLS] a [SEP] b [SEP] with token types 0 / 1 (the model needs
+        ``type_vocab_size`` >= 2, as BERT has).
       label_column: the column holding the label: a name from ``label_names`` or an integer id.
       label_names: the classes, in id order (the model's ``class_names``); () = the distinct
         labels of the training file: ids 0..max when all are integers, else the names sorted.
@@ -185,6 +188,7 @@ class DataConfig(ConfigBase):
     classification_file: str = ""
     classification_valid_file: str = ""
     text_column: str = "text"
+    text_pair_column: str = ""
     label_column: str = "label"
     label_names: tuple[str, ...] = ()
 
@@ -279,6 +283,8 @@ class DataConfig(ConfigBase):
         for field in ("text_column", "label_column"):
             if not isinstance(getattr(self, field), str) or not getattr(self, field):
                 fail(field, "must be a non-empty column name")
+        if not isinstance(self.text_pair_column, str):
+            fail("text_pair_column", "must be a column name or '' (single texts)")
         names = self.label_names
         if not isinstance(names, tuple) or not all(isinstance(n, str) and n for n in names):
             fail("label_names", "must be a tuple of non-empty strings (or () to take them from the file)")

@@ -1,6 +1,6 @@
 """Classification examples from local files: CSV, TSV (a header row names the columns) or JSONL
-(one JSON object per line), with a text column and a label column (``DataConfig.text_column``,
-``label_column``).
+(one JSON object per line), with a text column, optionally a second text column for sentence
+pairs, and a label column (``DataConfig.text_column``, ``text_pair_column``, ``label_column``).
 
 Labels are names (``DataConfig.label_names``, or the distinct labels of the training file) or
 integer ids. A row with a missing column, an empty text or an unknown label is left out, and
@@ -92,21 +92,24 @@ def label_names(cfg: DataConfig) -> tuple[str, ...]:
     return names
 
 
-def read_examples(cfg: DataConfig, path: str, names: tuple[str, ...]) -> list[tuple[str, int]]:
-    """(text, label id) of every good row of ``path``; bad rows are counted and named."""
+def read_examples(cfg: DataConfig, path: str, names: tuple[str, ...]) -> list[tuple[Any, int]]:
+    """(text, label id) of every good row of ``path`` (text a (text, text) pair with
+    ``cfg.text_pair_column``); bad rows are counted and named."""
     good, bad = [], []
     for line, row in _rows(path):
         if row is None:
             bad.append(f"{path}:{line} (not a JSON object)")
             continue
-        missing = [c for c in (cfg.text_column, cfg.label_column) if c not in row]
+        columns = (cfg.text_column, *([cfg.text_pair_column] if cfg.text_pair_column else []), cfg.label_column)
+        missing = [c for c in columns if c not in row]
         if missing:
             bad.append(f"{path}:{line} (no column {missing[0]!r})")
             continue
-        text = row[cfg.text_column]
-        if not isinstance(text, str) or not text.strip():
+        texts = [row[c] for c in columns[:-1]]
+        if not all(isinstance(t, str) and t.strip() for t in texts):
             bad.append(f"{path}:{line} (empty text)")
             continue
+        text = texts[0] if len(texts) == 1 else tuple(texts)
         label = _label_id(row[cfg.label_column], names)
         if label is None:
             bad.append(f"{path}:{line} (unknown label {row[cfg.label_column]!r})")

@@ -258,8 +258,11 @@ def encode_examples(task: Task, tok: Tokenizer, raw: Sequence[Any], cfg: DataCon
     if task is Task.LM:
         return batching.encode_lm_sentences(_checked(tok, tok.encode_batch(list(raw))), cfg.max_len,
                                             drop=drop, **special)
-    return batching.encode_classification(_checked(tok, tok.encode_batch([r[0] for r in raw])),
-                                          [r[1] for r in raw], cfg.max_len, drop=drop, **special)
+    pairs = bool(raw) and isinstance(raw[0][0], tuple)  # (text, text) pairs: a local file's text_pair_column
+    first = [r[0][0] if pairs else r[0] for r in raw]
+    second = _checked(tok, tok.encode_batch([r[0][1] for r in raw])) if pairs else None
+    return batching.encode_classification(_checked(tok, tok.encode_batch(first)), [r[1] for r in raw],
+                                          cfg.max_len, drop=drop, second=second, **special)
 
 
 def _checked(tok: Tokenizer, rows: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
@@ -308,8 +311,8 @@ def tokenizer_texts(cfg: DataConfig) -> list[str]:
     task = cfg.task
     if task is Task.TRANSLATION:
         return [r[0] for r in raw] + [r[1] for r in raw]
-    if task is Task.CLASSIFICATION:
-        return [r[0] for r in raw]
+    if task is Task.CLASSIFICATION:  # a text, or both texts of a pair
+        return [t for r in raw for t in (r[0] if isinstance(r[0], tuple) else (r[0],))]
     return list(raw)
 
 

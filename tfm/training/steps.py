@@ -85,6 +85,7 @@ def forward(
             positions=get("positions"),
             deterministic=deterministic,
             rngs=rngs,
+            **({"token_types": batch["token_types"]} if "token_types" in batch else {}),  # sentence pairs
         )
     targets = batch["label"] if arch is Arch.ENCODER_CLASSIFIER else batch["targets"]
     return logits, targets, get("weights")
