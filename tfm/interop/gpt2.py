@@ -130,7 +130,8 @@ def load_tokenizer(directory, hf: dict) -> Tokenizer:
 def export_problems(cfg: ModelConfig) -> list[str]:
     """Why ``cfg`` is not a GPT-2 (empty when it is one)."""
     want = {"arch": Arch.DECODER_LM, "norm": NormPosition.PRE, "positional": PositionalKind.LEARNED,
-            "tie_output": True, "scale_embeddings": False, "use_bias": True, "logits_bias": False}
+            "tie_output": True, "scale_embeddings": False, "use_bias": True, "logits_bias": False,
+            "type_vocab_size": 0, "embedding_norm": False}  # the encoder-only options (BERT)
     return [f"ModelConfig.{k}={getattr(v, 'value', v)!r} is needed (it is "
             f"{getattr(getattr(cfg, k), 'value', getattr(cfg, k))!r})"
             for k, v in want.items() if getattr(cfg, k) != v]

@@ -182,7 +182,8 @@ def export_problems(cfg: ModelConfig) -> list[str]:
     """Why ``cfg`` is not a Marian model (empty when it is one)."""
     want = {"arch": Arch.ENCODER_DECODER, "norm": NormPosition.POST, "positional": PositionalKind.SINUSOIDAL,
             "sinusoidal_layout": SinusoidalLayout.SPLIT, "share_embeddings": True, "tie_output": True,
-            "use_bias": True, "layer_norm_eps": LAYER_NORM_EPS}
+            "use_bias": True, "layer_norm_eps": LAYER_NORM_EPS,
+            "type_vocab_size": 0, "embedding_norm": False}  # the encoder-only options (BERT)
     return [f"ModelConfig.{k}={getattr(v, 'value', v)!r} is needed (it is "
             f"{getattr(getattr(cfg, k), 'value', getattr(cfg, k))!r})"
             for k, v in want.items() if getattr(cfg, k) != v]
