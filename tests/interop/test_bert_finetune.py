@@ -85,6 +85,21 @@ def test_finetune_learns_a_local_tsv_and_resumes(tmp_path):
     out = tmp_path / "export"
     tfm.save_pretrained(pre, out)
     assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "no", "1": "yes"}
+    try:  # transformers (when installed) loads the fine-tuned classifier with the same logits
+        import torch
+        import transformers
+    except ImportError:
+        return
+    back = transformers.BertForSequenceClassification.from_pretrained(out).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    enc = hf_tok(["hello the quick fox", "numbers the lazy dog today"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        want = back(**enc).logits.numpy()
+    got = pre.model.apply({"params": pre.params}, np.asarray(enc["input_ids"], np.int32),
+                          token_types=np.asarray(enc["token_type_ids"], np.int32),
+                          segment_ids=np.asarray(enc["attention_mask"], np.int32))
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-5, rtol=0)
+    assert back.config.id2label == {0: "no", 1: "yes"}
 
 
 def test_bad_rows_are_counted_and_named(tmp_path, caplog):
