@@ -119,6 +119,12 @@ def test_bad_rows_are_counted_and_named(tmp_path, caplog):
     csv.write_text("text,label\n\"a, b\",2\nc,0\nd,\n", encoding="utf-8")
     cfg = DataConfig(dataset="classification_file", classification_file=str(csv))
     assert labeled_files.label_names(cfg) == ("0", "1", "2")
+    # the workdir records the file's content: resuming on a changed file is refused
+    from tfm.training.workdir import provenance
+
+    before = provenance(cfg)
+    csv.write_text("text,label\n\"a, b\",2\nc,1\n", encoding="utf-8")
+    assert before["data.classification_file sha256"] != provenance(cfg)["data.classification_file sha256"]
     with pytest.raises(ValueError, match="DataConfig.classification_file"):
         DataConfig(dataset="classification_file")
     with pytest.raises(ValueError, match="DataConfig.label_names"):
