@@ -7,6 +7,7 @@ back with the same logits."""
 from __future__ import annotations
 
 import functools
+import json
 
 import numpy as np
 import pytest
@@ -151,3 +152,25 @@ def test_export_loads_in_transformers_with_the_same_outputs(tmp_path, cls_name):
 
 def test_every_model_config_field_is_mapped_pinned_or_execution():
     assert convert.unaccounted_fields(bert_lib) == []
+
+
+TRICKY = ["Hello, World!", "ÜNÏCÖDE çafé naïve", "don't stop-believing...", "中文字 mixed", "tab\tand\u00a0nbsp",
+          "[MASK] the [CLS] fox", "  lots   of   space ", "42,000.5%", "Straße über", "ǅemal ﬁne"]
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_wordpiece_from_vocab_txt_matches_transformers(tmp_path, lower):
+    """vocab.txt + tokenizer_config.json's do_lower_case, as transformers' BertTokenizer reads them."""
+    from tfm.data.hf_wordpiece import WordPieceTokenizer
+
+    from interop_helpers import FIXTURES
+
+    (tmp_path / "vocab.txt").write_bytes((FIXTURES / "bert_classifier" / "vocab.txt").read_bytes())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lower}))
+    theirs = transformers.BertTokenizer.from_pretrained(tmp_path)
+    ours = WordPieceTokenizer.from_hf_dir(tmp_path)
+    for text in TRICKY:
+        assert ours.encode_for_model([text])[0][0].tolist() == theirs(text)["input_ids"], text
+    enc = theirs(TRICKY[0], TRICKY[1])
+    ((ids, types),) = ours.encode_for_model([TRICKY[0]], [TRICKY[1]])
+    assert ids.tolist() == enc["input_ids"] and types.tolist() == enc["token_type_ids"]
