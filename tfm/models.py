@@ -2,7 +2,8 @@
 
 * :class:`EncoderDecoder`: the paper's translation model (Vaswani et al. 2017, figure 1).
 * :class:`DecoderLM`: a decoder-only language model (GPT): the decoder without cross-attention.
-* :class:`EncoderClassifier`: the encoder with a pooled classification head.
+* :class:`EncoderClassifier`: the encoder-only model (BERT-style) with the head ``cfg.head``
+  names: a pooled classifier (optionally through BERT's pooler), a masked-LM head, or none.
 
 Padding is data, not a token: every token id, 0 included, is an ordinary token. What is real
 travels with the batch as segment ids (B, T) int: 0 = padding, 1, 2, ... = which example of a

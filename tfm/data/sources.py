@@ -1,4 +1,5 @@
-"""Raw-example sources: the numbers task, a local text file, and TFDS data sets.
+"""Raw-example sources: the numbers task, a local text file, local classification files
+(:mod:`tfm.data.labeled_files`), and TFDS data sets.
 
 A source gives the untokenized examples of one split. Two shapes:
 
