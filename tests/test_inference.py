@@ -303,7 +303,7 @@ def test_cli_dispatches_commands_and_tfm_generate_stays_a_function(tmp_path, cap
     from tfm import cli
 
     assert inspect.isfunction(tfm.generate) and inspect.isfunction(tfm.translate)
-    assert set(cli.COMMANDS) == {"generate", "translate", "export"}
+    assert set(cli.COMMANDS) == {"generate", "translate", "export", "classify", "fill-mask"}
     missing = str(tmp_path / "nothing")
     assert cli.main(["generate", "--workdir", missing]) == 2
     assert missing in capsys.readouterr().err

@@ -13,7 +13,7 @@ import tfm
 PUBLIC = {
     # configuration
     "ModelConfig", "get_preset", "Activation", "Arch", "AttentionImpl", "GradKernels",
-    "NormPosition", "Pooling", "PositionalKind", "Remat", "SinusoidalLayout",
+    "NormPosition", "Pooling", "PositionalKind", "Remat", "SinusoidalLayout", "EncoderHead",
     # pure functions
     "scaled_dot_product_attention", "attention_weights", "causal_mask", "padding_mask",
     "segment_mask", "combine_masks", "sinusoidal_encoding", "apply_rope",
@@ -22,6 +22,7 @@ PUBLIC = {
     "EncoderClassifier", "MultiHeadAttention",
     # inference and interop
     "generate", "translate", "Pretrained", "from_pretrained", "save_pretrained",
+    "classify", "fill_mask", "embed",
     # subpackages
     "training", "data", "decoding", "inference", "interop", "evaluation",
 }

@@ -13,7 +13,8 @@ loads neither JAX nor Flax; ``dir(tfm)`` and ``tfm.__all__`` list them):
   ``flax.nnx.bridge.ToNNX(tfm.build_model(cfg), rngs=nnx.Rngs(0))``, initialised inside
   ``nnx.use_eager_sharding(False)`` when no mesh is set (see ``tests/test_nnx_bridge.py``);
 * inference: :func:`generate` and :func:`translate`, from a workdir or a :class:`Pretrained`;
-  Hugging Face interop: :func:`from_pretrained` (a GPT-2 or Marian directory in Hugging Face's
+  encoder-only models: :func:`classify`, :func:`fill_mask` and :func:`embed`;
+  Hugging Face interop: :func:`from_pretrained` (a GPT-2, Marian or BERT directory in Hugging Face's
   layout -> a Pretrained) and :func:`save_pretrained` (back to that layout);
 * subpackages: ``tfm.training``, ``tfm.data``, ``tfm.decoding``, ``tfm.inference``,
   ``tfm.interop``, ``tfm.evaluation`` (and every other module, e.g. ``tfm.layers`` for
@@ -33,7 +34,7 @@ _EXPORTS: dict[str, str] = {
     # configuration
     **dict.fromkeys(
         ["ModelConfig", "get_preset", "Activation", "Arch", "AttentionImpl", "GradKernels",
-         "NormPosition", "Pooling", "PositionalKind", "Remat", "SinusoidalLayout"], "tfm.config"),
+         "NormPosition", "Pooling", "PositionalKind", "Remat", "SinusoidalLayout", "EncoderHead"], "tfm.config"),
     # pure functions
     **dict.fromkeys(
         ["scaled_dot_product_attention", "attention_weights", "causal_mask", "padding_mask",
@@ -47,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     # inference and Hugging Face interop
     **dict.fromkeys(["generate", "translate", "Pretrained"], "tfm.inference"),
     **dict.fromkeys(["from_pretrained", "save_pretrained"], "tfm.interop"),
+    **dict.fromkeys(["classify", "fill_mask", "embed"], "tfm.encoding_tasks"),
 }
 _SUBPACKAGES = ("training", "data", "decoding", "inference", "interop", "evaluation")
 

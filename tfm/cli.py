@@ -3,6 +3,8 @@
     python -m tfm.cli generate  --workdir DIR --prompt "ROMEO:" --max_new_tokens 200
     python -m tfm.cli translate --workdir DIR "three hundred twenty-one"
     python -m tfm.cli export    --workdir DIR --out HF_DIR
+    python -m tfm.cli classify  --pretrained BERT_DIR "a gripping film"     (or stdin, one per line)
+    python -m tfm.cli fill-mask --pretrained BERT_DIR "Paris is the [MASK] of France."
 
 (``tfm generate ...`` etc. once tfm is installed: the ``tfm`` script runs :func:`main`.)
 
@@ -169,7 +171,7 @@ def translate_main(argv: Sequence[str] | None = None) -> int:
 def export_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=_prog("export"),
-        description="Write a GPT-2-shaped decoder_lm or Marian-shaped encoder_decoder (a training "
+        description="Write a GPT-2-shaped decoder_lm, Marian-shaped encoder_decoder or BERT-shaped encoder_classifier (a training "
         "workdir's newest checkpoint, or an imported model) in Hugging Face's layout, loadable by "
         "transformers' from_pretrained.",
     )
@@ -191,7 +193,76 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-COMMANDS = {"generate": generate_main, "translate": translate_main, "export": export_main}
+def _texts(args) -> list[str]:
+    return args.texts or [line.rstrip("\n") for line in sys.stdin]
+
+
+def classify_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=_prog("classify"),
+        description="Classify texts (arguments, or one per line on stdin; a tab separates the two texts "
+        "of a pair) with an encoder-only classifier: prints label, probability and text, tab-separated.",
+    )
+    parser.add_argument("texts", nargs="*", help="texts to classify (default: read stdin)")
+    _add_source(parser)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch_size must be >= 1")
+    model = _load(args, "encoder_classifier")
+    if model is None:
+        return 2
+    from tfm import encoding_tasks, inference
+
+    inputs = [tuple(t.split("\t", 1)) if "\t" in t else t for t in _texts(args)]
+    try:
+        results = encoding_tasks.classify(model, inputs, batch_size=args.batch_size)
+    except (inference.WorkdirError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for text, r in zip(inputs, results):
+        shown = " | ".join(text) if isinstance(text, tuple) else text
+        print(f"{r['label']}\t{r['score']:.4f}\t{shown}")
+    return 0
+
+
+def fill_mask_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=_prog("fill-mask"),
+        description="Fill the mask token (e.g. [MASK]) of texts (arguments, or one per line on stdin) "
+        "with a masked-LM model: prints, per text, the top-k completions with their probabilities.",
+    )
+    parser.add_argument("texts", nargs="*", help="texts holding the mask token (default: read stdin)")
+    _add_source(parser)
+    parser.add_argument("--top_k", type=int, default=5)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    args = parser.parse_args(argv)
+    if args.top_k < 1 or args.batch_size < 1:
+        parser.error("--top_k and --batch_size must be >= 1")
+    model = _load(args, "encoder_classifier")
+    if model is None:
+        return 2
+    from tfm import encoding_tasks, inference
+
+    texts = _texts(args)
+    try:
+        results = encoding_tasks.fill_mask(model, texts, top_k=args.top_k, batch_size=args.batch_size)
+    except (inference.WorkdirError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for text, result in zip(texts, results):
+        print(text)
+        masks = result if result and isinstance(result[0], list) else [result]
+        for m, cands in enumerate(masks):
+            line = "  ".join(f"{c['token']} {c['score']:.4f}" for c in cands)
+            print(f"  mask {m + 1}: {line}" if len(masks) > 1 else f"  {line}")
+    return 0
+
+
+COMMANDS = {"generate": generate_main, "translate": translate_main, "export": export_main,
+            "classify": classify_main, "fill-mask": fill_mask_main}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -95,6 +95,14 @@ class Pooling(str, enum.Enum):
     FIRST = "first"  # the first token (a [CLS]-style token put there by the data)
 
 
+class EncoderHead(str, enum.Enum):
+    """What an encoder-only model's ``__call__`` returns (its other methods give the rest)."""
+
+    CLASSIFIER = "classifier"  # class logits (B, num_classes): the pooled state through the classifier
+    MLM = "mlm"  # masked-LM logits (B, S, V): BERT's transform (dense, activation, LayerNorm) + output
+    NONE = "none"  # the encoder's hidden states (B, S, D), no head (BertModel)
+
+
 class GradKernels(str, enum.Enum):
     """How the model is differentiated and its gradients summed (tfm.kernels); execution only."""
 
@@ -208,6 +216,18 @@ class ModelConfig(ConfigBase):
         governs the attention output projection and the feed-forward layers). Qwen2: True with
         use_bias False.
       output_bias: the untied output layer (``tie_output=False``) has a bias (Llama's has none).
+
+      Encoder-only options (BERT, Devlin et al. 2019; usable by every tower unless noted):
+      type_vocab_size: token-type (segment A/B) embeddings added to the token and position
+        embeddings; the model takes ``token_types`` (B, T) ids below this; 0 = none.
+      embedding_norm: a LayerNorm on the summed embeddings, before dropout and the first block.
+      pooler: the encoder-only model's pooled vector goes through dense (D -> D) + tanh before
+        the classifier (BERT's pooler, with ``pooling="first"``).
+      head: what the encoder-only model's ``__call__`` returns (see :class:`EncoderHead`): the
+        classifier (default), the masked-LM head (transform + output projection, tied to the
+        embeddings when ``tie_output``, plus ``logits_bias``) or the hidden states.
+      class_names: names of the classifier's outputs (index -> name), () = unnamed; when
+        given, one per class.
     """
 
     arch: Arch = Arch.ENCODER_DECODER
@@ -247,6 +267,12 @@ class ModelConfig(ConfigBase):
     rope_scaling: tuple[float, float, float, int] | None = None
     qkv_bias: bool | None = None
     output_bias: bool = True
+    # encoder-only options (BERT)
+    type_vocab_size: int = 0
+    embedding_norm: bool = False
+    pooler: bool = False
+    head: EncoderHead = EncoderHead.CLASSIFIER
+    class_names: tuple[str, ...] = ()
 
     _ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {
         "arch": Arch,
@@ -260,11 +286,13 @@ class ModelConfig(ConfigBase):
         "grad_kernels": GradKernels,
         "norm_kind": NormKind,
         "rope_layout": RopeLayout,
+        "head": EncoderHead,
     }
 
     def __post_init__(self):
-        if isinstance(self.rope_scaling, list):  # from JSON
-            object.__setattr__(self, "rope_scaling", tuple(self.rope_scaling))
+        for field in ("rope_scaling", "class_names"):  # JSON lists -> tuples
+            if isinstance(getattr(self, field), list):
+                object.__setattr__(self, field, tuple(getattr(self, field)))
         super().__post_init__()
 
     # ------------------------------------------------------------------ derived sizes
@@ -313,7 +341,8 @@ class ModelConfig(ConfigBase):
         for field in ("dtype", "param_dtype"):
             if getattr(self, field) not in _DTYPES:
                 fail(field, f"must be one of {_DTYPES}")
-        for field in ("share_embeddings", "tie_output", "logits_bias", "scale_embeddings", "use_bias"):
+        for field in ("share_embeddings", "tie_output", "logits_bias", "scale_embeddings", "use_bias",
+                      "embedding_norm", "pooler"):
             if not isinstance(getattr(self, field), bool):
                 fail(field, "must be a bool")
         for field in ("gated_ffn", "output_bias"):
@@ -337,6 +366,15 @@ class ModelConfig(ConfigBase):
                      "original_max_position_embeddings > 0")
         if self.logits_bias and not self.tie_output:
             fail("logits_bias", "needs tie_output=True (the untied output layer has its own bias)")
+        if not isinstance(self.type_vocab_size, int) or isinstance(self.type_vocab_size, bool) \
+                or self.type_vocab_size < 0:
+            fail("type_vocab_size", "must be a non-negative integer (0 = no token-type embeddings)")
+        if not isinstance(self.class_names, tuple) or not all(isinstance(n, str) and n for n in self.class_names):
+            fail("class_names", "must be a tuple of non-empty strings")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            fail("class_names", f"needs one name per class (num_classes={self.num_classes})")
+        if len(set(self.class_names)) != len(self.class_names):
+            fail("class_names", "holds a name twice")
 
     def require_vocab(self) -> None:
         """Called when a model is built: the vocabulary must be known by then."""

@@ -105,11 +105,13 @@ def accuracy(predictions, labels, weights=None) -> float:
     return float(((predictions == labels) * w).sum() / total)
 
 
-def summarize(sums: dict[str, Any]) -> dict[str, float]:
-    """Summed step statistics -> means: loss, nll, perplexity, bits per token, accuracy."""
+def summarize(sums: dict[str, Any], class_names: Sequence[str] = ()) -> dict[str, float]:
+    """Summed step statistics -> means: loss, nll, perplexity, bits per token, accuracy; with a
+    classifier's per-class counts (:func:`tfm.losses.class_counts`) also the F1 of each class
+    (``f1_<name>``, the names ``class_names`` or the class ids) and their mean, ``macro_f1``."""
     weight = max(float(sums["weight_sum"]), 1e-9)
     nll = float(sums["nll_sum"]) / weight
-    return {
+    out = {
         "loss": float(sums["loss_sum"]) / weight,
         "nll": nll,
         "perplexity": perplexity(nll),
@@ -117,3 +119,12 @@ def summarize(sums: dict[str, Any]) -> dict[str, float]:
         "accuracy": float(sums["correct_sum"]) / weight,
         "weight": float(sums["weight_sum"]),
     }
+    if "class_true_positive_sum" in sums:
+        tp, predicted, actual = (np.asarray(sums[k], np.float64) for k in
+                                 ("class_true_positive_sum", "class_predicted_sum", "class_actual_sum"))
+        # F1 = 2 TP / (predicted + actual); a class neither predicted nor present scores 0
+        f1 = np.where(predicted + actual > 0, 2 * tp / np.maximum(predicted + actual, 1e-12), 0.0)
+        names = list(class_names) or [str(i) for i in range(len(f1))]
+        out.update({f"f1_{n}": float(v) for n, v in zip(names, f1)})
+        out["macro_f1"] = float(f1.mean())
+    return out

@@ -125,3 +125,22 @@ def classification_metrics(
     out = weighted_cross_entropy(logits, targets, weights, label_smoothing)
     out["correct_sum"] = weighted_accuracy(logits, targets, weights)
     return out
+
+
+def class_counts(logits: jax.Array, labels: jax.Array, weights: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Weighted per-class counts for precision, recall and F1 (summed, like the other statistics).
+
+    Args:
+      logits: (B, C) class logits.
+      labels: (B,) int labels.
+      weights: (B,) or None (every row 1).
+    Returns:
+      float32 (C,) arrays: ``class_true_positive_sum`` (predicted c and labelled c),
+      ``class_predicted_sum`` (predicted c) and ``class_actual_sum`` (labelled c).
+    """
+    num_classes = logits.shape[-1]
+    w = _weights(labels, weights)[:, None]  # (B, 1)
+    predicted = jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_classes, dtype=jnp.float32) * w  # (B, C)
+    actual = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * w  # (B, C)
+    return {"class_true_positive_sum": jnp.sum(predicted * (actual > 0).astype(jnp.float32), axis=0),
+            "class_predicted_sum": jnp.sum(predicted, axis=0), "class_actual_sum": jnp.sum(actual, axis=0)}

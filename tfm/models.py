@@ -2,7 +2,8 @@
 
 * :class:`EncoderDecoder`: the paper's translation model (Vaswani et al. 2017, figure 1).
 * :class:`DecoderLM`: a decoder-only language model (GPT): the decoder without cross-attention.
-* :class:`EncoderClassifier`: the encoder with a pooled classification head.
+* :class:`EncoderClassifier`: the encoder-only model (BERT-style) with the head ``cfg.head``
+  names: a pooled classifier (optionally through BERT's pooler), a masked-LM head, or none.
 
 Padding is data, not a token: every token id, 0 included, is an ordinary token. What is real
 travels with the batch as segment ids (B, T) int: 0 = padding, 1, 2, ... = which example of a
@@ -22,8 +23,8 @@ import jax.numpy as jnp
 
 from tfm import kernels
 from tfm.attention import causal_mask, combine_masks, padding_mask, real_tokens, segment_mask
-from tfm.config import Arch, ModelConfig, Pooling, PositionalKind
-from tfm.layers import Context, Embedder, Stack, dtypes
+from tfm.config import Arch, EncoderHead, ModelConfig, Pooling, PositionalKind
+from tfm.layers import ACTIVATIONS, Context, Embedder, Stack, dtypes, norm
 from tfm.positional import LearnedPositions, SinusoidalPositions
 from tfm.token_ids import check_token_ids
 
@@ -42,7 +43,8 @@ class _Tower(nn.Module):
     cfg: ModelConfig
     embedder: Embedder
 
-    def embed(self, tokens: jax.Array, positions: jax.Array, deterministic: bool) -> jax.Array:
+    def embed(self, tokens: jax.Array, positions: jax.Array, deterministic: bool,
+              token_types: jax.Array | None = None) -> jax.Array:
         cfg = self.cfg
         x = self.embedder(tokens)  # (B, T, D)
         if cfg.positional is PositionalKind.SINUSOIDAL:
@@ -50,6 +52,16 @@ class _Tower(nn.Module):
         elif cfg.positional is PositionalKind.LEARNED:
             x = x + LearnedPositions(cfg.max_len, cfg.d_model, name="position_embedding", **dtypes(cfg))(positions)
         # ROPE acts inside attention; NONE adds nothing.
+        if cfg.type_vocab_size:  # BERT's segment A/B embeddings: a learned (type_vocab_size, D) table
+            if token_types is None:
+                token_types = jnp.zeros_like(tokens)
+            check_token_ids(token_types, cfg.type_vocab_size, "token_types", batched=True)
+            x = x + LearnedPositions(cfg.type_vocab_size, cfg.d_model, name="token_type_embedding",
+                                     **dtypes(cfg))(token_types)
+        elif token_types is not None:
+            raise ValueError("token_types given but ModelConfig.type_vocab_size=0 (no token-type embeddings)")
+        if cfg.embedding_norm:
+            x = norm(cfg, "embedding_norm")(x)
         return nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x)
 
 
@@ -57,12 +69,12 @@ class Encoder(_Tower):
     """tokens (B, S) -> encoded (B, S, D)."""
 
     @nn.compact
-    def __call__(self, tokens, *, segment_ids=None, positions=None, deterministic: bool = True):
+    def __call__(self, tokens, *, segment_ids=None, positions=None, token_types=None, deterministic: bool = True):
         cfg = self.cfg
         check_token_ids(tokens, cfg.vocab_size, "encoder input", batched=True)
         _check_length(cfg, tokens.shape[1], "encoder input")
         positions = _default_positions(tokens) if positions is None else positions
-        x = self.embed(tokens, positions, deterministic)
+        x = self.embed(tokens, positions, deterministic, token_types)
         mask = None if segment_ids is None else segment_mask(segment_ids, segment_ids)  # (B, 1, S, S)
         stack = Stack(cfg, cfg.num_layers, deterministic=deterministic, name="stack")
         return stack(x, Context(mask=mask, positions=positions))
@@ -245,10 +257,58 @@ class DecoderLM(nn.Module):
         )
 
 
-class EncoderClassifier(nn.Module):
-    """Encoder-only classifier: ``inputs (B, S) -> class logits (B, num_classes)``.
+class MaskedLMHead(nn.Module):
+    """BERT's masked-LM head: (B, S, D) -> logits (B, S, V) in float32.
 
-    Mean pooling averages the tokens with ``segment_ids > 0`` (every token when None).
+    transform = LayerNorm(act(x W + b)) (``cfg.activation``), then the output projection: the
+    transposed embedding table (``tie_output``) plus, with ``logits_bias``, a learned (V,) bias
+    (BERT's ``cls.predictions``), or an untied Dense layer with bias.
+    """
+
+    cfg: ModelConfig
+    embedder: Embedder
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.cfg
+        h = kernels.dense(
+            cfg.d_model,
+            grad_kernels=cfg.grad_kernels,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", "mlp")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+            name="transform",
+            **dtypes(cfg),
+        )(x)  # (B, S, D)
+        h = norm(cfg, "transform_norm")(ACTIVATIONS[cfg.activation](h))
+        if not cfg.tie_output:
+            return kernels.dense(
+                cfg.vocab_size,
+                grad_kernels=cfg.grad_kernels,
+                kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", "vocab")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
+                name="logits",
+                **dtypes(cfg),
+            )(h).astype(jnp.float32)
+        logits = self.embedder.attend(h)  # (B, S, V)
+        if cfg.logits_bias:
+            bias_init = nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",))
+            bias = self.param("logits_bias", bias_init, (cfg.vocab_size,), jnp.dtype(cfg.param_dtype))
+            logits = logits + bias.astype(logits.dtype)
+        return logits.astype(jnp.float32)
+
+
+class EncoderClassifier(nn.Module):
+    """The encoder-only model (BERT-style): an encoder and the head ``cfg.head`` names.
+
+    Methods, each ``(inputs (B, S), *, segment_ids, positions, token_types, deterministic)``:
+    :meth:`encode` -> hidden states (B, S, D); :meth:`classify` -> class logits (B, num_classes)
+    (needs head "classifier"); :meth:`mlm_logits` -> masked-LM logits (B, S, V) (needs head
+    "mlm"). ``__call__`` is the one of them that ``cfg.head`` names (what training calls).
+
+    Pooling for the classifier: "mean" averages the tokens with ``segment_ids > 0`` (every
+    token when None), "first" takes the first token; with ``cfg.pooler`` the pooled vector then
+    goes through dense + tanh (BERT's pooler). ``token_types`` (B, S) ids below
+    ``type_vocab_size`` (None = all 0) select the token-type embeddings.
     """
 
     cfg: ModelConfig
@@ -258,23 +318,71 @@ class EncoderClassifier(nn.Module):
         cfg.require_vocab()
         self.embedder = Embedder(cfg)
         self.encoder = Encoder(cfg, self.embedder)
-        self.head = kernels.dense(
-            cfg.num_classes,
-            grad_kernels=cfg.grad_kernels,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", "classes")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("classes",)),
-            **dtypes(cfg),
-        )
+        if cfg.pooler:
+            self.pooler = kernels.dense(
+                cfg.d_model,
+                grad_kernels=cfg.grad_kernels,
+                kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", "mlp")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+                **dtypes(cfg),
+            )
+        if cfg.head is EncoderHead.CLASSIFIER:
+            self.head = kernels.dense(
+                cfg.num_classes,
+                grad_kernels=cfg.grad_kernels,
+                kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", "classes")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("classes",)),
+                **dtypes(cfg),
+            )
+        elif cfg.head is EncoderHead.MLM:
+            self.mlm = MaskedLMHead(cfg, self.embedder)
 
-    def __call__(self, inputs, *, segment_ids=None, positions=None, deterministic: bool = True):
-        x = self.encoder(inputs, segment_ids=segment_ids, positions=positions, deterministic=deterministic)
+    def encode(self, inputs, *, segment_ids=None, positions=None, token_types=None, deterministic: bool = True):
+        """inputs (B, S) -> hidden states (B, S, D) (after the last block)."""
+        return self.encoder(inputs, segment_ids=segment_ids, positions=positions, token_types=token_types,
+                            deterministic=deterministic)
+
+    def _pool(self, x, inputs, segment_ids):
         if self.cfg.pooling is Pooling.FIRST:
             pooled = x[:, 0]
         else:
             real = real_tokens(inputs, segment_ids)
             valid = real[..., None].astype(x.dtype)  # (B, S, 1)
             pooled = (x * valid).sum(1) / jnp.maximum(valid.sum(1), 1).astype(x.dtype)  # (B, D)
-        return self.head(pooled).astype(jnp.float32)  # (B, num_classes)
+        return jnp.tanh(self.pooler(pooled)) if self.cfg.pooler else pooled
+
+    def classify(self, inputs, *, segment_ids=None, positions=None, token_types=None, deterministic: bool = True):
+        """inputs (B, S) -> class logits (B, num_classes) in float32."""
+        self._require(EncoderHead.CLASSIFIER, "classify")
+        x = self.encode(inputs, segment_ids=segment_ids, positions=positions, token_types=token_types,
+                        deterministic=deterministic)
+        return self.head(self._pool(x, inputs, segment_ids)).astype(jnp.float32)  # (B, num_classes)
+
+    def mlm_logits(self, inputs, *, segment_ids=None, positions=None, token_types=None, deterministic: bool = True):
+        """inputs (B, S) -> masked-LM logits (B, S, V) in float32."""
+        self._require(EncoderHead.MLM, "mlm_logits")
+        x = self.encode(inputs, segment_ids=segment_ids, positions=positions, token_types=token_types,
+                        deterministic=deterministic)
+        if self.cfg.pooler and self.is_initializing():  # a pretraining checkpoint's pooler is kept
+            self._pool(x, inputs, segment_ids)
+        return self.mlm(x)
+
+    def _require(self, head: EncoderHead, method: str) -> None:
+        if self.cfg.head is not head:
+            raise ValueError(f"{method} needs ModelConfig.head={head.value!r}; this model has "
+                             f"head={self.cfg.head.value!r}")
+
+    def __call__(self, inputs, *, segment_ids=None, positions=None, token_types=None, deterministic: bool = True):
+        kwargs = dict(segment_ids=segment_ids, positions=positions, token_types=token_types,
+                      deterministic=deterministic)
+        if self.cfg.head is EncoderHead.CLASSIFIER:
+            return self.classify(inputs, **kwargs)
+        if self.cfg.head is EncoderHead.MLM:
+            return self.mlm_logits(inputs, **kwargs)
+        x = self.encode(inputs, **kwargs)
+        if self.cfg.pooler and self.is_initializing():
+            self._pool(x, inputs, segment_ids)
+        return x
 
 
 _MODELS = {

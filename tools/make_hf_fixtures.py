@@ -17,6 +17,12 @@ Writes, with random weights (seeded) and tokenizers trained here on a small embe
   window) and Qwen2ForCausalLM (2 kv heads, q/k/v biases, tied head), each with a small BPE
   ``tokenizer.json`` (Metaspace, ~150 ids) built here with ``tokenizers`` (Llama and Mistral put
   <s> first, Qwen2 does not), BOS/EOS ids in config.json;
+* ``bert_classifier/`` (BertForSequenceClassification, 3 named labels, uncased WordPiece from
+  ``tokenizer.json`` and ``vocab.txt``), ``bert_mlm/`` (BertForMaskedLM, cased WordPiece from
+  ``vocab.txt`` only) and ``bert_base/`` (BertModel with its pooler, uncased ``tokenizer.json``
+  only): 2 layers, D=24, 3 heads, 3 token types, exact GELU; a WordPiece vocabulary of ~200
+  pieces trained here; the references hold hidden states / logits of a padded batch of
+  sentence pairs with token types, and the ids and token types of texts and pairs;
 * ``reference.npz`` / ``reference.json`` in each: what transformers computed: logits of fixed
   inputs (one input containing token id 0, one without), greedy continuations (and, for
   Marian, beam search with 4 beams, length_penalty 0, early stopping), and the token ids its
@@ -280,17 +286,100 @@ def make_llama_family(out: pathlib.Path, model_type: str) -> None:
          "vocab_size": V, "max_new_tokens": 10, "dtype": spec["dtype"]}, indent=1, ensure_ascii=False) + "\n")
 
 
+def _wordpiece(lowercase: bool):
+    """A tiny BERT WordPiece tokenizer trained on the embedded text (the fast tokenizer object)."""
+    from tokenizers import BertWordPieceTokenizer
+
+    tok = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=None)
+    tok.train_from_iterator(ENGLISH + GERMAN, vocab_size=200, min_frequency=1, show_progress=False,
+                            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    return tok
+
+
+BERT_PAIRS = [("The quick brown fox jumps over the lazy dog!", "How are you today?"),
+              ("Hello world!", "Ünïcode çafé — naïve 42!")]
+
+
+def make_bert(out: pathlib.Path, cls_name: str, lowercase: bool, files: tuple[str, ...]) -> None:
+    import torch
+    import transformers
+    from transformers import BertConfig, BertTokenizerFast
+
+    tok = _wordpiece(lowercase)
+    with tempfile.TemporaryDirectory() as tmp:
+        tok.save_model(tmp)  # vocab.txt
+        # (transformers 5 ignores vocab_file here: hand it the trained tokenizer itself)
+        hf_tok = BertTokenizerFast(tokenizer_object=tok._tokenizer, do_lower_case=lowercase, model_max_length=48)
+        hf_tok.save_pretrained(out)
+        shutil.copy(os.path.join(tmp, "vocab.txt"), out / "vocab.txt")
+    for name in ("vocab.txt", "tokenizer.json", "special_tokens_map.json"):
+        if name not in files and (out / name).exists():
+            (out / name).unlink()
+    hf_tok = (transformers.BertTokenizer if "tokenizer.json" not in files else BertTokenizerFast).from_pretrained(out)
+    V = hf_tok.vocab_size
+    torch.manual_seed(1)
+    labels = {0: "negative", 1: "neutral", 2: "positive"}
+    config = BertConfig(vocab_size=V, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
+                        intermediate_size=40, max_position_embeddings=48, type_vocab_size=3,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                        **({"id2label": labels, "label2id": {v: k for k, v in labels.items()}}
+                           if cls_name == "BertForSequenceClassification" else {}))
+    model = getattr(transformers, cls_name)(config).eval()
+    perturb(model, torch, 2, 0.1)
+    model.save_pretrained(out, safe_serialization=True)
+    enc = hf_tok([a for a, _ in BERT_PAIRS], [b for _, b in BERT_PAIRS], padding=True, return_tensors="np")
+    inputs, types, mask = enc["input_ids"], enc["token_type_ids"], enc["attention_mask"]
+    assert mask.min() == 0, "the batch must hold padding"
+    types = types.copy()
+    types[1, 1:3] = 2  # the third token type too
+    with torch.no_grad():
+        result = model(input_ids=torch.tensor(inputs), token_type_ids=torch.tensor(types),
+                       attention_mask=torch.tensor(mask))
+    output = result.last_hidden_state if cls_name == "BertModel" else result.logits
+    arrays = {"inputs": inputs.astype(np.int32), "token_types": types.astype(np.int32),
+              "mask": mask.astype(np.int32), "output": output.numpy().astype(np.float32)}
+    if cls_name == "BertModel":
+        arrays["pooled"] = result.pooler_output.numpy().astype(np.float32)
+    masked = None
+    if cls_name == "BertForMaskedLM":
+        masked = "The quick brown [MASK] jumps over the lazy dog!"
+        ids = hf_tok(masked, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0]
+        pos = int((ids[0] == hf_tok.mask_token_id).nonzero()[0, 0])
+        arrays["mask_top5"] = torch.topk(logits[pos].softmax(-1), 5).indices.numpy().astype(np.int32)
+        arrays["mask_top5_probs"] = torch.topk(logits[pos].softmax(-1), 5).values.numpy().astype(np.float32)
+    np.savez_compressed(out / "reference.npz", **arrays)
+    ids = {t: hf_tok(t)["input_ids"] for t in TOKENIZER_TEXTS}
+    pairs = [{"a": a, "b": b, **{k: v for k, v in hf_tok(a, b).items() if k != "attention_mask"}}
+             for a, b in BERT_PAIRS]
+    decoded = {t: hf_tok.decode(ids[t], skip_special_tokens=True) for t in TOKENIZER_TEXTS}
+    (out / "reference.json").write_text(json.dumps(
+        {"token_ids": ids, "pairs": pairs, "decoded": decoded, "vocab_size": V, "lowercase": lowercase,
+         "mask_id": hf_tok.mask_token_id, "masked_text": masked,
+         "class_names": [labels[i] for i in range(3)] if cls_name == "BertForSequenceClassification" else None},
+        indent=1, ensure_ascii=False) + "\n")
+
+
+MAKERS = {
+    "gpt2": make_gpt2,
+    "marian": make_marian,
+    **{t: functools.partial(make_llama_family, model_type=t) for t in LLAMA_FAMILY},
+    "bert_classifier": lambda out: make_bert(out, "BertForSequenceClassification", True,
+                                             ("tokenizer.json", "vocab.txt")),
+    "bert_mlm": lambda out: make_bert(out, "BertForMaskedLM", False, ("vocab.txt",)),
+    "bert_base": lambda out: make_bert(out, "BertModel", True, ("tokenizer.json",)),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "hf"))
-    parser.add_argument("--only", nargs="*", help="fixture names to (re)build (default: all)")
+    parser.add_argument("names", nargs="*", help=f"which fixtures (default: all of {sorted(MAKERS)})")
     args = parser.parse_args()
     out = pathlib.Path(args.out)
-    makers = {"gpt2": make_gpt2, "marian": make_marian,
-              **{t: functools.partial(make_llama_family, model_type=t) for t in LLAMA_FAMILY}}
-    for name, make in makers.items():
-        if args.only and name not in args.only:
-            continue
+    for name in args.names or MAKERS:
+        make = MAKERS[name]
         target = out / name
         if target.exists():
             shutil.rmtree(target)

@@ -445,12 +445,26 @@ q/k/v biases (Qwen2), tied or untied output heads.
 This notebook uses the tiny random llama checkpoint of the test fixtures (2 layers, 4 query
 heads sharing 2 key/value heads, Llama 3 rope scaling) so that it runs anywhere in a minute;
 set `TFM_LLAMA_DIR` to a real directory (TinyLlama, SmolLM, Qwen2.5-0.5B, ...) to use one.
+
+# ================================================================== 04 BERT: classify, fill masks, fine-tune
+md(r"""
+# BERT in tfm: classify, fill masks, embed, fine-tune on a local file, export
+
+tfm imports BERT checkpoints in Hugging Face's layout (`BertModel`, `BertForSequenceClassification`,
+`BertForMaskedLM`: `config.json`, `model.safetensors`, `tokenizer.json` or `vocab.txt`) into its
+encoder-only model: post-LN blocks, learned positions, token-type embeddings, a LayerNorm on the
+embeddings, and the head the checkpoint has (pooler + classifier, masked-LM, or none).
+
+This notebook runs on the tiny random checkpoints of `tests/fixtures/hf` (saved by transformers),
+so its predictions are noise; set `TFM_BERT_DIR` to a directory holding real ones (e.g. a
+downloaded `bert-base-uncased` as `bert_mlm`) for meaningful outputs. Everything else is the same.
 """)
 code(r"""
 import os
 import pathlib
 
 import jax.numpy as jnp
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -507,6 +521,91 @@ ax.set_xlabel("step"); ax.set_ylabel("training loss (nats/token)"); ax.set_title
 plt.show()
 tuned = tfm.inference.load(str(WORKDIR / "run"))
 print(tfm.generate(tuned, "The quick brown", max_new_tokens=12, temperature=0.0))
+
+
+SMALL = os.environ.get("TFM_NOTEBOOK_SMALL") == "1"
+MODELS = pathlib.Path(os.environ.get("TFM_BERT_DIR", pathlib.Path(tfm.__file__).resolve().parents[1] / "tests" / "fixtures" / "hf"))
+WORKDIR = pathlib.Path(os.environ.get("TFM_NOTEBOOK_WORKDIR", "workdirs")) / "notebook_bert"
+classifier = tfm.from_pretrained(MODELS / "bert_classifier")
+print(classifier.config.head, classifier.config.class_names, classifier.tokenizer.vocab_size)
+""")
+md(r"""
+## Classify texts and sentence pairs
+
+`tfm.classify` takes texts or `(text, text)` pairs (encoded `[CLS] a [SEP] b [SEP]` with token
+types 0 and 1) and returns the label and the probability of each class, named by the checkpoint's
+`id2label`.
+""")
+code(r"""
+inputs = ["The weather is nice and the sun is shining.", ("How are you today?", "I am fine, thank you.")]
+results = tfm.classify(classifier, inputs)
+for x, r in zip(inputs, results):
+    print(r["label"], round(r["score"], 3), x)
+fig, ax = plt.subplots(figsize=(5, 2.5))
+names = list(results[0]["probabilities"])
+for i, r in enumerate(results):
+    ax.bar(np.arange(len(names)) + 0.4 * i, list(r["probabilities"].values()), width=0.4, label=f"input {i}")
+ax.set_xticks(np.arange(len(names)) + 0.2, names); ax.set_ylabel("probability"); ax.legend(); plt.show()
+""")
+md(r"""
+## Fill a mask
+
+A masked-LM checkpoint (`BertForMaskedLM`, or `bert-base-uncased` itself) predicts the token at
+each `[MASK]`.
+""")
+code(r"""
+mlm = tfm.from_pretrained(MODELS / "bert_mlm")
+for c in tfm.fill_mask(mlm, "The quick brown [MASK] jumps over the lazy dog!", top_k=5):
+    print(f"{c['token']:>10}  {c['score']:.3f}   {c['sequence']}")
+""")
+md(r"""
+## Sentence embeddings
+
+`tfm.embed` averages the last hidden states over each text's tokens (`pooling="mean"`) or takes
+the `[CLS]` state (`pooling="cls"`).
+""")
+code(r"""
+base = tfm.from_pretrained(MODELS / "bert_base")
+texts = ["The cat sat on the mat.", "A cat was sitting on a mat.", "Stock prices fell sharply today."]
+E = tfm.embed(base, texts, pooling="mean")
+E = E / np.linalg.norm(E, axis=1, keepdims=True)
+plt.figure(figsize=(3, 3)); plt.imshow(E @ E.T, vmin=-1, vmax=1, cmap="RdBu"); plt.colorbar()
+plt.title("cosine similarity"); plt.show()
+""")
+md(r"""
+## Fine-tune a classifier on a local file
+
+A TSV with a header row (`label`, `text`); CSV and JSONL work the same. The imported encoder
+(here the bare `BertModel`) gets the pooler and a fresh classifier for the file's labels;
+`configs/bert_classify.py` holds the full-size settings. A row with a missing column, an empty
+text or an unknown label would be named in the log (file:line) and left out.
+""")
+code(r"""
+rng = np.random.default_rng(0)
+words = "the quick brown fox jumps over lazy dog how are you today weather is nice".split()
+def write(path, n):
+    rows = ["label\ttext"]
+    for _ in range(n):
+        yes = bool(rng.integers(2))
+        rows.append(("yes\thello " if yes else "no\tnumbers ") + " ".join(rng.choice(words, 4)))
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+WORKDIR.mkdir(parents=True, exist_ok=True)
+train_file, valid_file = write(WORKDIR / "train.tsv", 200), write(WORKDIR / "valid.tsv", 64)
+
+cd = default_config_dict()
+cd.data.update(dataset="classification_file", classification_file=train_file,
+               classification_valid_file=valid_file, tokenizer="pretrained", max_len=16,
+               max_target_len=16, batch_size=16, eval_batch_size=32)
+cd.model.update(arch="encoder_classifier", dropout_rate=0.0, attention_dropout_rate=0.0)
+cd.train.update(init_from=str(MODELS / "bert_base"), num_steps=40 if SMALL else 200, optimizer="adamw",
+                schedule="warmup_cosine", learning_rate=3e-3, warmup_steps=5, strategy="single",
+                eval_every_steps=20, checkpoint_every_steps=20, log_every_steps=10, progress_bar=False,
+                eval_decode_examples=0, label_smoothing=0.0)
+result = run(RunConfig.from_config_dict(cd), str(WORKDIR / "run"))
+print("validation accuracy:", result["eval"]["accuracy"])
+tuned = tfm.inference.load(WORKDIR / "run")
+print(tfm.classify(tuned, ["hello the quick fox", "numbers the lazy dog"]))
 """)
 md(r"""
 ## Export
@@ -526,3 +625,15 @@ assert back.model_type == "llama" and np.array_equal(np.asarray(a), np.asarray(b
 print("export -> import: identical logits")
 """)
 write("notebooks/04_llama_family.ipynb")
+
+The fine-tuned classifier is written in Hugging Face's layout (a `BertForSequenceClassification`
+with its `id2label`, and the WordPiece tokenizer); transformers loads it with the same logits.
+""")
+code(r"""
+out = WORKDIR / "export"
+if out.exists():
+    import shutil; shutil.rmtree(out)
+print(tfm.save_pretrained(tuned, out))
+print((out / "config.json").read_text()[:400])
+""")
+write("notebooks/05_bert.ipynb")

@@ -47,14 +47,16 @@ def test_default_file_writes_no_default_itself():
 
 # Config files that need a command-line value to validate (and the value the test gives).
 REQUIRED_FLAGS = {"gpt2_shakespeare": [f"--config.train.init_from={REPO / 'tests' / 'fixtures' / 'hf' / 'gpt2'}"],
-                  "llama_shakespeare": [f"--config.train.init_from={REPO / 'tests' / 'fixtures' / 'hf' / 'llama'}"]}
+                  "llama_shakespeare": [f"--config.train.init_from={REPO / 'tests' / 'fixtures' / 'hf' / 'llama'}"],
+                  "bert_classify": [f"--config.train.init_from={REPO / 'tests' / 'fixtures' / 'hf' / 'bert_base'}",
+                                    "--config.data.classification_file=reviews.tsv"]}
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=[p.stem for p in CONFIG_FILES])
 def test_every_config_file_loads_and_validates(path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
     if path.stem in REQUIRED_FLAGS:
-        with pytest.raises(ValueError, match="init_from"):  # refused without them, by name
+        with pytest.raises(ValueError, match="init_from|classification_file"):  # refused without them, by name
             RunConfig.from_config_dict(load(path))
     run = RunConfig.from_config_dict(load(path, *REQUIRED_FLAGS.get(path.stem, [])))
     assert run.model.arch.value == run.data.arch

@@ -117,20 +117,33 @@ def encode_lm_sentences(
 
 def encode_classification(
     tokenized: Sequence[np.ndarray], labels: Sequence[int], max_len: int, *, drop: bool,
-    bos_id: int = BOS_ID, eos_id: int = EOS_ID,
+    bos_id: int = BOS_ID, eos_id: int = EOS_ID, second: Sequence[np.ndarray] | None = None,
 ) -> Encoded:
-    """Sentence ids -> ``inputs`` = [bos] + ids + [eos] (bos doubles as a [CLS] token)."""
-    inputs, kept, truncated, dropped = [], [], 0, 0
-    for ids, label in zip(tokenized, labels, strict=True):
-        x, cut = _fit(np.concatenate([[bos_id], ids, [eos_id]]).astype(np.int32), max_len)
+    """Sentence ids -> ``inputs`` = [bos] + ids + [eos] (bos doubles as a [CLS] token); with
+    ``second`` (text pairs) [bos] + a + [eos] + b + [eos] and ``token_types`` 0 on the first
+    part, 1 on the second (BERT's layout), the longer part shortened first when too long."""
+    inputs, types, kept, truncated, dropped = [], [], [], 0, 0
+    for i, (ids, label) in enumerate(zip(tokenized, labels, strict=True)):
+        if second is None:
+            x, cut = _fit(np.concatenate([[bos_id], ids, [eos_id]]).astype(np.int32), max_len)
+        else:
+            a, b = list(ids), list(second[i])
+            cut = len(a) + len(b) + 3 > max_len
+            while len(a) + len(b) + 3 > max_len and (a or b):
+                (b if len(b) > len(a) else a).pop()
+            x = np.asarray([bos_id, *a, eos_id, *b, eos_id], np.int32)[:max_len]
+            types.append(np.asarray([0] * (len(a) + 2) + [1] * (len(b) + 1), np.int32)[:max_len])
         if cut:
             if drop:
                 dropped += 1
+                if types:
+                    types.pop()
                 continue
             truncated += 1
         inputs.append(x)
         kept.append(label)
-    return Encoded({"inputs": inputs}, np.asarray(kept, np.int32), truncated, dropped)
+    seqs = {"inputs": inputs} if second is None else {"inputs": inputs, "token_types": types}
+    return Encoded(seqs, np.asarray(kept, np.int32), truncated, dropped)
 
 
 # ================================================================================ plans
@@ -290,8 +303,11 @@ def assemble_classification(enc: Encoded, rows: Sequence[Row], length: int) -> B
     """inputs (R,S), segment_ids, positions (R,S), label (R,), weights (R,) (1 per example)."""
     x, seg, pos = _pack_rows(enc.seqs["inputs"], rows, length)
     labels = np.array([enc.labels[row[0]] for row in rows], np.int32).reshape(len(rows))
-    return {"inputs": x, "segment_ids": seg, "positions": pos, "label": labels,
-            "weights": np.ones(labels.shape, np.float32)}
+    batch = {"inputs": x, "segment_ids": seg, "positions": pos, "label": labels,
+             "weights": np.ones(labels.shape, np.float32)}
+    if "token_types" in enc.seqs:  # sentence pairs (BERT's segment A/B)
+        batch["token_types"] = _pack_rows(enc.seqs["token_types"], rows, length)[0]
+    return batch
 
 
 def add_eval_weights(batch: Batch, num_real_rows: int) -> Batch:

@@ -27,6 +27,7 @@ class Dataset(str, enum.Enum):
     LM1B = "lm1b"  # TFDS; one billion word benchmark sentences (subword LM)
     SST2 = "sst2"  # TFDS glue/sst2; sentence sentiment (encoder-only classification)
     TEXT_FILE = "text_file"  # a local UTF-8 text file (language modelling on anything)
+    CLASSIFICATION_FILE = "classification_file"  # a local CSV / TSV / JSONL file of (text, label) rows
 
 
 class Task(str, enum.Enum):
@@ -57,6 +58,7 @@ TASK_OF_DATASET: dict[Dataset, Task] = {
     Dataset.LM1B: Task.LM,
     Dataset.TEXT_FILE: Task.LM,
     Dataset.SST2: Task.CLASSIFICATION,
+    Dataset.CLASSIFICATION_FILE: Task.CLASSIFICATION,
 }
 
 # The model architecture (tfm.config.Arch value) each task trains.
@@ -140,6 +142,21 @@ class DataConfig(ConfigBase):
         count (see :func:`tfm.data.numbers.training_numbers`).
       numbers_split_seed: seed of the fixed permutation that splits the numbers (deliberately
         separate from ``shuffle_seed``, so the test set never moves).
+
+      Local classification files (``dataset="classification_file"``, :mod:`tfm.data.labeled_files`):
+      classification_file: path of the training rows: ``.csv``, ``.tsv`` (a header row names
+        the columns) or ``.jsonl`` (one JSON object per line). Required there, unused elsewhere.
+      classification_valid_file: the validation rows (same format); "" = a fixed-seed
+        ``valid_fraction`` of ``classification_file`` is held out (and never trained on).
+      text_column: the column (key) holding the text.
+      text_pair_column: the column holding the second text of a sentence pair ("" = single
+        texts); pairs are encoded [CLS] a [SEP] b [SEP] with token types 0 / 1 (the model needs
+        ``type_vocab_size`` >= 2, as BERT has).
+      label_column: the column holding the label: a name from ``label_names`` or an integer id.
+      label_names: the classes, in id order (the model's ``class_names``); () = the distinct
+        labels of the training file: ids 0..max when all are integers, else the names sorted.
+        A row with a missing column, an empty text or an unknown label is counted and named
+        (file:line) in the log, and left out.
     """
 
     dataset: Dataset = Dataset.NUMBERS
@@ -167,12 +184,24 @@ class DataConfig(ConfigBase):
     numbers_split_seed: int = 0
     numbers_held_out_fraction: float = 0.1
     numbers_sampling_temperature: float = 3.0
+    # local classification files
+    classification_file: str = ""
+    classification_valid_file: str = ""
+    text_column: str = "text"
+    text_pair_column: str = ""
+    label_column: str = "label"
+    label_names: tuple[str, ...] = ()
 
     _ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {
         "dataset": Dataset,
         "tokenizer": TokenizerKind,
         "overlong": Overlong,
     }
+
+    def __post_init__(self):
+        if isinstance(self.label_names, list):  # from JSON or a config file
+            object.__setattr__(self, "label_names", tuple(self.label_names))
+        super().__post_init__()
 
     # ------------------------------------------------------------------ derived
     @property
@@ -243,5 +272,23 @@ class DataConfig(ConfigBase):
                 fail("tokens_per_batch", "token-count batching is for translation data sets only")
             if self.tokens_per_batch < max(self.max_len, self.max_target_len):
                 fail("tokens_per_batch", "must hold at least one example of the maximum length")
+        is_file = self.dataset is Dataset.CLASSIFICATION_FILE
+        if is_file and not self.classification_file:
+            fail("classification_file", "dataset='classification_file' needs --config.data.classification_file=PATH")
+        for field in ("classification_file", "classification_valid_file"):
+            if not isinstance(getattr(self, field), str):
+                fail(field, "must be a path (a string) or ''")
+            if getattr(self, field) and not is_file:
+                fail(field, f"is only used with dataset='classification_file', not {self.dataset.value!r}")
+        for field in ("text_column", "label_column"):
+            if not isinstance(getattr(self, field), str) or not getattr(self, field):
+                fail(field, "must be a non-empty column name")
+        if not isinstance(self.text_pair_column, str):
+            fail("text_pair_column", "must be a column name or '' (single texts)")
+        names = self.label_names
+        if not isinstance(names, tuple) or not all(isinstance(n, str) and n for n in names):
+            fail("label_names", "must be a tuple of non-empty strings (or () to take them from the file)")
+        if len(set(names)) != len(names) or len(names) == 1:
+            fail("label_names", "needs two or more distinct names")
         if self.pack and self.task is Task.CLASSIFICATION:
             fail("pack", "classification examples cannot be packed (one label per row)")

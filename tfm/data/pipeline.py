@@ -140,6 +140,7 @@ class Pipeline:
     tokenizer: Tokenizer
     train_iter: batching.BatchIterator
     num_classes: int | None = None
+    class_names: tuple[str, ...] = ()  # classification: the label names, in id order (() = unnamed)
     bleu_tokenize: str = "13a"
     stats: dict[str, int] = dataclasses.field(default_factory=dict)
     process_index: int = 0
@@ -238,6 +239,12 @@ class Pipeline:
         return self.tokenizer.decode_batch(np.asarray(ids))
 
 
+def _num_classes(cfg: DataConfig) -> int:
+    if cfg.dataset is Dataset.CLASSIFICATION_FILE:
+        return len(sources.labeled_files.label_names(cfg))
+    return 2  # sst2
+
+
 # ====================================================================== building blocks
 def encode_examples(task: Task, tok: Tokenizer, raw: Sequence[Any], cfg: DataConfig, *,
                     drop: bool) -> batching.Encoded:
@@ -251,8 +258,11 @@ def encode_examples(task: Task, tok: Tokenizer, raw: Sequence[Any], cfg: DataCon
     if task is Task.LM:
         return batching.encode_lm_sentences(_checked(tok, tok.encode_batch(list(raw))), cfg.max_len,
                                             drop=drop, **special)
-    return batching.encode_classification(_checked(tok, tok.encode_batch([r[0] for r in raw])),
-                                          [r[1] for r in raw], cfg.max_len, drop=drop, **special)
+    pairs = bool(raw) and isinstance(raw[0][0], tuple)  # (text, text) pairs: a local file's text_pair_column
+    first = [r[0][0] if pairs else r[0] for r in raw]
+    second = _checked(tok, tok.encode_batch([r[0][1] for r in raw])) if pairs else None
+    return batching.encode_classification(_checked(tok, tok.encode_batch(first)), [r[1] for r in raw],
+                                          cfg.max_len, drop=drop, second=second, **special)
 
 
 def _checked(tok: Tokenizer, rows: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
@@ -301,8 +311,8 @@ def tokenizer_texts(cfg: DataConfig) -> list[str]:
     task = cfg.task
     if task is Task.TRANSLATION:
         return [r[0] for r in raw] + [r[1] for r in raw]
-    if task is Task.CLASSIFICATION:
-        return [r[0] for r in raw]
+    if task is Task.CLASSIFICATION:  # a text, or both texts of a pair
+        return [t for r in raw for t in (r[0] if isinstance(r[0], tuple) else (r[0],))]
     return list(raw)
 
 
@@ -399,7 +409,8 @@ def build_pipeline(
         stats = {"train_examples": int(source.num_examples)}
     pipe = Pipeline(
         config=cfg, task=task, arch=cfg.arch, tokenizer=tok, train_iter=train_iter,
-        num_classes=2 if task is Task.CLASSIFICATION else None,
+        num_classes=_num_classes(cfg) if task is Task.CLASSIFICATION else None,
+        class_names=sources.labeled_files.label_names(cfg) if cfg.dataset is Dataset.CLASSIFICATION_FILE else (),
         bleu_tokenize="char" if cfg.dataset.value == "numbers" else "13a",
         stats=stats, **shard)
     logging.info("data: %s (%s), tokenizer %s vocab %d, %s", cfg.dataset.value, task.value,

@@ -1,4 +1,5 @@
-"""Raw-example sources: the numbers task, a local text file, and TFDS data sets.
+"""Raw-example sources: the numbers task, a local text file, local classification files
+(:mod:`tfm.data.labeled_files`), and TFDS data sets.
 
 A source gives the untokenized examples of one split. Two shapes:
 
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from tfm.data import labeled_files
 from tfm.data import numbers as numbers_lib
 from tfm.data.config import DataConfig, Dataset
 
@@ -163,6 +165,8 @@ def load_examples(cfg: DataConfig, split: str) -> ExampleSource:
         return NumbersSource(parts[split])
     if cfg.dataset in STREAM_DATASETS:
         raise ValueError(f"dataset {cfg.dataset.value!r} is a text stream: use load_text()")
+    if cfg.dataset is Dataset.CLASSIFICATION_FILE:
+        return ListSource(labeled_files.load_split(cfg, split))
     return _load_tfds_examples(cfg, split)
 
 

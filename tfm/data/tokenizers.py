@@ -308,11 +308,12 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
         raise TokenizerError(f"load_tokenizer: no tokenizer in {directory} ({META_FILE} is missing)")
     meta = files.read_json(meta_path, limit=MAX_TOKENIZER_FILE_BYTES)
     kind = meta.get("kind")
-    from tfm.data import hf_tokenizers  # the tokenizers of Hugging Face model directories
+    from tfm.data import hf_tokenizers, hf_wordpiece  # the tokenizers of Hugging Face model directories
 
     classes = {**_CLASSES, **{c.kind: c for c in (hf_tokenizers.ByteLevelBPETokenizer,
                                                   hf_tokenizers.TokenizerJSON,
-                                                  hf_tokenizers.MarianSentencePieceTokenizer)}}
+                                                  hf_tokenizers.MarianSentencePieceTokenizer,
+                                                  hf_wordpiece.WordPieceTokenizer)}}
     if not isinstance(kind, str) or kind not in classes:
         raise TokenizerError(f"load_tokenizer: unknown kind {kind!r} in {meta_path}; known: {sorted(classes)}")
     try:

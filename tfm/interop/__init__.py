@@ -1,5 +1,6 @@
 """Hugging Face model directories in and out: GPT-2, Llama, Mistral, Qwen2 -> DecoderLM, Marian
-(opus-mt) -> EncoderDecoder.
+(opus-mt) -> EncoderDecoder, BERT -> the encoder-only model (EncoderClassifier, with its
+classifier, masked-LM or no head).
 
 A model directory in Hugging Face's layout (what ``save_pretrained`` writes, or what one
 downloads from the Hub) holds ``config.json``, ``model.safetensors`` (or shards listed by
@@ -36,7 +37,7 @@ import numpy as np
 from tfm import arguments, files
 from tfm.config import ModelConfig
 from tfm.data.tokenizers import Tokenizer
-from tfm.interop import gpt2, llama, marian
+from tfm.interop import bert, gpt2, llama, marian
 from tfm.interop.convert import check_against_model, export_problems
 from tfm.interop.hf_io import CONFIG_FILE, HFFormatError, TensorReader, read_config, write_config, write_tensors
 
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 # The registered families, in the order save_pretrained tries them when no model_type is given
 # (each module states the contract of tfm.interop.convert: MODEL_TYPES, ARCH, IGNORE, MAPPED,
 # PINNED, config_from_hf, read_params, load_tokenizer, config_to_hf, params_to_hf).
-FAMILY_MODULES: tuple[types.ModuleType, ...] = (gpt2, marian, *llama.FAMILIES)
+FAMILY_MODULES: tuple[types.ModuleType, ...] = (gpt2, marian, *llama.FAMILIES, bert)
 FAMILIES: dict[str, types.ModuleType] = {t: m for m in FAMILY_MODULES for t in m.MODEL_TYPES}
 
 __all__ = ["FAMILIES", "HFFormatError", "from_pretrained", "load_model", "read_model_config", "save_pretrained"]
@@ -140,7 +141,8 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None, check:
 
 
 def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
-    """The tokenizer of a Hugging Face model directory (GPT-2 byte-level BPE, Marian SentencePiece)."""
+    """The tokenizer of a Hugging Face model directory (GPT-2 byte-level BPE, Marian SentencePiece,
+    BERT WordPiece)."""
     directory = pathlib.Path(directory).expanduser()
     hf = read_config(directory)
     try:

@@ -15,6 +15,7 @@ stores them flat, input dimension first for GPT-2's Conv1D and output first for 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import types
 from typing import Any
@@ -128,3 +129,25 @@ def read_activation(hf: dict, where: str, required: tuple[str, ...], default: st
     act = hf.get("activation_function", default)
     require(act in table, where, f"activation_function={act!r} is not supported; supported: {sorted(table)}")
     return table[act]
+
+
+def pinned_to_defaults(*fields: str) -> dict[str, Any]:
+    """{field: ModelConfig's default}: the options a family does not have, pinned off."""
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    return {field: defaults[field] for field in fields}
+
+
+# The option blocks of the other families (what a family without them pins to the defaults).
+ENCODER_ONLY_OPTIONS = ("type_vocab_size", "embedding_norm", "pooler", "head", "class_names")
+LLAMA_OPTIONS = ("norm_kind", "gated_ffn", "num_kv_heads", "rope_layout", "rope_scaling", "qkv_bias", "output_bias")
+
+
+def unaccounted_fields(family) -> list[str]:
+    """ModelConfig fields that ``family`` neither maps nor pins (nor are execution-only), or
+    claims twice: each must be in exactly one of MAPPED, PINNED, EXECUTION_FIELDS."""
+    out = []
+    for f in dataclasses.fields(ModelConfig):
+        n = (f.name in family.MAPPED) + (f.name in family.PINNED) + (f.name in EXECUTION_FIELDS)
+        if n != 1:
+            out.append(f"{f.name} ({n} times)")
+    return out

@@ -144,6 +144,7 @@ PINNED = {
     "use_bias": True, "rope_base": 10000.0,
     "norm_kind": NormKind.LAYER_NORM, "gated_ffn": False, "num_kv_heads": None,
     "rope_layout": RopeLayout.INTERLEAVED, "rope_scaling": None, "qkv_bias": None, "output_bias": True,
+    **convert.pinned_to_defaults(*convert.ENCODER_ONLY_OPTIONS),
 }
 
 

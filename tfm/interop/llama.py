@@ -36,6 +36,7 @@ from tfm.config import (Activation, Arch, ModelConfig, NormKind, NormPosition, P
                         SinusoidalLayout)
 from tfm.data.hf_tokenizers import TokenizerJSON
 from tfm.data.tokenizers import Tokenizer
+from tfm.interop import convert
 from tfm.interop.convert import get_path, require, set_path
 from tfm.interop.hf_io import CONFIG_FILE, HFFormatError, TensorReader
 
@@ -72,6 +73,7 @@ _PINNED = {
     "positional": PositionalKind.ROPE, "sinusoidal_layout": SinusoidalLayout.INTERLEAVED, "share_embeddings": True,
     "logits_bias": False, "scale_embeddings": False, "num_classes": 2, "pooling": Pooling.MEAN, "use_bias": False,
     "norm_kind": NormKind.RMS_NORM, "gated_ffn": True, "rope_layout": RopeLayout.ROTATE_HALF, "output_bias": False,
+    **convert.pinned_to_defaults(*convert.ENCODER_ONLY_OPTIONS),
 }
 
 

@@ -196,6 +196,7 @@ PINNED = {
     "num_classes": 2, "pooling": Pooling.MEAN, "use_bias": True, "layer_norm_eps": LAYER_NORM_EPS,
     "rope_base": 10000.0, "norm_kind": NormKind.LAYER_NORM, "gated_ffn": False, "num_kv_heads": None,
     "rope_layout": RopeLayout.INTERLEAVED, "rope_scaling": None, "qkv_bias": None, "output_bias": True,
+    **convert.pinned_to_defaults(*convert.ENCODER_ONLY_OPTIONS),
 }
 
 

@@ -35,7 +35,7 @@ def evaluate(
     if total is None:
         return {}
     sums = parallel.to_host(total)
-    return evaluation.summarize(sums)
+    return evaluation.summarize(sums, class_names=pipe.class_names)
 
 
 def translation_metrics(

@@ -23,6 +23,21 @@ log = logging.getLogger(__name__)
 
 # ModelConfig fields a run that starts from an imported model keeps from its own config.
 INIT_FROM_KEPT_FIELDS = EXECUTION_ONLY_MODEL_FIELDS | {"dropout_rate", "attention_dropout_rate"}
+# The encoder-only model's head: a classification run replaces an imported masked-LM or bare
+# encoder head (or a classifier of other classes) with a freshly initialised classifier.
+HEAD_FIELDS = frozenset({"head", "pooler", "num_classes", "class_names", "logits_bias"})
+
+
+def _as_classifier(model: ModelConfig, config: RunConfig) -> ModelConfig:
+    """An imported encoder-only model with the classifier head a classification run trains."""
+    from tfm.config import Arch, EncoderHead, Pooling
+    from tfm.data.config import Task
+
+    if config.data.task is not Task.CLASSIFICATION or model.arch is not Arch.ENCODER_CLASSIFIER \
+            or model.head is EncoderHead.CLASSIFIER:
+        return model
+    return model.replace(head=EncoderHead.CLASSIFIER, logits_bias=False,
+                         pooler=model.pooler or model.pooling is Pooling.FIRST)
 
 
 def resolve_init_from(config: RunConfig, workdir: str | None = None) -> RunConfig:
@@ -41,7 +56,7 @@ def resolve_init_from(config: RunConfig, workdir: str | None = None) -> RunConfi
     from tfm import interop
 
     imported = interop.read_model_config(config.train.init_from)
-    model = imported.replace(**kept)
+    model = _as_classifier(imported.replace(**kept), config)
     ignored = [d.replace(" in the workdir", " in init_from") for d in model_differences(model, config.model)
                if d.split(":")[0].split(".")[1] != "vocab_size"]
     if ignored:
@@ -56,10 +71,25 @@ def with_imported_params(parallel, state, directory: str, model_cfg: ModelConfig
     on the parameter values)."""
     from tfm import interop
 
+    from tfm.interop.convert import flat_paths
+
     imported_cfg, params = interop.load_model(directory)
-    if imported_cfg.replace(**{f: getattr(model_cfg, f) for f in INIT_FROM_KEPT_FIELDS}) != model_cfg:
+    free = INIT_FROM_KEPT_FIELDS | (HEAD_FIELDS if model_cfg.arch.value == "encoder_classifier" else set())
+    if imported_cfg.replace(**{f: getattr(model_cfg, f) for f in free}) != model_cfg:
         raise WorkdirMismatchError(f"{directory} no longer holds the model this run was configured from")
     canonical = parallel.canonical(state)
-    placed = jax.tree.map(lambda old, new: jax.device_put(np.asarray(new, old.dtype), old.sharding),
-                          canonical.params, params)
+    imported = dict(flat_paths(params))
+    fresh = []
+
+    def place(path, old):
+        key = "/".join(str(getattr(k, "key", k)) for k in path)
+        new = imported.get(key)
+        if new is None or np.shape(new) != old.shape:  # a new head: keeps its fresh initialisation
+            fresh.append(key)
+            return old
+        return jax.device_put(np.asarray(new, old.dtype), old.sharding)
+
+    placed = jax.tree_util.tree_map_with_path(place, canonical.params)
+    if fresh:
+        log.info("initialised from %s except (fresh): %s", directory, ", ".join(fresh))
     return parallel.from_canonical(canonical.replace(params=placed))

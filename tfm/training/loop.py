@@ -113,6 +113,17 @@ def resolve_model(config: RunConfig, pipe: Pipeline) -> RunConfig:
     return config.replace(model=model)
 
 
+def resolve_classes(config: RunConfig) -> RunConfig:
+    """A local classification file decides the classifier's classes (num_classes, class_names)."""
+    from tfm.data import labeled_files
+    from tfm.data.config import Dataset
+
+    if config.data.dataset is not Dataset.CLASSIFICATION_FILE:
+        return config
+    names = labeled_files.label_names(config.data)
+    return config.replace(model=config.model.replace(num_classes=len(names), class_names=names))
+
+
 def _closing(close: Callable[[], None]):
     """An ExitStack exit callback running ``close``: when the run is already failing, an error
     of ``close`` (a full disk failing the last metrics flush too) is logged, not raised over the
@@ -225,6 +236,7 @@ class _Setup:
         )
         memory.check_host_batch(config.data, config.model.arch, jax.process_count())  # before any batch
         config = resolve_init_from(config, workdir)
+        config = resolve_classes(config)
         saved = check_workdir(config, workdir)
         if jax.process_index() == 0:
             os.makedirs(workdir, exist_ok=True)

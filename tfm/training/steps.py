@@ -85,6 +85,7 @@ def forward(
             positions=get("positions"),
             deterministic=deterministic,
             rngs=rngs,
+            **({"token_types": batch["token_types"]} if "token_types" in batch else {}),  # sentence pairs
         )
     targets = batch["label"] if arch is Arch.ENCODER_CLASSIFIER else batch["targets"]
     return logits, targets, get("weights")
@@ -202,6 +203,8 @@ def make_eval_step(
             params = gather_params(params)
         logits, targets, weights = forward(model, arch, params, batch, deterministic=True)
         stats = losses.classification_metrics(logits, targets, weights, label_smoothing)
+        if arch is Arch.ENCODER_CLASSIFIER:  # per-class counts for F1
+            stats.update(losses.class_counts(logits, targets, weights))
         if axis_name is not None:
             stats = kernels.device_sum(stats, axis_name, model.cfg.grad_kernels)
         return stats

@@ -177,15 +177,17 @@ PROVENANCE_FIELDS = (
 
 def provenance(data: Any, init_from: str = "") -> dict[str, Any]:
     """What the workdir's tokenizer and data come from: the deciding DataConfig fields, for a
-    text file its absolute path, size and SHA-256, and ``train.init_from``'s absolute path."""
+    local text or classification file its absolute path, size and SHA-256, and
+    ``train.init_from``'s absolute path."""
     out = {f"data.{f}": _plain(getattr(data, f)) for f in PROVENANCE_FIELDS}
     out[INIT_FROM_KEY] = os.path.abspath(os.path.expanduser(init_from)) if init_from else None
-    if data.text_file:
-        path = os.path.abspath(data.text_file)
-        out["data.text_file"] = path
-        if os.path.isfile(path):
-            out["data.text_file sha256"] = _sha256(path)
-            out["data.text_file size"] = os.path.getsize(path)
+    for field in ("text_file", "classification_file", "classification_valid_file"):  # local data files
+        if getattr(data, field, ""):
+            path = os.path.abspath(getattr(data, field))
+            out[f"data.{field}"] = path
+            if os.path.isfile(path):
+                out[f"data.{field} sha256"] = _sha256(path)
+                out[f"data.{field} size"] = os.path.getsize(path)
     return out
 
 
