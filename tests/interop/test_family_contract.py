@@ -50,7 +50,7 @@ def test_export_problems_names_each_pinned_field_and_the_checks():
     assert convert.export_problems(types.SimpleNamespace(PINNED={}), cfg) == []
 
 
-def test_export_family_by_model_type_and_by_architecture():
+def test_export_family_by_model_type_and_by_architecture(monkeypatch):
     gpt2_like = tfm.get_preset("tiny_lm", positional="learned", activation="gelu", scale_embeddings=False)
     assert interop.export_family(gpt2_like)[0] == "gpt2"
     assert interop.export_family(gpt2_like, "gpt2")[0] == "gpt2"
@@ -61,6 +61,9 @@ def test_export_family_by_model_type_and_by_architecture():
     rope_lm = gpt2_like.replace(positional="rope")  # fits no decoder family: every candidate says why
     with pytest.raises(HFFormatError, match=r"as gpt2: ModelConfig.positional='learned' is needed"):
         interop.export_family(rope_lm)
+    with pytest.raises(HFFormatError, match=r"as bert: ModelConfig.positional='learned' is needed"):
+        interop.export_family(tfm.get_preset("tiny_classifier"))
+    monkeypatch.setattr(interop, "FAMILY_MODULES", tuple(m for m in interop.FAMILY_MODULES if m.MODEL_TYPES != ("bert",)))
     with pytest.raises(HFFormatError, match="no Hugging Face family"):
         interop.export_family(tfm.get_preset("tiny_classifier"))
 
