@@ -95,7 +95,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietLibraries())
+    from tfm import compilation_cache
     from tfm.training import parallel
+
+    compilation_cache.enable()  # before anything compiles: TFM_COMPILATION_CACHE moves it or turns it off
 
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 

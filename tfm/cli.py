@@ -29,13 +29,18 @@ def _prog(command: str = "") -> str:
     return f"{launcher} {command}".strip()
 
 
-def _quiet_logs() -> None:
+def _start() -> None:
+    """Before the first compilation: quiet library logs, and JAX's persistent compilation cache
+    (:mod:`tfm.compilation_cache`: a second run reads its programs from disk)."""
     import logging
 
     from absl import logging as absl_logging
 
+    from tfm import compilation_cache
+
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("jax").setLevel(logging.WARNING)
+    compilation_cache.enable()
 
 
 def generate_main(argv: Sequence[str] | None = None) -> int:
@@ -84,7 +89,7 @@ def _add_source(parser: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace, arch: str):
     """The model of ``args.workdir`` or ``args.pretrained`` (a tfm.inference.Pretrained), or None
     after printing to stderr why it cannot be used (missing parts, wrong model kind)."""
-    _quiet_logs()
+    _start()
     from tfm import inference, interop  # imported late: --help and argument errors stay fast
 
     try:
@@ -157,7 +162,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max_shard_mb", type=int, default=0,
                         help="write shards of at most this many MB + model.safetensors.index.json (0 = one file)")
     args = parser.parse_args(argv)
-    _quiet_logs()
+    _start()
     from tfm import inference, interop
 
     try:
