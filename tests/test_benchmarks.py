@@ -71,6 +71,24 @@ def test_train_throughput_runs(tmp_path):
     assert saved["flops"]["flops_per_token"] > 0
 
 
+def test_gpu_check_reduced_runs(tmp_path):
+    """benchmarks/gpu_check.py's reduced form (what runs without a GPU): every part but cuDNN,
+    which is then compared by the same code with XLA standing in for it."""
+    import gpu_check
+
+    # optax's warm-up/cosine schedule mixes Python floats and int32 steps: not strict-clean
+    with jax.numpy_dtype_promotion("standard"):
+        result = gpu_check.main(["--reduced", "--steps", "2", "--out-dir", str(tmp_path)])
+        same = gpu_check.cudnn_vs_xla(batch=2, length=16, heads=2, head_dim=8, implementation="xla")
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    losses = saved["train_vs_cpu"]["losses"]
+    assert len(losses["cpu"]) == 2 and losses["accelerator"] == losses["cpu"]  # both the CPU here
+    assert saved["train_vs_cpu"]["ok"] and saved["cudnn_vs_xla"] is None
+    assert result["mfu"][0]["config"] == "tiny" and result["mfu"][0]["step_s"] > 0
+    assert result["decoding"]["tokens_per_s"] > 0
+    assert same == {"forward": 0.0, "grad_q": 0.0, "grad_k": 0.0, "grad_v": 0.0, "ok": True}
+
+
 def test_op_profile_times_every_op_and_counts_matmul_flops():
     import jax.numpy as jnp
     import numpy as np
