@@ -251,14 +251,14 @@ code(r"""
 cd = default_config_dict()            # every default, from the dataclasses
 cd.model.update(d_model=128, num_heads=4, num_layers=2, d_ff=512, max_len=64, dropout_rate=0.0)
 cd.train.update(
-    num_steps=400 if SMALL else 4000,
+    num_steps=200 if SMALL else 4000,
     schedule="warmup_cosine",
     learning_rate=3e-3,
     end_learning_rate_ratio=0.0,
-    warmup_steps=100 if SMALL else 400,
+    warmup_steps=50 if SMALL else 400,
     log_every_steps=20,
-    eval_every_steps=200 if SMALL else 1000,
-    checkpoint_every_steps=200 if SMALL else 500,
+    eval_every_steps=100 if SMALL else 1000,
+    checkpoint_every_steps=100 if SMALL else 500,
     eval_decode_examples=128 if SMALL else 2000,   # validation is ordered round-robin by magnitude
     progress_bar=False,
 )
