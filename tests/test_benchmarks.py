@@ -2,6 +2,7 @@
 seconds-long run of the throughput script on a tiny model (no timing is asserted)."""
 
 import json
+import os
 import pathlib
 import sys
 
@@ -190,3 +191,18 @@ def test_vs_pytorch_tiny_end_to_end(tmp_path):
     assert run["params_tfm"] == run["params_torch"]
     assert run["flops_torch_counted"] == pytest.approx(run["flops_tfm_formula"])
     assert all(r > 0 for r in run["ratio"].values()) and "pytorch" in run["final_loss"]
+
+
+def test_cold_warm_children_decide_their_cache_by_tfm_setting_alone(monkeypatch):
+    """benchmarks/cold_warm.py's children: JAX's own cache variables (set by this test run)
+    removed, so that TFM_COMPILATION_CACHE alone makes a run off, cold or warm."""
+    import cold_warm
+
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/somewhere")
+    env = cold_warm.child_env("off")
+    assert env["TFM_COMPILATION_CACHE"] == "off"
+    assert not any(k.startswith("JAX_COMPILATION_CACHE") or k.startswith("JAX_PERSISTENT_CACHE") for k in env)
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == cold_warm.REPO
+    assert cold_warm.parse_args(["--cases", "translate"]).cases == ["translate"]
+    with pytest.raises(SystemExit):
+        cold_warm.parse_args(["--cases", "nothing"])
