@@ -9,7 +9,10 @@
 Re-running with the same --workdir resumes from its newest checkpoint. SIGTERM / Ctrl-C save a
 checkpoint and exit 0. Several processes (one per host): pass --coordinator_address=HOST:PORT
 --num_processes=N --process_id=I, or set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
-JAX_PROCESS_ID (SLURM and Cloud TPU are detected).
+JAX_PROCESS_ID. SLURM with several tasks is detected; on another cluster that
+jax.distributed.initialize() recognises by itself (Cloud TPU, Open MPI, ...) set TFM_DISTRIBUTED=1.
+TFM_COMPILATION_CACHE=DIR|off moves or turns off the cache of compiled programs (default
+$XDG_CACHE_HOME/tfm/jax, see tfm/compilation_cache.py).
 
 All the work happens in tfm.training.loop.run; this file only parses flags.
 """
@@ -95,7 +98,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietLibraries())
+    from tfm import compilation_cache
     from tfm.training import parallel
+
+    compilation_cache.enable()  # before anything compiles: TFM_COMPILATION_CACHE moves it or turns it off
 
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 

@@ -2,6 +2,7 @@
 seconds-long run of the throughput script on a tiny model (no timing is asserted)."""
 
 import json
+import os
 import pathlib
 import sys
 
@@ -69,6 +70,24 @@ def test_train_throughput_runs(tmp_path):
     assert saved["tokens_per_step"] == 4 * 16 and len(saved["step_times_s"]) == 2
     assert result["compile_s"] > 0 and result["peak_memory"]["bytes"] > 0
     assert saved["flops"]["flops_per_token"] > 0
+
+
+def test_gpu_check_reduced_runs(tmp_path):
+    """benchmarks/gpu_check.py's reduced form (what runs without a GPU): every part but cuDNN,
+    which is then compared by the same code with XLA standing in for it."""
+    import gpu_check
+
+    # optax's warm-up/cosine schedule mixes Python floats and int32 steps: not strict-clean
+    with jax.numpy_dtype_promotion("standard"):
+        result = gpu_check.main(["--reduced", "--steps", "2", "--out-dir", str(tmp_path)])
+        same = gpu_check.cudnn_vs_xla(batch=2, length=16, heads=2, head_dim=8, implementation="xla")
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    losses = saved["train_vs_cpu"]["losses"]
+    assert len(losses["cpu"]) == 2 and losses["accelerator"] == losses["cpu"]  # both the CPU here
+    assert saved["train_vs_cpu"]["ok"] and saved["cudnn_vs_xla"] is None
+    assert result["mfu"][0]["config"] == "tiny" and result["mfu"][0]["step_s"] > 0
+    assert result["decoding"]["tokens_per_s"] > 0
+    assert same == {"forward": 0.0, "grad_q": 0.0, "grad_k": 0.0, "grad_v": 0.0, "ok": True}
 
 
 def test_op_profile_times_every_op_and_counts_matmul_flops():
@@ -172,3 +191,18 @@ def test_vs_pytorch_tiny_end_to_end(tmp_path):
     assert run["params_tfm"] == run["params_torch"]
     assert run["flops_torch_counted"] == pytest.approx(run["flops_tfm_formula"])
     assert all(r > 0 for r in run["ratio"].values()) and "pytorch" in run["final_loss"]
+
+
+def test_cold_warm_children_decide_their_cache_by_tfm_setting_alone(monkeypatch):
+    """benchmarks/cold_warm.py's children: JAX's own cache variables (set by this test run)
+    removed, so that TFM_COMPILATION_CACHE alone makes a run off, cold or warm."""
+    import cold_warm
+
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/somewhere")
+    env = cold_warm.child_env("off")
+    assert env["TFM_COMPILATION_CACHE"] == "off"
+    assert not any(k.startswith("JAX_COMPILATION_CACHE") or k.startswith("JAX_PERSISTENT_CACHE") for k in env)
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == cold_warm.REPO
+    assert cold_warm.parse_args(["--cases", "translate"]).cases == ["translate"]
+    with pytest.raises(SystemExit):
+        cold_warm.parse_args(["--cases", "nothing"])

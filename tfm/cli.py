@@ -31,13 +31,18 @@ def _prog(command: str = "") -> str:
     return f"{launcher} {command}".strip()
 
 
-def _quiet_logs() -> None:
+def _start() -> None:
+    """Before the first compilation: quiet library logs, and JAX's persistent compilation cache
+    (:mod:`tfm.compilation_cache`: a second run reads its programs from disk)."""
     import logging
 
     from absl import logging as absl_logging
 
+    from tfm import compilation_cache
+
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("jax").setLevel(logging.WARNING)
+    compilation_cache.enable()
 
 
 def _one_line_errors(command):
@@ -120,7 +125,7 @@ def _load(args: argparse.Namespace, arch: str | None):
     """The model of ``args.workdir`` (its checkpoint of ``args.step``, default the newest) or
     ``args.pretrained`` (a tfm.inference.Pretrained); tfm's own error when it cannot be used
     (missing parts, wrong model kind when ``arch`` is given)."""
-    _quiet_logs()
+    _start()
     from tfm import inference, interop  # imported late: --help and argument errors stay fast
 
     if getattr(args, "pretrained", None):
@@ -197,6 +202,7 @@ def _texts(args) -> list[str]:
     return args.texts or [line.rstrip("\n") for line in sys.stdin]
 
 
+@_one_line_errors
 def classify_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=_prog("classify"),
@@ -211,8 +217,6 @@ def classify_main(argv: Sequence[str] | None = None) -> int:
     if args.batch_size < 1:
         parser.error("--batch_size must be >= 1")
     model = _load(args, "encoder_classifier")
-    if model is None:
-        return 2
     from tfm import encoding_tasks, inference
 
     inputs = [tuple(t.split("\t", 1)) if "\t" in t else t for t in _texts(args)]
@@ -227,6 +231,7 @@ def classify_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+@_one_line_errors
 def fill_mask_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=_prog("fill-mask"),
@@ -242,8 +247,6 @@ def fill_mask_main(argv: Sequence[str] | None = None) -> int:
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top_k and --batch_size must be >= 1")
     model = _load(args, "encoder_classifier")
-    if model is None:
-        return 2
     from tfm import encoding_tasks, inference
 
     texts = _texts(args)

@@ -48,6 +48,8 @@ import numpy as np
 
 import tfm
 
+tfm.compilation_cache.enable()   # keep compiled programs between runs (README: TFM_COMPILATION_CACHE)
+
 key = jax.random.key(0)
 T, D = 6, 16          # 6 tokens, model width 16
 words = ["the", "cat", "sat", "on", "the", "mat"]
@@ -213,8 +215,9 @@ samples by number of digits with temperature 3 (the 1- and 2-digit numbers are 3
 examples instead of 0.01%), and accuracy is reported per bucket, the worst bucket being the
 headline.
 
-Set `TFM_NOTEBOOK_SMALL=1` for a one-minute run (the test suite does); the full budget (about 7 minutes
-on 2 CPU cores, as `configs/numbers.py`) reaches at least 99% exact match in every bucket.
+Set `TFM_NOTEBOOK_SMALL=1` for a short run (the test suite does); the full budget (the steps of
+`configs/numbers.py`; its run time is in `benchmarks/README.md`) reaches at least 99% exact match
+in every bucket.
 """)
 code(r"""
 import os
@@ -227,6 +230,8 @@ from tfm import evaluation
 from tfm.data.numbers import BUCKET_LABELS, bucket_labels, english, german, split_numbers
 from tfm.training import RunConfig, default_config_dict, run
 from tfm.training.writer import read_metrics
+
+tfm.compilation_cache.enable()   # keep compiled programs between runs (README: TFM_COMPILATION_CACHE)
 
 SMALL = os.environ.get("TFM_NOTEBOOK_SMALL") == "1"
 WORKDIR = os.path.join(os.environ.get("TFM_NOTEBOOK_WORKDIR", "workdirs"), "notebook_numbers")
@@ -246,14 +251,14 @@ code(r"""
 cd = default_config_dict()            # every default, from the dataclasses
 cd.model.update(d_model=128, num_heads=4, num_layers=2, d_ff=512, max_len=64, dropout_rate=0.0)
 cd.train.update(
-    num_steps=400 if SMALL else 4000,
+    num_steps=200 if SMALL else 4000,
     schedule="warmup_cosine",
     learning_rate=3e-3,
     end_learning_rate_ratio=0.0,
-    warmup_steps=100 if SMALL else 400,
+    warmup_steps=50 if SMALL else 400,
     log_every_steps=20,
-    eval_every_steps=200 if SMALL else 1000,
-    checkpoint_every_steps=200 if SMALL else 500,
+    eval_every_steps=100 if SMALL else 1000,
+    checkpoint_every_steps=100 if SMALL else 500,
     eval_decode_examples=128 if SMALL else 2000,   # validation is ordered round-robin by magnitude
     progress_bar=False,
 )
@@ -375,6 +380,8 @@ import matplotlib.pyplot as plt
 import tfm
 from tfm.training import RunConfig, default_config_dict, run
 from tfm.training.writer import read_metrics
+
+tfm.compilation_cache.enable()   # keep compiled programs between runs (README: TFM_COMPILATION_CACHE)
 
 SMALL = os.environ.get("TFM_NOTEBOOK_SMALL") == "1"
 WORKDIR = os.path.join(os.environ.get("TFM_NOTEBOOK_WORKDIR", "workdirs"), "notebook_shakespeare")

@@ -1,8 +1,8 @@
 """Offline parity with transformers: the committed tiny GPT-2 and Marian checkpoints
 (tools/make_hf_fixtures.py) and the outputs transformers computed for them. No torch needed.
 
-Rows whose inputs contain token id 0 (GPT-2's "!", Marian's EOS) are the acceptance tests of
-issue 14 item 1 and are marked ``needs_token0`` (see interop_helpers.py).
+Rows whose inputs contain token id 0 (GPT-2's "!", Marian's EOS) check that id 0 is an ordinary
+token (padding travels as a mask, never as an id): they fail if it is ever treated as padding.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import tfm
 from tfm import decoding, interop
 
-from interop_helpers import FIXTURES, needs_token0, reference, rel_err, strip
+from interop_helpers import FIXTURES, reference, rel_err, strip
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,6 @@ def test_gpt2_logits_match_transformers(gpt2):
     assert rel_err(got, want) < 1e-5
 
 
-@needs_token0
 def test_gpt2_logits_match_transformers_with_token_0(gpt2):
     got, want = _gpt2_logits(gpt2, 1)
     assert rel_err(got, want) < 1e-5
@@ -65,7 +64,6 @@ def test_gpt2_greedy_matches_transformers(gpt2):
     assert got == want
 
 
-@needs_token0
 def test_gpt2_greedy_matches_transformers_with_token_0(gpt2):
     got, want = _gpt2_greedy(gpt2, 1)
     assert got == want
@@ -127,7 +125,6 @@ def test_marian_logits_match_transformers(marian):
     assert rel_err(*_marian_logits(marian, "no_zero")) < 1e-5
 
 
-@needs_token0
 def test_marian_logits_match_transformers_with_eos_0(marian):
     assert rel_err(*_marian_logits(marian, "with_eos")) < 1e-5
 
@@ -154,7 +151,6 @@ def test_marian_decoding_matches_transformers(marian, beam):
     assert got == want
 
 
-@needs_token0
 @pytest.mark.parametrize("beam", [False, True], ids=["greedy", "beam4"])
 def test_marian_decoding_matches_transformers_with_eos_0(marian, beam):
     got, want = _marian_search(marian, "with_eos", beam)

@@ -17,7 +17,7 @@ from tfm import interop  # noqa: E402
 from tfm.interop import gpt2 as gpt2_lib  # noqa: E402
 from tfm.interop import marian as marian_lib  # noqa: E402
 
-from interop_helpers import needs_token0, rel_err  # noqa: E402
+from interop_helpers import rel_err  # noqa: E402
 
 GPT2_SHAPES = {
     "d24_h3_l1_gelu_new": dict(n_embd=24, n_head=3, n_layer=1, n_inner=40, activation_function="gelu_new"),
@@ -130,7 +130,6 @@ def test_marian_logits_and_every_gradient(tmp_path, shape):
 
 
 @pytest.mark.slow  # the offline fixture tests check token 0 in the default run
-@needs_token0
 def test_gpt2_logits_with_token_0(tmp_path):
     torch.manual_seed(0)
     config = transformers.GPT2Config(vocab_size=V, n_positions=16, n_embd=16, n_head=2, n_layer=1)

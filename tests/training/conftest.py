@@ -1,11 +1,9 @@
-"""Shared pieces of the training tests: a tiny run config, a persistent compilation cache, and
-a way to run the training loop in a subprocess.
+"""Shared pieces of the training tests: a tiny run config and a way to run the training loop in
+a subprocess.
 
-Compiling even a one-layer model's train step takes seconds on a CPU, and these tests run the
-same tiny programs many times (uninterrupted, interrupted, restarted, in subprocesses). A JAX
-persistent compilation cache shared by the tests of this directory and their subprocesses
-turns every compilation after the first into a cache read. It is switched on per module and
-off again afterwards, so tests elsewhere are unaffected.
+These tests run the same tiny programs many times (uninterrupted, interrupted, restarted, in
+subprocesses); the run's persistent compilation cache (tests/conftest.py, inherited by the
+subprocesses through the environment) turns every compilation after the first into a read.
 """
 
 from __future__ import annotations
@@ -16,30 +14,10 @@ import pathlib
 import subprocess
 import sys
 
-import jax
 import pytest
-from jax._src import compilation_cache
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DRIVER = pathlib.Path(__file__).resolve().parent / "train_driver.py"
-
-
-@pytest.fixture(scope="session")
-def jax_cache_dir(tmp_path_factory) -> pathlib.Path:
-    return tmp_path_factory.mktemp("jax_cache")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def persistent_compilation_cache(jax_cache_dir):
-    previous = (jax.config.jax_compilation_cache_dir,
-                jax.config.jax_persistent_cache_min_compile_time_secs)
-    jax.config.update("jax_compilation_cache_dir", str(jax_cache_dir))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    compilation_cache.reset_cache()
-    yield
-    jax.config.update("jax_compilation_cache_dir", previous[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
-    compilation_cache.reset_cache()
 
 
 def tiny_config(**overrides):
@@ -96,10 +74,10 @@ def driver_command(config, workdir, *extra: str) -> list[str]:
 
 
 def subprocess_env(jax_cache_dir, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)  # XLA_FLAGS (8 CPU devices) and JAX_PLATFORMS come from tests/conftest.py
+    # XLA_FLAGS (8 CPU devices), JAX_PLATFORMS and the compilation cache come from tests/conftest.py
+    env = dict(os.environ)
     env.update(
         JAX_COMPILATION_CACHE_DIR=str(jax_cache_dir),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]),
     )
     env.update(extra)

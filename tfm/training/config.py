@@ -33,7 +33,8 @@ class Strategy(str, enum.Enum):
     """How a step is spread over devices (see :mod:`tfm.training.parallel`)."""
 
     SINGLE = "single"  # jax.jit on one device (process 0's first device)
-    PMAP = "pmap"  # jax.pmap over every device of every host; state replicated; pmean of grads
+    PMAP = "pmap"  # jax.pmap over every device of every host; state replicated; gradients summed over
+    # devices, then divided once by the global token count (tfm.training.steps)
     SHARDED = "sharded"  # jax.jit over a Mesh('data', 'fsdp'); params sharded along 'fsdp'
 
 
@@ -75,7 +76,7 @@ class TrainConfig(ConfigBase):
       strategy: single device, pmap, or sharded (see :class:`Strategy`). The default is
         sharded with mesh_data=-1, mesh_fsdp=1, i.e. plain data parallelism over every device
         through jax.jit. The three run at the same speed (benchmarks/README.md, "Strategies"),
-        which is what one expects now that pmap is itself built on jit + shard_map (JAX >= 0.8,
+        as expected with pmap itself built on jit + shard_map (JAX >= 0.8,
         maintenance mode). Sharded wins on everything else: one code path from one device to
         FSDP (mesh_fsdp > 1) for models that do not fit replicated, global arrays across hosts,
         no leading device axis on the state.
