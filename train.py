@@ -118,8 +118,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """What a user's config, data, workdir or file system causes: reported in one message,
     without a traceback (--verbosity=1 shows it)."""
     from tfm.data.sources import MissingExtraError
-    from tfm.training.checkpoint import CheckpointError
-    from tfm.training.workdir import WorkdirLockedError
+    from tfm.training.checkpointer import CheckpointError
+    from tfm.training.workdir_guard import WorkdirLockedError
 
     return (ValueError, OSError, FloatingPointError, CheckpointError, WorkdirLockedError, MissingExtraError)
 

@@ -16,7 +16,7 @@ loads neither JAX nor Flax; ``dir(tfm)`` and ``tfm.__all__`` list them):
   Hugging Face interop: :func:`from_pretrained` (a GPT-2 or Marian directory in Hugging Face's
   layout -> a Pretrained) and :func:`save_pretrained` (back to that layout);
 * subpackages: ``tfm.training``, ``tfm.data``, ``tfm.decoding``, ``tfm.inference``,
-  ``tfm.interop``, ``tfm.evaluation`` (and every other module, e.g. ``tfm.layers`` for
+  ``tfm.interop``, ``tfm.metrics`` (and every other module, e.g. ``tfm.layers`` for
   :class:`~tfm.layers.Block`, by its own name).
 
 The command lines are ``python -m tfm.cli generate|translate|export`` (:mod:`tfm.cli`).
@@ -48,7 +48,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["generate", "translate", "Pretrained"], "tfm.inference"),
     **dict.fromkeys(["from_pretrained", "save_pretrained"], "tfm.interop"),
 }
-_SUBPACKAGES = ("training", "data", "decoding", "inference", "interop", "evaluation")
+_SUBPACKAGES = ("training", "data", "decoding", "inference", "interop", "metrics")
 
 __all__ = [*_EXPORTS, *_SUBPACKAGES]
 

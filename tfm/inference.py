@@ -1,10 +1,10 @@
 """Using a trained model: load it from its workdir, generate text, translate sentences.
 
 A workdir written by ``train.py`` (:mod:`tfm.training.loop`) holds everything needed: its
-config.json, tokenizer/ and checkpoints/ (the layout: :mod:`tfm.workdir_layout`).
+config.json, tokenizer/ and checkpoints/ (the layout: :mod:`tfm.workdir.layout`).
 
 Only the parameters of the newest readable checkpoint are restored (no optimiser state, nothing
-written to the workdir; the fallback past a damaged one is :func:`tfm.restore.restore_newest`,
+written to the workdir; the fallback past a damaged one is :func:`tfm.workdir.restore.restore_newest`,
 the one training uses). From a notebook::
 
     import tfm
@@ -36,9 +36,9 @@ from tfm.config import Arch, ModelConfig
 from tfm.data.config import DataConfig, Task
 from tfm.data.tokenizers import Tokenizer, load_tokenizer
 from tfm.models import build_model, param_shapes
-from tfm.restore import CheckpointError, read_state_items, restore_newest
+from tfm.workdir.restore import CheckpointError, read_state_items, restore_newest
 from tfm.token_ids import check_token_ids
-from tfm.workdir_layout import CHECKPOINT_DIR, CONFIG_FILE, STATE_ITEM, TOKENIZER_DIR, checkpoint_dir
+from tfm.workdir.layout import CHECKPOINT_DIR, CONFIG_FILE, STATE_ITEM, TOKENIZER_DIR, checkpoint_dir
 
 log = logging.getLogger(__name__)
 

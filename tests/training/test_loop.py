@@ -13,7 +13,7 @@ from conftest import tiny_config
 
 from tfm.config import ModelConfig
 from tfm.training.loop import NonFiniteLossError, WorkdirMismatchError, run
-from tfm.training.workdir import model_differences
+from tfm.training.workdir_guard import model_differences
 from tfm.training.writer import read_metrics
 
 

@@ -105,7 +105,7 @@ What the training loop must do
   * With ``tokens_per_batch > 0`` batch shapes vary between buckets (rows, bucket length): a
     handful of shapes, so a handful of compilations; fixed-size batching has one shape.
   * Score translation on text: decode the model's output with ``pipe.decode`` and compare with
-    ``eval_pairs`` references using ``tfm.evaluation.bleu(..., tokenize=pipe.bleu_tokenize)``
+    ``eval_pairs`` references using ``tfm.metrics.bleu(..., tokenize=pipe.bleu_tokenize)``
     and ``exact_match``. Perplexity is ``exp(nll_sum / weight_sum)`` over ``eval_batches``;
     with the char tokenizer bits per character is ``nll_sum / (weight_sum * ln 2)``.
 """
@@ -127,7 +127,7 @@ from tfm.data import tokenizers as tokenizers_lib
 from tfm.data.config import DataConfig, Dataset, Overlong, Task, TokenizerKind
 from tfm.data.tokenizers import Tokenizer
 from tfm.token_ids import check_token_ids
-from tfm.workdir_layout import TOKENIZER_DIR  # noqa: F401 - WORKDIR/tokenizer, where it is saved
+from tfm.workdir.layout import TOKENIZER_DIR  # noqa: F401 - WORKDIR/tokenizer, where it is saved
 
 
 @dataclasses.dataclass

@@ -5,7 +5,7 @@ One run, in order:
 
 1. The config becomes validated dataclasses (:class:`RunConfig`); on a CPU-only host the CPU
    is split into one device per core (:mod:`tfm.training.devices`); process 0 takes the
-   workdir's lock (:mod:`tfm.training.workdir`: a second run on it is refused naming the
+   workdir's lock (:mod:`tfm.training.workdir_guard`: a second run on it is refused naming the
    holder), and the parallel strategy is chosen and checked against the batch sizes -- before
    any data is read or anything compiled.
 2. A workdir that already holds a run of a *different model* is refused
@@ -16,7 +16,7 @@ One run, in order:
 4. The newest checkpoint is restored (TrainState, data position, dropout key;
    :mod:`tfm.training.resume`): one that does not fit a changed setting is refused naming it
    (``train.reset_optimizer`` restores all but the optimiser state); a damaged newest
-   checkpoint falls back to the previous one (:mod:`tfm.training.checkpoint`). Otherwise the
+   checkpoint falls back to the previous one (:mod:`tfm.training.checkpointer`). Otherwise the
    state is initialised from ``TrainConfig.seed``. Then the resolved config is written to
    ``WORKDIR/config.json``.
 5. Steps run asynchronously, at most ``max_steps_in_flight`` ahead of the devices
@@ -33,7 +33,7 @@ One run, in order:
    :mod:`tfm.training.eval`).
 7. Every ``checkpoint_every_steps`` and at the end, an asynchronous checkpoint -- of finite
    parameters only (:mod:`tfm.training.health`); a write that fails (read-only or full disk)
-   stops the run with :class:`~tfm.training.checkpoint.CheckpointWriteError` naming cause
+   stops the run with :class:`~tfm.training.checkpointer.CheckpointWriteError` naming cause
    and path.
 8. SIGTERM or SIGINT: the current step is checkpointed and ``run`` returns normally (the
    launcher then exits 0). With several processes the stop is agreed at the next logging
@@ -68,8 +68,8 @@ from tfm.training import progress
 from tfm.training import resume as resume_lib
 from tfm.training import state as state_lib
 from tfm.training import steps as steps_lib
-from tfm.training import workdir as workdir_lib
-from tfm.training.checkpoint import CheckpointError, Checkpointer
+from tfm.training import workdir_guard as workdir_lib
+from tfm.training.checkpointer import CheckpointError, Checkpointer
 from tfm.training.config import RunConfig
 from tfm.training.eval import evaluate, translation_metrics
 from tfm.training.health import NonFiniteLossError
@@ -77,9 +77,9 @@ from tfm.training.inflight import InFlight
 from tfm.training.init_from import resolve_init_from, with_imported_params
 from tfm.training.optimizer import make_schedule, make_tx
 from tfm.training.signals import SetupInterrupted, StopSignals
-from tfm.training.workdir import WorkdirLockedError, WorkdirMismatchError, check_workdir
+from tfm.training.workdir_guard import WorkdirLockedError, WorkdirMismatchError, check_workdir
 from tfm.training.writer import MetricWriter
-from tfm.workdir_layout import TOKENIZER_DIR, checkpoint_dir
+from tfm.workdir.layout import TOKENIZER_DIR, checkpoint_dir
 
 __all__ = ["NonFiniteLossError", "WorkdirLockedError", "WorkdirMismatchError", "run"]
 

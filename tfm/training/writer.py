@@ -16,7 +16,7 @@ import math
 import os
 from typing import Any
 
-from tfm.workdir_layout import METRICS_FILE, TENSORBOARD_DIR
+from tfm.workdir.layout import METRICS_FILE, TENSORBOARD_DIR
 
 log = logging.getLogger(__name__)
 

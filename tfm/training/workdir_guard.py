@@ -18,7 +18,7 @@
   different model (:func:`model_differences`), or that has checkpoints but no config;
   :func:`write_config` writes it (atomically).
 
-The file names are :mod:`tfm.workdir_layout`'s.
+The file names are :mod:`tfm.workdir.layout`'s.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 from tfm.config import ModelConfig
 from tfm.training.config import EXECUTION_ONLY_MODEL_FIELDS, RunConfig
-from tfm.workdir_layout import (
+from tfm.workdir.layout import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     DAMAGED_CHECKPOINT_DIR,

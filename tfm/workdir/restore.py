@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tfm.workdir_layout import STATE_ITEM, damaged_dir
+from tfm.workdir.layout import STATE_ITEM, damaged_dir
 
 log = logging.getLogger(__name__)
 
