@@ -17,7 +17,7 @@ How a batch becomes one update (the same whatever the device layout):
    This is the global token-mean loss exactly, however the batch was split. (Averaging
    per-device mean gradients with ``lax.pmean`` would weight a device with few real tokens as
    much as one with many, so pmap would not match one device.)
-4. Optional global-norm clipping and Adam(W) (:mod:`tfm.optim`).
+4. Optional global-norm clipping and Adam(W) (:mod:`tfm.training.optimizer`).
 
 Metrics are sums over the global batch (``loss_sum``, ``nll_sum``, ``correct_sum``,
 ``weight_sum``) plus ``grad_norm`` and ``learning_rate``; the loop divides when it logs.
@@ -120,7 +120,7 @@ def make_train_step(
 
     Args:
       model, arch: the Flax model and which of the three batch formats it takes.
-      tx: the optimiser (tfm.optim.make_optimizer).
+      tx: the optimiser (tfm.training.optimizer.make_tx).
       schedule: the learning-rate schedule inside ``tx`` (reported as a metric).
       label_smoothing: eps_ls of the paper.
       grad_accum_steps: micro-batches per update (see the module docstring).

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from tfm import optim
+from tfm.training import optimizer as optim
 
 
 @pytest.mark.parametrize("step", [1, 4000, 100_000])
