@@ -259,9 +259,9 @@ class MultiHeadAttention(nn.Module):
             grad_kernels=self.grad_kernels,
             use_bias=self.use_bias,
             kernel_init=nn.with_logical_partitioning(
-                nn.initializers.xavier_uniform(), ("embed", "heads", "kv")
+                nn.initializers.xavier_uniform(), ("embed", "heads", "head_dim")
             ),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "head_dim")),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name=name,
@@ -331,7 +331,7 @@ class MultiHeadAttention(nn.Module):
             axis=(-2, -1),
             use_bias=self.use_bias,
             kernel_init=nn.with_logical_partitioning(
-                nn.initializers.xavier_uniform(), ("heads", "kv", "embed")
+                nn.initializers.xavier_uniform(), ("heads", "head_dim", "embed")
             ),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
             dtype=self.dtype,

@@ -59,15 +59,15 @@ PMAP_AXIS = "batch"
 
 # Logical axis name -> mesh axis, in priority order: each parameter is sharded over 'fsdp' along
 # the first of its axes (in this order) whose size the fsdp axis divides; every other axis is
-# replicated. 'batch' is the activations' leading axis. 'kv' (head width), 'layers' (scan) and
-# 'classes' are never sharded.
+# replicated. 'batch' is the activations' leading axis. 'head_dim' (the width of one head),
+# 'layers' (scan) and 'classes' are never sharded.
 LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
     ("embed", "fsdp"),
     ("mlp", "fsdp"),
     ("vocab", "fsdp"),
     ("heads", "fsdp"),
-    ("kv", None),
+    ("head_dim", None),
     ("layers", None),
     ("classes", None),
 )

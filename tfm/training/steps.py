@@ -140,7 +140,7 @@ def make_train_step(
         logits, targets, weights = forward(
             model, arch, params, micro_batch, deterministic=False, dropout_rng=dropout_rng
         )
-        stats = losses.classification_metrics(logits, targets, weights, label_smoothing)
+        stats = losses.loss_and_accuracy_sums(logits, targets, weights, label_smoothing)
         return stats["loss_sum"], stats
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -201,7 +201,7 @@ def make_eval_step(
         if gather_params is not None:
             params = gather_params(params)
         logits, targets, weights = forward(model, arch, params, batch, deterministic=True)
-        stats = losses.classification_metrics(logits, targets, weights, label_smoothing)
+        stats = losses.loss_and_accuracy_sums(logits, targets, weights, label_smoothing)
         if axis_name is not None:
             stats = kernels.device_sum(stats, axis_name, model.cfg.grad_kernels)
         return stats
