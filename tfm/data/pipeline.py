@@ -121,7 +121,7 @@ from typing import Any
 
 import numpy as np
 
-from tfm.data import batching, sources
+from tfm.data import batching, examples, plans, sources
 from tfm.data import numbers as numbers_lib
 from tfm.data import tokenizers as tokenizers_lib
 from tfm.data.config import DataConfig, Dataset, Overlong, Task, TokenizerKind
@@ -210,7 +210,7 @@ class Pipeline:
                 self._eval_cache[split] = (enc, raw)
         return self._eval_cache[split]
 
-    def _eval_assemble(self, enc: batching.Encoded, rows) -> dict[str, np.ndarray]:
+    def _eval_assemble(self, enc: examples.Encoded, rows) -> dict[str, np.ndarray]:
         cfg = self.config
         if self.task is Task.TRANSLATION:
             return batching.assemble_translation(enc, rows, cfg.max_len, cfg.max_target_len,
@@ -240,18 +240,18 @@ class Pipeline:
 
 # ====================================================================== building blocks
 def encode_examples(task: Task, tok: Tokenizer, raw: Sequence[Any], cfg: DataConfig, *,
-                    drop: bool) -> batching.Encoded:
-    """Raw examples of ``task`` -> :class:`batching.Encoded` (ids placed, overlong handled)."""
+                    drop: bool) -> examples.Encoded:
+    """Raw examples of ``task`` -> :class:`examples.Encoded` (ids placed, overlong handled)."""
     if task is Task.TRANSLATION:
         src = _checked(tok, tok.encode_batch([r[0] for r in raw]))
         tgt = _checked(tok, tok.encode_batch([r[1] for r in raw]))
-        return batching.encode_translation(src, tgt, cfg.max_len, cfg.max_target_len, drop=drop,
+        return examples.encode_translation(src, tgt, cfg.max_len, cfg.max_target_len, drop=drop,
                                            eos_id=tok.eos_id)
     special = dict(bos_id=tok.bos_id, eos_id=tok.eos_id)  # the tokenizer's own ids
     if task is Task.LM:
-        return batching.encode_lm_sentences(_checked(tok, tok.encode_batch(list(raw))), cfg.max_len,
+        return examples.encode_lm_sentences(_checked(tok, tok.encode_batch(list(raw))), cfg.max_len,
                                             drop=drop, **special)
-    return batching.encode_classification(_checked(tok, tok.encode_batch([r[0] for r in raw])),
+    return examples.encode_classification(_checked(tok, tok.encode_batch([r[0] for r in raw])),
                                           [r[1] for r in raw], cfg.max_len, drop=drop, **special)
 
 
@@ -413,20 +413,20 @@ def _planner(cfg: DataConfig, batch_multiple: int):
     caps = [cfg.max_len, cfg.max_target_len] if task is Task.TRANSLATION else [cfg.max_len]
     longest = max(caps)
 
-    def lengths(enc: batching.Encoded) -> np.ndarray:
+    def lengths(enc: examples.Encoded) -> np.ndarray:
         if task is Task.TRANSLATION:
             return np.stack([enc.lengths("inputs"), enc.lengths("targets")], axis=1)
         return enc.lengths("inputs")[:, None]
 
     if cfg.pack:
-        rows = (batching.rows_for_tokens(cfg.tokens_per_batch, longest, batch_multiple)
+        rows = (plans.rows_for_tokens(cfg.tokens_per_batch, longest, batch_multiple)
                 if cfg.tokens_per_batch else cfg.batch_size)
-        return lambda enc: batching.plan_packed(lengths(enc), caps, rows)
+        return lambda enc: plans.plan_packed(lengths(enc), caps, rows)
     if cfg.tokens_per_batch:
-        bounds = batching.bucket_boundaries(longest)
-        return lambda enc: batching.plan_buckets(lengths(enc).max(axis=1), bounds,
+        bounds = plans.bucket_boundaries(longest)
+        return lambda enc: plans.plan_buckets(lengths(enc).max(axis=1), bounds,
                                                  cfg.tokens_per_batch, batch_multiple)
-    return lambda enc: batching.plan_padded(len(enc), cfg.batch_size)
+    return lambda enc: plans.plan_padded(len(enc), cfg.batch_size)
 
 
 def _assembler(cfg: DataConfig, bos_id: int):
@@ -434,7 +434,7 @@ def _assembler(cfg: DataConfig, bos_id: int):
     tokenizer's decoder start token)."""
     task = cfg.task
 
-    def assemble(enc, rows, planned: batching.PlannedBatch):
+    def assemble(enc, rows, planned: plans.PlannedBatch):
         if task is Task.TRANSLATION:
             src_len = planned.length or cfg.max_len
             tgt_len = planned.length or cfg.max_target_len
