@@ -56,6 +56,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from tfm.backend import BackendPolicy
 from tfm.config import Arch, ModelConfig
 from tfm.data import tokenizers as tokenizers_lib
 from tfm.data.pipeline import Pipeline, build_pipeline
@@ -206,6 +207,7 @@ class _Setup:
     train_step: Callable
     eval_step: Callable
     saved: RunConfig | None  # the workdir's config.json, if it has one
+    policy: BackendPolicy  # the backend choices (kernels, attention, steps in flight)
 
     @classmethod
     def build(cls, config: RunConfig, workdir: str) -> _Setup:
@@ -245,7 +247,8 @@ class _Setup:
                  f"{_param_count(model_cfg):,}", parallel.describe())
 
         # model, optimiser, steps
-        model = build_model(model_cfg)
+        policy = BackendPolicy.resolve(model_cfg, train)
+        model = build_model(model_cfg, policy)
         schedule = make_schedule(train, model_cfg)
         tx = make_tx(train, schedule)
         boxed_init = state_lib.boxed_init_fn(model, model_cfg, tx)
@@ -262,7 +265,7 @@ class _Setup:
             gather_params=parallel.gather_params(),
         ))
         return cls(config, workdir, parallel, pipe, model, boxed_init, init_rng, dropout_rng,
-                   train_step, eval_step, saved)
+                   train_step, eval_step, saved, policy)
 
 
 def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitStack,
@@ -317,7 +320,7 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
 
     def run_eval(step: int) -> None:
         metrics = evaluate(parallel, setup.eval_step, state, pipe,
-                           max_in_flight=train.max_steps_in_flight)
+                           max_in_flight=setup.policy.max_steps_in_flight)
         if model_cfg.arch is Arch.ENCODER_DECODER and train.eval_decode_examples > 0:
             for split in pipe.decode_sets:  # "validation", then e.g. numbers' "below_1000"
                 decoded, examples = translation_metrics(
@@ -335,7 +338,7 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
             log.info("eval step %d: %s", step, progress.fmt(metrics))
 
     pending: list[tuple[int, Any]] = []
-    in_flight = InFlight(train.max_steps_in_flight)
+    in_flight = InFlight(setup.policy.max_steps_in_flight)
     window = progress.Window(time.time())
     step = start_step
     if _agree(stop.requested):  # a collective: every process calls it
