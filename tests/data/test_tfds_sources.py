@@ -22,7 +22,7 @@ PRESET = {"encoder_decoder": "tiny_encdec", "decoder_lm": "tiny_lm",
 
 def forward_loss(pipe, batch) -> float:
     """A tiny model of the pipeline's arch, sized by its tokenizer: forward pass + loss."""
-    cfg = get_preset(PRESET[pipe.arch], vocab_size=pipe.vocab_size,
+    cfg = get_preset(PRESET[pipe.arch.value], vocab_size=pipe.vocab_size,
                      max_len=max(pipe.config.max_len, pipe.config.max_target_len))
     model = build_model(cfg)
     b = {k: jnp.asarray(v) for k, v in batch.items()}

@@ -124,6 +124,7 @@ import numpy as np
 from tfm.data import batching, examples, plans, sources
 from tfm.data import numbers as numbers_lib
 from tfm.data import tokenizers as tokenizers_lib
+from tfm.config import Arch, parse_enum
 from tfm.data.config import DataConfig, Dataset, Overlong, Task, TokenizerKind
 from tfm.data.tokenizers import Tokenizer
 from tfm.token_ids import check_token_ids
@@ -136,7 +137,7 @@ class Pipeline:
 
     config: DataConfig
     task: Task
-    arch: str
+    arch: Arch
     tokenizer: Tokenizer
     train_iter: batching.BatchIterator
     num_classes: int | None = None
@@ -347,8 +348,8 @@ def get_tokenizer(cfg: DataConfig, workdir: str | os.PathLike | None = None,
     return tok
 
 
-def _arch_value(arch: Any) -> str:
-    return str(getattr(arch, "value", arch))
+def _arch(arch: Any) -> Arch:
+    return parse_enum(Arch, arch, "arch")
 
 
 def build_pipeline(
@@ -364,11 +365,11 @@ def build_pipeline(
     """Builds the tokenizer and the batches of ``data_cfg`` (see the module docstring)."""
     cfg = data_cfg
     task = cfg.task
-    arch_value = cfg.arch if arch is None else _arch_value(arch)
-    if arch_value != cfg.arch:
+    wanted = cfg.arch if arch is None else _arch(arch)
+    if wanted is not cfg.arch:
         raise ValueError(
             f"DataConfig.dataset={cfg.dataset.value!r} is a {task.value} data set and trains "
-            f"arch={cfg.arch!r}, not {arch_value!r}")
+            f"arch={cfg.arch.value!r}, not {wanted.value!r}")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
     if batch_multiple % process_count:

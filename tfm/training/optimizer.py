@@ -32,7 +32,7 @@ from tfm.training.config import Schedule as ScheduleKind
 Schedule = Callable[[jax.Array], jax.Array]
 
 
-def paper_learning_rate(step_num, d_model: int, warmup_steps: int = 4000, scale: float = 1.0):
+def paper_learning_rate(step_num, d_model: int, warmup_steps: int, scale: float = 1.0):
     """The paper's formula, eq. (3), at 1-based step `step_num` (works on floats and arrays).
 
     `scale` multiplies the whole thing (1.0 in the paper; some implementations use 2.0).
@@ -41,7 +41,7 @@ def paper_learning_rate(step_num, d_model: int, warmup_steps: int = 4000, scale:
     return scale * d_model**-0.5 * jnp.minimum(step_num**-0.5, step_num * warmup_steps**-1.5)
 
 
-def rsqrt_schedule(d_model: int, warmup_steps: int = 4000, scale: float = 1.0) -> Schedule:
+def rsqrt_schedule(d_model: int, warmup_steps: int, scale: float = 1.0) -> Schedule:
     """The paper's schedule as an optax schedule of the update count (0 for the first update)."""
     if warmup_steps <= 0:
         raise ValueError(f"warmup_steps={warmup_steps}: must be positive for the rsqrt schedule")
@@ -69,10 +69,10 @@ def warmup_cosine_schedule(
 def make_optimizer(
     schedule: Schedule,
     *,
-    kind: str = "adam",
-    b1: float = 0.9,
-    b2: float = 0.98,
-    eps: float = 1e-9,
+    kind: str,
+    b1: float,
+    b2: float,
+    eps: float,
     weight_decay: float = 0.0,
     grad_clip_norm: float = 0.0,
 ) -> optax.GradientTransformation:
@@ -83,7 +83,8 @@ def make_optimizer(
       kind: "adam" or "adamw" (decoupled weight decay, applied to weight matrices and embedding
         tables only -- leaves named `kernel` or `*embedding` -- never to biases or LayerNorm
         scales, as in GPT-2/nanoGPT).
-      b1, b2, eps: Adam's moments and epsilon (the paper's 0.9, 0.98, 1e-9 by default).
+      b1, b2, eps: Adam's moments and epsilon (TrainConfig holds the defaults: the paper's 0.9,
+        0.98, 1e-9).
       weight_decay: AdamW's decay coefficient.
       grad_clip_norm: clip the global gradient norm to this value; 0 disables clipping.
     """
