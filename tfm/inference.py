@@ -33,7 +33,7 @@ import numpy as np
 
 from tfm import decoding
 from tfm.config import Arch, ModelConfig
-from tfm.data.config import DataConfig, Task
+from tfm.data.config import STREAM_DATASETS, DataConfig, Task
 from tfm.data.tokenizers import Tokenizer, load_tokenizer
 from tfm.models import build_model, param_shapes
 from tfm.workdir.restore import CheckpointError, read_state_items, restore_newest
@@ -42,8 +42,6 @@ from tfm.workdir.layout import CHECKPOINT_DIR, CONFIG_FILE, STATE_ITEM, TOKENIZE
 
 log = logging.getLogger(__name__)
 
-# Data sets whose LM training text is one stream (no BOS; SentencePiece puts EOS between lines).
-_STREAM_DATASETS = ("tiny_shakespeare", "text_file")
 
 
 class WorkdirError(ValueError):
@@ -228,7 +226,7 @@ def _pad(rows: Sequence[Sequence[int]], width: int, *, left: bool) -> tuple[np.n
 
 # ---------------------------------------------------------------------- language models
 def _is_stream_lm(data: DataConfig | None) -> bool:
-    return data is not None and data.task is Task.LM and data.dataset.value in _STREAM_DATASETS
+    return data is not None and data.task is Task.LM and data.dataset in STREAM_DATASETS
 
 
 def generate(
@@ -390,9 +388,9 @@ def translate(
     model: Pretrained | str | os.PathLike | tuple,
     sentences: str | Sequence[str],
     *,
-    beam_size: int = 4,
-    alpha: float = 0.6,
-    extra_len: int = 50,
+    beam_size: int = decoding.BEAM_SIZE,
+    alpha: float = decoding.ALPHA,
+    extra_len: int = decoding.EXTRA_LEN,
     batch_size: int = 32,
 ) -> str | list[str]:
     """Translates sentences with an encoder-decoder, by beam search with the paper's settings.

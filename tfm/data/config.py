@@ -59,6 +59,10 @@ TASK_OF_DATASET: dict[Dataset, Task] = {
     Dataset.SST2: Task.CLASSIFICATION,
 }
 
+# Data sets read as one long string per split (character / token stream language models: LM
+# windows are cut from the token stream; no BOS, and SentencePiece puts EOS between lines).
+STREAM_DATASETS = (Dataset.TINY_SHAKESPEARE, Dataset.TEXT_FILE)
+
 # The model architecture each task trains.
 ARCH_OF_TASK: dict[Task, Arch] = {
     Task.TRANSLATION: Arch.ENCODER_DECODER,

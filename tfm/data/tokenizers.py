@@ -36,7 +36,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+from tfm.token_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
 NUM_RESERVED = 4
 UNK_TEXT = "\u2047"  # "⁇", what SentencePiece also prints for unk
 
