@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -57,7 +58,7 @@ import ml_collections
 import numpy as np
 
 from tfm.backend import BackendPolicy
-from tfm.config import Arch, ModelConfig
+from tfm.config import Arch
 from tfm.data import tokenizers as tokenizers_lib
 from tfm.data.pipeline import Pipeline, build_pipeline
 from tfm.models import build_model
@@ -68,7 +69,6 @@ from tfm.training import parallel as parallel_lib
 from tfm.training import progress
 from tfm.training import resume as resume_lib
 from tfm.training import state as state_lib
-from tfm.training import steps as steps_lib
 from tfm.training import workdir_guard as workdir_lib
 from tfm.training.checkpointer import CheckpointError, Checkpointer
 from tfm.training.config import RunConfig
@@ -241,10 +241,10 @@ class _Setup:
         if jax.process_index() == 0:
             workdir_lib.check_and_record_tokenizer(workdir, provenance)
         config = resolve_model(config, pipe)
-        check_workdir(config, workdir)  # config.json is written once the restore succeeded
+        # the model's sizes now come from the data: the saved run's model again (read once, above);
+        # config.json is written once the restore succeeded
+        workdir_lib.check_saved_model(saved, config, workdir)
         model_cfg = config.model
-        log.info("model: %s, %s parameters; %s", model_cfg.arch.value,
-                 f"{_param_count(model_cfg):,}", parallel.describe())
 
         # model, optimiser, steps
         policy = BackendPolicy.resolve(model_cfg, train)
@@ -253,17 +253,11 @@ class _Setup:
         tx = make_tx(train, schedule)
         boxed_init = state_lib.boxed_init_fn(model, model_cfg, tx)
         init_rng, dropout_rng = jax.random.split(jax.random.key(train.seed))
-        parallel.prepare(boxed_init, init_rng)
-        axis = parallel.axis_name
-        train_step = parallel.train_step(steps_lib.make_train_step(
-            model, model_cfg.arch, tx, schedule, label_smoothing=train.label_smoothing,
-            grad_accum_steps=train.grad_accum_steps, axis_name=axis,
-            gather_params=parallel.gather_params(),
-        ))
-        eval_step = parallel.eval_step(steps_lib.make_eval_step(
-            model, model_cfg.arch, label_smoothing=train.label_smoothing, axis_name=axis,
-            gather_params=parallel.gather_params(),
-        ))
+        parallel.prepare(boxed_init, init_rng)  # the one trace of the init
+        num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(parallel.abstract_state().params))
+        log.info("model: %s, %s parameters; %s", model_cfg.arch.value, f"{num_params:,}",
+                 parallel.describe())
+        train_step, eval_step = parallel.compile_steps(model, tx, schedule, train)
         return cls(config, workdir, parallel, pipe, model, boxed_init, init_rng, dropout_rng,
                    train_step, eval_step, saved, policy)
 
@@ -408,7 +402,3 @@ def _newest_good(checkpointer: Checkpointer) -> str:
     return f"The newest checkpoint is step {steps[-1]} in {checkpointer.directory}.{failed}"
 
 
-def _param_count(cfg: ModelConfig) -> int:
-    from tfm.models import param_count
-
-    return param_count(cfg)

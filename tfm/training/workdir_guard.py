@@ -343,14 +343,22 @@ def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
             )
         return None
     saved = read_saved_config(path)
-    diffs = model_differences(saved.model, config.model)
+    check_saved_model(saved, config, workdir)
+    return saved
+
+
+def check_saved_model(saved: RunConfig | None, config: RunConfig, workdir: str) -> None:
+    """Refuses ``config`` when the workdir's saved run (``saved``, from :func:`check_workdir`;
+    None for a fresh workdir) has a different model: the check again, once the model's sizes
+    are resolved from the data, without reading the workdir again."""
+    diffs = model_differences(saved.model, config.model) if saved is not None else []
     if diffs:
         raise WorkdirMismatchError(
             f"{workdir} holds a run of a different model, refusing to overwrite it:\n  "
             + "\n  ".join(diffs)
-            + f"\nUse a new --workdir, or the model settings saved in {path}."
+            + f"\nUse a new --workdir, or the model settings saved in "
+            f"{os.path.join(workdir, CONFIG_FILE)}."
         )
-    return saved
 
 
 def write_config(workdir: str, config: RunConfig) -> None:
