@@ -131,9 +131,10 @@ def test_causal_attention_in_blocks_matches_float64_reference_values_and_gradien
     assert rel_err(A.scaled_dot_product_attention(q, k, v, causal=True), ref) < 1e-5
 
 
-def test_causal_blocks_only_for_auto_on_cpu(monkeypatch):
-    """The blocks were measured on XLA:CPU only: "xla" (the reference square), other backends,
-    dropout, a bias and a single block all take the square; each result is the same function."""
+def test_causal_blocks_only_for_blocked(monkeypatch):
+    """The blocks were measured on XLA:CPU only (where the backend policy makes "auto" "blocked"):
+    "xla" (the reference square), an unresolved "auto", "cudnn_if_supported" on float32, dropout,
+    a bias and a single block all take the square; each result is the same function."""
     t = 130
     q, k, v = rand(0, (1, t, 2, 4)), rand(1, (1, t, 2, 4)), rand(2, (1, t, 2, 4))
     calls = []
@@ -143,18 +144,18 @@ def test_causal_blocks_only_for_auto_on_cpu(monkeypatch):
 
     def blocked(**kw):
         calls.clear()
-        out = A.scaled_dot_product_attention(q, k, v, causal=True, **kw)
+        out = A.scaled_dot_product_attention(q, k, v, causal=True, **{"implementation": "blocked", **kw})
         assert rel_err(out, ref) < 1e-5
         return bool(calls)
 
     assert blocked()
     assert not blocked(implementation="xla")
+    assert not blocked(implementation="auto")
     assert not blocked(bias=jnp.zeros((1, 1, t, t)))
     calls.clear()
-    A.scaled_dot_product_attention(q[:, :64], k[:, :64], v[:, :64], causal=True)
+    A.scaled_dot_product_attention(q[:, :64], k[:, :64], v[:, :64], causal=True, implementation="blocked")
     assert not calls  # T <= 64: one block, the square
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert not blocked()  # float32 on a "gpu": neither cuDNN nor blocks, the square
+    assert not blocked(implementation="cudnn_if_supported")  # float32: neither cuDNN nor blocks
 
 
 def test_attention_dropout_is_inverted_dropout_with_expected_mean():

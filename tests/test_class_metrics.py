@@ -1,12 +1,12 @@
 """Per-class counts and F1 of a classifier's evaluation (tfm.losses.class_counts,
-tfm.evaluation.summarize) against the definitions, in NumPy float64."""
+tfm.metrics.summarize) against the definitions, in NumPy float64."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
 
-from tfm import evaluation, losses
+from tfm import losses, metrics
 
 
 def test_class_counts_and_f1_match_their_definitions():
@@ -25,9 +25,9 @@ def test_class_counts_and_f1_match_their_definitions():
         assert counts["class_true_positive_sum"][c] == tp
         assert counts["class_predicted_sum"][c] == tp + fp
         assert counts["class_actual_sum"][c] == tp + fn
-    sums = {**counts, **{k: np.asarray(v) for k, v in losses.classification_metrics(
+    sums = {**counts, **{k: np.asarray(v) for k, v in losses.loss_and_accuracy_sums(
         jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights)).items()}}
-    out = evaluation.summarize(sums, class_names=("a", "b", "c", "d"))
+    out = metrics.summarize(sums, class_names=("a", "b", "c", "d"))
     for c, name in enumerate("abcd"):
         tp = np.sum(weights * ((pred == c) & (labels == c)))
         precision = tp / max(np.sum(weights * (pred == c)), 1e-12)
@@ -35,4 +35,4 @@ def test_class_counts_and_f1_match_their_definitions():
         want = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
         np.testing.assert_allclose(out[f"f1_{name}"], want, atol=1e-12)
     np.testing.assert_allclose(out["macro_f1"], np.mean([out[f"f1_{n}"] for n in "abcd"]), atol=1e-12)
-    assert "f1_0" in evaluation.summarize(sums)  # unnamed classes: their ids
+    assert "f1_0" in metrics.summarize(sums)  # unnamed classes: their ids

@@ -170,9 +170,9 @@ def test_tfm_errors_share_one_base():
     from tfm.data.tokenizers import TokenizerError
     from tfm.inference import WorkdirError
     from tfm.interop import HFFormatError
-    from tfm.restore import CheckpointError
-    from tfm.training.checkpoint import CheckpointWriteError
-    from tfm.training.workdir import WorkdirLockedError, WorkdirMismatchError
+    from tfm.workdir.restore import CheckpointError
+    from tfm.training.checkpointer import CheckpointWriteError
+    from tfm.training.workdir_guard import WorkdirLockedError, WorkdirMismatchError
 
     for cls in (HFFormatError, WorkdirError, CheckpointError, CheckpointWriteError, WorkdirLockedError,
                 WorkdirMismatchError, TokenizerError, TokenizerFilesError, FileError):
@@ -182,7 +182,7 @@ def test_tfm_errors_share_one_base():
 
 # ====================================================================== training workdir files
 def test_a_symlinked_lock_never_empties_the_file_it_points_to(tmp_path, outside):  # W1 (issue 22)
-    from tfm.training.workdir import WorkdirLock
+    from tfm.training.workdir_guard import WorkdirLock
 
     (tmp_path / "tfm.lock").symlink_to(outside)
     with pytest.raises(FileError, match="tfm.lock is a symlink"):
@@ -190,7 +190,7 @@ def test_a_symlinked_lock_never_empties_the_file_it_points_to(tmp_path, outside)
 
 
 def test_a_fifo_lock_is_refused_without_blocking(tmp_path):  # W2
-    from tfm.training.workdir import WorkdirLock
+    from tfm.training.workdir_guard import WorkdirLock
 
     os.mkfifo(tmp_path / "tfm.lock")
     with pytest.raises(FileError, match="FIFO"):
@@ -199,7 +199,7 @@ def test_a_fifo_lock_is_refused_without_blocking(tmp_path):  # W2
 
 def test_fifos_in_place_of_the_run_files_are_refused_without_blocking(tmp_path):  # W3-W6 (issue 22)
     from tfm.data.config import DataConfig
-    from tfm.training import workdir as workdir_lib
+    from tfm.training import workdir_guard as workdir_lib
     from tfm.training.config import RunConfig
     from tfm.training.writer import MetricWriter, read_metrics
 
@@ -219,7 +219,7 @@ def test_fifos_in_place_of_the_run_files_are_refused_without_blocking(tmp_path):
 
 def test_run_files_are_never_written_through_symlinks(tmp_path, outside):  # W7-W9
     from tfm.data.tokenizers import CharTokenizer
-    from tfm.training import workdir as workdir_lib
+    from tfm.training import workdir_guard as workdir_lib
     from tfm.training.config import RunConfig
     from tfm.training.writer import MetricWriter
 
@@ -240,7 +240,7 @@ def test_run_files_are_never_written_through_symlinks(tmp_path, outside):  # W7-
 
 def test_a_fifo_in_the_tokenizer_directory_stops_the_fingerprint_not_the_run(tmp_path):  # W10
     from tfm.data.tokenizers import CharTokenizer
-    from tfm.training.workdir import tokenizer_fingerprint
+    from tfm.training.workdir_guard import tokenizer_fingerprint
 
     CharTokenizer("abc").save(tmp_path / "tokenizer")
     os.mkfifo(tmp_path / "tokenizer" / "extra")
@@ -260,7 +260,7 @@ def test_a_full_disk_while_saving_a_tokenizer_leaves_no_temporary(tmp_path, monk
 
 
 def test_saved_configs_of_wrong_types_are_one_line(tmp_path):  # W12-W14
-    from tfm.training import workdir as workdir_lib
+    from tfm.training import workdir_guard as workdir_lib
     from tfm.training.config import RunConfig
 
     run = RunConfig.from_config_dict({})
@@ -293,8 +293,8 @@ def test_a_step_holding_a_fifo_or_a_device_is_refused_by_inference_and_set_aside
     import jax.numpy as jnp
 
     from tfm import inference
-    from tfm.restore import unreadable_steps
-    from tfm.training.checkpoint import Checkpointer
+    from tfm.workdir.restore import unreadable_steps
+    from tfm.training.checkpointer import Checkpointer
 
     directory = tmp_path / "checkpoints"
     ckpt = Checkpointer(directory, async_save=False)
@@ -320,7 +320,7 @@ def test_the_checkpoint_write_probe_never_goes_through_a_symlink(tmp_path, outsi
 
     import jax.numpy as jnp
 
-    from tfm.training.checkpoint import Checkpointer, CheckpointWriteError
+    from tfm.training.checkpointer import Checkpointer, CheckpointWriteError
 
     ckpt = Checkpointer(tmp_path / "checkpoints", async_save=False)
     probe = tmp_path / "checkpoints" / f".tfm_write_probe.{socket.gethostname()}.{os.getpid()}"

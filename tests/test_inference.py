@@ -1,7 +1,7 @@
 """Loading a workdir, tfm.inference.generate / translate, the command lines, attention maps.
 
 Fast tests write a workdir the way the training loop does (RunConfig JSON, a saved tokenizer and
-an orbax checkpoint through tfm.training.checkpoint.Checkpointer) around tiny random models; a
+an orbax checkpoint through tfm.training.checkpointer.Checkpointer) around tiny random models; a
 slow test runs the real training loop for two steps and decodes from its workdir.
 """
 
@@ -22,7 +22,7 @@ from tfm.config import get_preset
 from tfm.data.config import DataConfig
 from tfm.data.tokenizers import CharTokenizer
 from tfm.models import param_shapes
-from tfm.training.checkpoint import Checkpointer
+from tfm.training.checkpointer import Checkpointer
 from tfm.training.config import RunConfig, TrainConfig
 from tfm.training.state import TrainState
 
@@ -89,7 +89,7 @@ def _truncate_arrays(step_dir):
 
 
 def test_load_falls_back_past_a_damaged_newest_checkpoint_and_moves_nothing(tmp_path, lm_workdir, caplog):
-    """The fallback of tfm.restore (shared with training's Checkpointer), read-only: the damaged
+    """The fallback of tfm.workdir.restore (shared with training's Checkpointer), read-only: the damaged
     step is named in one warning line and stays where it is (a run may be training there)."""
     import logging
     import shutil
@@ -97,7 +97,7 @@ def test_load_falls_back_past_a_damaged_newest_checkpoint_and_moves_nothing(tmp_
     copy = shutil.copytree(lm_workdir[0], tmp_path / "copy")
     _truncate_arrays(copy / inference.CHECKPOINT_DIR / "7")
     before = sorted(os.listdir(copy))
-    with caplog.at_level(logging.WARNING, logger="tfm.restore"):
+    with caplog.at_level(logging.WARNING, logger="tfm.workdir.restore"):
         lm = inference.load(copy)
     assert lm.step == 3
     assert float(jnp.abs(lm.params["embedder"]["embedding"]).max()) == 0.0  # step 3's params

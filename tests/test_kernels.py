@@ -145,7 +145,7 @@ def _np_layer_norm(x, scale, bias, eps):
     return (x - mean) / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps) * scale + bias
 
 
-@pytest.mark.parametrize("setting", ["auto", "autodiff"])
+@pytest.mark.parametrize("setting", ["cpu", "autodiff"])
 def test_layer_norm_values_and_gradients_match_float64_finite_differences(setting):
     rng = np.random.default_rng(0)
     x = rng.normal(1.5, 2.0, (2, 3, 8))
@@ -177,7 +177,7 @@ def test_layer_norm_values_and_gradients_match_float64_finite_differences(settin
     assert [a.dtype for a in g] == [jnp.bfloat16, jnp.float32, jnp.bfloat16]
 
 
-def test_device_sum_is_one_flat_all_reduce_on_cpu_under_auto_only():
+def test_device_sum_is_one_flat_all_reduce_under_cpu_only():
     if jax.default_backend() != "cpu":
         pytest.skip("the flat all-reduce is a CPU kernel")
     tree = {"w": jnp.arange(12.0).reshape(2, 2, 3), "b": jnp.arange(2.0), "n": jnp.arange(4).reshape(2, 2)}
@@ -189,7 +189,7 @@ def test_device_sum_is_one_flat_all_reduce_on_cpu_under_auto_only():
             np.testing.assert_array_equal(out[key][0], np.asarray(x).sum(0))
         return [e for e in jax.make_jaxpr(fn)(tree).eqns if e.primitive.name == "psum"]
 
-    flat, plain = program("auto"), program("autodiff")
+    flat, plain = program("cpu"), program("autodiff")
     # one all-reduce per dtype (float32, int32) of one buffer each, against one per leaf
     assert sorted(len(e.invars) for e in flat) == [1, 1]
     assert sum(len(e.invars) for e in plain) == 3
@@ -302,9 +302,11 @@ def test_forward_mode_under_auto_on_cpu_raises_the_custom_vjp_error():
 
 
 def test_auto_is_plain_autodiff_off_cpu(monkeypatch):
-    """The CPU kernels are decided when the model is traced: another backend gets none."""
+    """The CPU kernels are decided by the backend policy when the model is built: another
+    backend gets none, and "auto" that reaches the kernels unresolved is the plain path."""
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert not kernels.cpu_kernels(GradKernels.AUTO)
+    assert kernels.cpu_kernels(GradKernels.CPU)
     params, _, loss = _loss_fn("tiny_lm", "auto")
     assert not _has_custom_vjp(loss, params)
     jax.jit(lambda p: jax.jvp(loss, (p,), (p,)))(params)  # forward mode works

@@ -39,7 +39,7 @@ def data():
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.5])
 def test_matches_float64_reference_with_padding_masked(data, eps):
     logits, targets, mask = data
-    out = losses.classification_metrics(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(mask), eps)
+    out = losses.loss_and_accuracy_sums(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(mask), eps)
     loss, nll, correct, weight = reference(logits, targets, mask.astype(np.float64), eps)
     np.testing.assert_allclose(float(out["loss_sum"]), loss, rtol=1e-6)
     np.testing.assert_allclose(float(out["nll_sum"]), nll, rtol=1e-6)
@@ -51,7 +51,7 @@ def test_without_weights_every_target_counts_token_0_included(data):
     """Padding is never inferred from target ids (issue 14: id 0 is GPT-2's '!'): with no
     weights every position is scored, those whose target is 0 included."""
     logits, targets, _ = data
-    out = losses.classification_metrics(jnp.asarray(logits), jnp.asarray(targets), None, 0.1)
+    out = losses.loss_and_accuracy_sums(jnp.asarray(logits), jnp.asarray(targets), None, 0.1)
     loss, nll, correct, weight = reference(logits, targets, np.ones((B, T)), 0.1)
     np.testing.assert_allclose(float(out["loss_sum"]), loss, rtol=1e-6)
     np.testing.assert_allclose(float(out["nll_sum"]), nll, rtol=1e-6)
@@ -68,7 +68,7 @@ def test_weights_of_the_wrong_shape_are_an_error(data):
 def test_fractional_weights(data):
     logits, targets, _ = data
     w = np.random.RandomState(1).rand(B, T).astype(np.float32)
-    out = losses.classification_metrics(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(w), 0.1)
+    out = losses.loss_and_accuracy_sums(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(w), 0.1)
     loss, nll, correct, weight = reference(logits, targets, w.astype(np.float64), 0.1)
     np.testing.assert_allclose(float(out["loss_sum"]), loss, rtol=1e-6)
     np.testing.assert_allclose(float(out["nll_sum"]), nll, rtol=1e-6)
@@ -106,7 +106,7 @@ def test_classification_labels_weigh_one_per_example():
     rs = np.random.RandomState(3)
     logits = rs.randn(4, 3).astype(np.float32)
     labels = np.array([0, 2, 1, 0], np.int32)  # label 0 is a class here, not padding
-    out = losses.classification_metrics(jnp.asarray(logits), jnp.asarray(labels), None, 0.0)
+    out = losses.loss_and_accuracy_sums(jnp.asarray(logits), jnp.asarray(labels), None, 0.0)
     _, nll, correct, weight = reference(logits, labels, np.ones(4), 0.0)
     assert float(out["weight_sum"]) == weight == 4
     np.testing.assert_allclose(float(out["nll_sum"]), nll, rtol=1e-6)

@@ -290,7 +290,7 @@ def test_params_carry_logical_axis_names():
     specs = nn.get_partition_spec(boxed)
     assert specs["source_embedder"]["embedding"] == jax.sharding.PartitionSpec("vocab", "embed")
     q = specs["encoder"]["stack"]["layers"]["self_attention"]["query"]["kernel"]
-    assert q == jax.sharding.PartitionSpec("layers", "embed", "heads", "kv")
+    assert q == jax.sharding.PartitionSpec("layers", "embed", "heads", "head_dim")
 
 
 # ---------------------------------------------------------------------- token id 0 is a token

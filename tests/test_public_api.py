@@ -24,7 +24,7 @@ PUBLIC = {
     "generate", "translate", "Pretrained", "from_pretrained", "save_pretrained",
     "classify", "fill_mask", "embed",
     # subpackages
-    "training", "data", "decoding", "inference", "interop", "evaluation",
+    "training", "data", "decoding", "inference", "interop", "metrics",
 }
 
 
@@ -37,7 +37,7 @@ def test_the_public_names_are_exactly_these():
 @pytest.mark.parametrize("name", sorted(PUBLIC))
 def test_each_public_name_resolves_to_its_definition(name):
     value = getattr(tfm, name)
-    if name in {"training", "data", "decoding", "inference", "interop", "evaluation"}:
+    if name in {"training", "data", "decoding", "inference", "interop", "metrics"}:
         assert inspect.ismodule(value) and value.__name__ == f"tfm.{name}"
     else:
         assert value.__name__ == name and value.__module__.startswith("tfm.")

@@ -283,8 +283,8 @@ def _tiny_workdir(path, tokenizer, *, arch="tiny_lm"):
     from tfm.config import get_preset
     from tfm.data.config import DataConfig
     from tfm.models import param_shapes
-    from tfm.training import workdir as workdir_lib
-    from tfm.training.checkpoint import Checkpointer
+    from tfm.training import workdir_guard as workdir_lib
+    from tfm.training.checkpointer import Checkpointer
     from tfm.training.config import RunConfig, TrainConfig
     from tfm.training.state import TrainState
 

@@ -17,7 +17,7 @@ loads neither JAX nor Flax; ``dir(tfm)`` and ``tfm.__all__`` list them):
   Hugging Face interop: :func:`from_pretrained` (a GPT-2, Marian or BERT directory in Hugging Face's
   layout -> a Pretrained) and :func:`save_pretrained` (back to that layout);
 * subpackages: ``tfm.training``, ``tfm.data``, ``tfm.decoding``, ``tfm.inference``,
-  ``tfm.interop``, ``tfm.evaluation`` (and every other module, e.g. ``tfm.layers`` for
+  ``tfm.interop``, ``tfm.metrics`` (and every other module, e.g. ``tfm.layers`` for
   :class:`~tfm.layers.Block`, by its own name).
 
 The command lines are ``python -m tfm.cli generate|translate|export`` (:mod:`tfm.cli`).
@@ -50,7 +50,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["from_pretrained", "save_pretrained"], "tfm.interop"),
     **dict.fromkeys(["classify", "fill_mask", "embed"], "tfm.encoding_tasks"),
 }
-_SUBPACKAGES = ("training", "data", "decoding", "inference", "interop", "evaluation")
+_SUBPACKAGES = ("training", "data", "decoding", "inference", "interop", "metrics")
 
 __all__ = [*_EXPORTS, *_SUBPACKAGES]
 

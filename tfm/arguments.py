@@ -97,15 +97,20 @@ def length_alpha(value) -> float:
     return real("alpha", value, 0.0, MAX_ALPHA)
 
 
-def translation(*, beam_size, alpha: float, extra_len, batch_size) -> dict:
-    """The checked arguments of :func:`tfm.translate` (and ``tfm translate``), as a dict
-    (translate also refuses more beams than the tokenizer has ids: that needs the model)."""
-    return dict(
-        beam_size=integer("beam_size", beam_size, 1),
-        alpha=length_alpha(alpha),
-        extra_len=integer("extra_len", extra_len, 1, INT32_MAX // 2),
-        batch_size=integer("batch_size", batch_size, 1),
-    )
+def translation(*, batch_size, **search) -> dict:
+    """The checked arguments of :func:`tfm.translate` (and ``tfm translate``), as a dict:
+    ``batch_size`` and those of ``beam_size``, ``alpha``, ``extra_len`` that are given (the
+    command leaves a flag it was not given to translate's default). Translate also refuses more
+    beams than the tokenizer has ids: that needs the model."""
+    checks = {
+        "beam_size": lambda v: integer("beam_size", v, 1),
+        "alpha": length_alpha,
+        "extra_len": lambda v: integer("extra_len", v, 1, INT32_MAX // 2),
+    }
+    unknown = sorted(set(search) - set(checks))
+    if unknown:
+        raise ArgumentTypeError(f"translate: unknown argument(s) {unknown}; known: {sorted(checks)}")
+    return {**{k: checks[k](v) for k, v in search.items()}, "batch_size": integer("batch_size", batch_size, 1)}
 
 
 def max_shard_mb(value) -> int | None:

@@ -148,11 +148,10 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array |
 
 def _use_causal_blocks(q: jax.Array, k: jax.Array, dropout_active: bool, bias: jax.Array | None,
                        implementation: Implementation) -> bool:
-    """``"auto"`` on CPU (the only backend it was measured on), without dropout or bias, and
-    longer than one block of :func:`causal_blocks`."""
+    """``"blocked"`` (the backend policy's "auto" on CPU, the only backend it was measured on),
+    without dropout or bias, and longer than one block of :func:`causal_blocks`."""
     return (
-        parse_enum(AttentionImpl, implementation, "attention implementation") is AttentionImpl.AUTO
-        and jax.default_backend() == "cpu"
+        parse_enum(AttentionImpl, implementation, "attention implementation") is AttentionImpl.BLOCKED
         and not dropout_active
         and bias is None
         and len(causal_blocks(q.shape[1], k.shape[1])) > 1
@@ -163,11 +162,10 @@ def _use_cudnn(q: jax.Array, dropout_active: bool, implementation: Implementatio
     implementation = parse_enum(AttentionImpl, implementation, "attention implementation")
     if implementation is AttentionImpl.CUDNN:
         return True
-    if implementation is AttentionImpl.XLA:
+    if implementation is not AttentionImpl.CUDNN_IF_SUPPORTED:  # "xla", "blocked", unresolved "auto"
         return False
     return (
-        jax.default_backend() == "gpu"
-        and q.dtype in (jnp.bfloat16, jnp.float16)
+        q.dtype in (jnp.bfloat16, jnp.float16)
         and not dropout_active
         and q.shape[-1] % 8 == 0
         and q.shape[-1] <= 128
@@ -195,10 +193,12 @@ def scaled_dot_product_attention(
       bias: additive logits bias, broadcastable to (B, N, T, S).
       dropout_rate: dropout on the attention weights (needs dropout_rng when not deterministic).
       implementation: "xla" is the reference path (softmax in float32 whatever the input dtype);
-        "cudnn" calls jax.nn.dot_product_attention's cuDNN flash attention; "auto" picks cuDNN on
-        GPU for bfloat16/float16 inputs without dropout, else the reference path.
-      causal: also hide every key s > t from query t (combined with ``mask``). With "auto" on
-        CPU, without dropout or bias and for T > 64, only the blocks at or below the diagonal
+        "cudnn" calls jax.nn.dot_product_attention's cuDNN flash attention; "cudnn_if_supported"
+        takes cuDNN for bfloat16/float16 inputs without dropout, else the reference path;
+        "blocked" see ``causal``. "auto" is the backend policy's to resolve (:mod:`tfm.backend`);
+        unresolved, it is the reference path.
+      causal: also hide every key s > t from query t (combined with ``mask``). With "blocked",
+        without dropout or bias and for T > 64, only the blocks at or below the diagonal
         are computed (:func:`causal_attention`): the same result up to float summation order.
     Returns:
       (B, T, N, H) in q's dtype.
@@ -300,9 +300,9 @@ class MultiHeadAttention(nn.Module):
             grad_kernels=self.grad_kernels,
             use_bias=self.use_bias if self.qkv_bias is None else self.qkv_bias,
             kernel_init=nn.with_logical_partitioning(
-                nn.initializers.xavier_uniform(), ("embed", axis, "kv")
+                nn.initializers.xavier_uniform(), ("embed", axis, "head_dim")
             ),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axis, "kv")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axis, "head_dim")),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name=name,
@@ -378,7 +378,7 @@ class MultiHeadAttention(nn.Module):
             axis=(-2, -1),
             use_bias=self.use_bias,
             kernel_init=nn.with_logical_partitioning(
-                nn.initializers.xavier_uniform(), ("heads", "kv", "embed")
+                nn.initializers.xavier_uniform(), ("heads", "head_dim", "embed")
             ),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
             dtype=self.dtype,

@@ -148,17 +148,21 @@ def translate_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("sentences", nargs="*", help="sentences to translate (default: read stdin)")
     _add_source(parser)
-    parser.add_argument("--beam_size", type=int, default=4, help="1 = greedy")
-    parser.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent")
-    parser.add_argument("--extra_len", type=int, default=50,
-                        help="maximum output length = input length + this")
+    # not given: tfm.inference.translate's defaults, the paper's (tfm.decoding.BEAM_SIZE, ALPHA,
+    # EXTRA_LEN); the CLI imports no JAX before it has to
+    parser.add_argument("--beam_size", type=int, default=argparse.SUPPRESS,
+                        help="1 = greedy (default: the paper's, tfm.decoding.BEAM_SIZE)")
+    parser.add_argument("--alpha", type=float, default=argparse.SUPPRESS,
+                        help="length penalty exponent (default: the paper's, tfm.decoding.ALPHA)")
+    parser.add_argument("--extra_len", type=int, default=argparse.SUPPRESS,
+                        help="maximum output length = input length + this (default: tfm.decoding.EXTRA_LEN)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     args = parser.parse_args(argv)
     from tfm import arguments
 
-    options = arguments.translation(
-        beam_size=args.beam_size, alpha=args.alpha, extra_len=args.extra_len, batch_size=args.batch_size)
+    search = {k: getattr(args, k) for k in ("beam_size", "alpha", "extra_len") if hasattr(args, k)}
+    options = arguments.translation(**search, batch_size=args.batch_size)
 
     mt = _load(args, "encoder_decoder")
     from tfm import inference

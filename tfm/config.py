@@ -83,11 +83,17 @@ class AttentionImpl(str, enum.Enum):
     """How attention is computed: execution only, the same mathematics (the one list of names
     that validation, :func:`tfm.attention.scaled_dot_product_attention` and help texts use)."""
 
-    # cuDNN flash attention on GPU for bf16/fp16 when possible; on CPU a causal self-attention
-    # longer than one block skips the hidden key blocks (measured there); else the reference path
+    # the backend policy's choice when the model is built (tfm.backend): "blocked" on CPU,
+    # "cudnn_if_supported" on GPU, "xla" elsewhere
     AUTO = "auto"
     XLA = "xla"  # the reference path: the full (T, S) square, softmax in float32 whatever the dtype
     CUDNN = "cudnn"  # jax.nn.dot_product_attention's cuDNN flash attention (GPU only)
+    # cuDNN for bf16/fp16 inputs without attention dropout and head width a multiple of 8 up to
+    # 128, else the reference path
+    CUDNN_IF_SUPPORTED = "cudnn_if_supported"
+    # a causal self-attention longer than one block, without dropout or bias, skips the key
+    # blocks above the diagonal (tfm.attention.causal_attention); else the reference path
+    BLOCKED = "blocked"
 
 
 class Pooling(str, enum.Enum):
@@ -106,8 +112,11 @@ class EncoderHead(str, enum.Enum):
 class GradKernels(str, enum.Enum):
     """How the model is differentiated and its gradients summed (tfm.kernels); execution only."""
 
-    AUTO = "auto"  # the kernels measured to win on this backend (on CPU: tfm.kernels' three)
+    # the backend policy's choice when the model is built (tfm.backend): "cpu" on CPU (the
+    # kernels measured to win there), "autodiff" elsewhere
+    AUTO = "auto"
     AUTODIFF = "autodiff"  # plain JAX autodiff and lax.psum, no custom_vjp: jax.jvp/jacfwd work
+    CPU = "cpu"  # tfm.kernels' three XLA:CPU kernels (custom_vjp), on any backend
 
 
 _DTYPES = ("float32", "bfloat16", "float16")
@@ -191,13 +200,16 @@ class ModelConfig(ConfigBase):
       param_dtype: dtype of the parameters.
       scan_layers: build each stack with nn.scan over stacked layer params (faster compile).
       remat: rematerialisation policy for each block.
-      attention_impl: an :class:`AttentionImpl` (or its value): "auto" (cuDNN flash attention
-        on GPU for bf16/fp16 when possible, else XLA), "xla", or "cudnn".
-      grad_kernels: "auto" (on CPU: dense weight gradients in XLA:CPU's fast matmul layout, the
-        closed-form LayerNorm gradient and one flat gradient all-reduce; plain autodiff on other
-        backends) or "autodiff" (plain JAX autodiff everywhere, no custom_vjp: needed for
-        jax.jvp, jax.jacfwd and Hessians through the model). Execution only: the parameters
-        are the same either way (see :mod:`tfm.kernels`).
+      attention_impl: an :class:`AttentionImpl` (or its value): "auto" (the backend policy's
+        choice, :mod:`tfm.backend`: "blocked" on CPU, "cudnn_if_supported" on GPU, else "xla"),
+        "xla", "cudnn", "cudnn_if_supported" or "blocked".
+      grad_kernels: "auto" (the backend policy's choice: "cpu" on CPU, "autodiff" elsewhere),
+        "cpu" (dense weight gradients in XLA:CPU's fast matmul layout, the closed-form LayerNorm
+        gradient and one flat gradient all-reduce) or "autodiff" (plain JAX autodiff, no
+        custom_vjp: needed for jax.jvp, jax.jacfwd and Hessians through the model). Execution
+        only: the parameters are the same either way (see :mod:`tfm.kernels`). "auto" is
+        resolved by :func:`tfm.models.build_model`; a module used on its own with "auto" takes
+        the plain path ("autodiff", "xla").
       rope_base: the base (theta) of rotary embeddings (Hugging Face's ``rope_theta``).
 
       The Llama-lineage options (defaults keep the paper's / GPT-2's blocks; usable by every

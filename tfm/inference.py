@@ -1,10 +1,10 @@
 """Using a trained model: load it from its workdir, generate text, translate sentences.
 
 A workdir written by ``train.py`` (:mod:`tfm.training.loop`) holds everything needed: its
-config.json, tokenizer/ and checkpoints/ (the layout: :mod:`tfm.workdir_layout`).
+config.json, tokenizer/ and checkpoints/ (the layout: :mod:`tfm.workdir.layout`).
 
 Only the parameters of the newest readable checkpoint are restored (no optimiser state, nothing
-written to the workdir; the fallback past a damaged one is :func:`tfm.restore.restore_newest`,
+written to the workdir; the fallback past a damaged one is :func:`tfm.workdir.restore.restore_newest`,
 the one training uses). From a notebook::
 
     import tfm
@@ -32,19 +32,17 @@ import numpy as np
 
 from tfm import arguments, decoding
 from tfm.config import Arch, ModelConfig
-from tfm.data.config import DataConfig, Task
+from tfm.data.config import STREAM_DATASETS, DataConfig, Task
 from tfm.data.tokenizers import Tokenizer, load_tokenizer
 from tfm import files
 from tfm.files import TfmError
 from tfm.models import build_model, param_shapes
-from tfm.restore import CheckpointError, read_state_items, restore_newest, short_error, unreadable_steps
+from tfm.workdir.restore import CheckpointError, read_state_items, restore_newest, short_error, unreadable_steps
 from tfm.token_ids import VocabularyError, check_token_ids, check_vocabulary
-from tfm.workdir_layout import CHECKPOINT_DIR, CONFIG_FILE, STATE_ITEM, TOKENIZER_DIR, checkpoint_dir
+from tfm.workdir.layout import CHECKPOINT_DIR, CONFIG_FILE, STATE_ITEM, TOKENIZER_DIR, checkpoint_dir
 
 log = logging.getLogger(__name__)
 
-# Data sets whose LM training text is one stream (no BOS; SentencePiece puts EOS between lines).
-_STREAM_DATASETS = ("tiny_shakespeare", "text_file")
 
 
 class WorkdirError(TfmError, ValueError):
@@ -271,7 +269,7 @@ def _pad(rows: Sequence[Sequence[int]], width: int, *, left: bool) -> tuple[np.n
 
 # ---------------------------------------------------------------------- language models
 def _is_stream_lm(data: DataConfig | None) -> bool:
-    return data is not None and data.task is Task.LM and data.dataset.value in _STREAM_DATASETS
+    return data is not None and data.task is Task.LM and data.dataset in STREAM_DATASETS
 
 
 def generate(
@@ -447,9 +445,9 @@ def translate(
     model: Pretrained | str | os.PathLike | tuple,
     sentences: str | Sequence[str],
     *,
-    beam_size: int = 4,
-    alpha: float = 0.6,
-    extra_len: int = 50,
+    beam_size: int = decoding.BEAM_SIZE,
+    alpha: float = decoding.ALPHA,
+    extra_len: int = decoding.EXTRA_LEN,
     batch_size: int = 32,
 ) -> str | list[str]:
     """Translates sentences with an encoder-decoder, by beam search with the paper's settings.

@@ -7,15 +7,16 @@ LayerNorms through this module (:func:`dense`, :func:`dense_general`, :func:`mat
 setting changes how those are differentiated and reduced, never the parameters (the same names,
 shapes and logical axes; checkpoints and the Hugging Face mapping do not see it).
 
-``grad_kernels`` (:class:`tfm.config.GradKernels`):
+``grad_kernels`` (:class:`tfm.config.GradKernels`; "auto" is resolved once by the backend policy,
+:mod:`tfm.backend`, into "cpu" on CPU and "autodiff" elsewhere):
 
 * ``"autodiff"``: plain JAX everywhere. Dense layers are flax's ``nn.Dense`` / ``nn.DenseGeneral``
   with ``lax.dot_general``, LayerNorm is differentiated by JAX, devices sum with ``lax.psum``. No
   ``custom_vjp`` anywhere in the model, so ``jax.jvp``, ``jax.jacfwd``, Hessian-vector products
   and ``dot_general`` hooks (quantisation libraries) work through it.
-* ``"auto"`` (the default): on CPU, the three kernels below, each measured to win on XLA:CPU
-  (the numbers are in benchmarks/README.md); on any other backend nothing was measured, so it is
-  ``"autodiff"`` there. Under ``"auto"`` on CPU, dense layers and LayerNorms are
+* ``"cpu"`` (``"auto"`` on CPU): the three kernels below, each measured to win on XLA:CPU
+  (the numbers are in benchmarks/README.md); on any other backend nothing was measured, so
+  ``"auto"`` is ``"autodiff"`` there. With ``"cpu"``, dense layers and LayerNorms are
   ``jax.custom_vjp`` functions: reverse mode (``jax.grad``, ``jax.vjp``) works, forward mode
   (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``) raises JAX's standard error about applying
   forward-mode autodiff to a custom_vjp function. Use ``grad_kernels="autodiff"`` for those.
@@ -51,7 +52,7 @@ The CPU kernels:
    with its own rendezvous of every device. Concatenating the leaves first costs one copy of
    the gradients and leaves a single rendezvous.
 
-The platform is decided when the model is traced (``jax.default_backend()``), not at lowering
+The platform is decided when the model is built (:class:`tfm.backend.BackendPolicy`), not at lowering
 (``lax.platform_dependent``): a platform switch at lowering would keep the ``custom_vjp`` in the
 program on every backend, so forward mode and ``dot_general`` hooks would fail on GPU and TPU
 too, where the kernels were never measured to help. The cost: a program traced for CPU and
@@ -78,10 +79,10 @@ DimensionNumbers = tuple[tuple[Sequence[int], Sequence[int]], tuple[Sequence[int
 
 
 def cpu_kernels(grad_kernels: GradKernels | str) -> bool:
-    """Whether ``grad_kernels`` takes the CPU kernels in the program being traced now: "auto"
-    on the CPU backend. Raises ValueError for an unknown setting."""
-    setting = parse_enum(GradKernels, grad_kernels, "grad_kernels")
-    return setting is GradKernels.AUTO and jax.default_backend() == "cpu"
+    """Whether ``grad_kernels`` takes the CPU kernels: "cpu" (what the backend policy,
+    :mod:`tfm.backend`, makes of "auto" on CPU). "auto" that reached a module without the policy
+    is the plain path. Raises ValueError for an unknown setting."""
+    return parse_enum(GradKernels, grad_kernels, "grad_kernels") is GradKernels.CPU
 
 
 # ---------------------------------------------------------------------- dense layers (modules)

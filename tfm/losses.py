@@ -112,7 +112,7 @@ def weighted_accuracy(
     return jnp.sum(correct * _weights(targets, weights))
 
 
-def classification_metrics(
+def loss_and_accuracy_sums(
     logits: jax.Array,
     targets: jax.Array,
     weights: jax.Array | None = None,

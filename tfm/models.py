@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from tfm import kernels
 from tfm.attention import causal_mask, combine_masks, padding_mask, real_tokens, segment_mask
+from tfm.backend import BackendPolicy
 from tfm.config import Arch, EncoderHead, ModelConfig, Pooling, PositionalKind
 from tfm.layers import ACTIVATIONS, Context, Embedder, Stack, dtypes, norm
 from tfm.positional import LearnedPositions, SinusoidalPositions
@@ -392,10 +393,12 @@ _MODELS = {
 }
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
-    """The model class for ``cfg.arch``, configured by ``cfg``."""
+def build_model(cfg: ModelConfig, policy: BackendPolicy | None = None) -> nn.Module:
+    """The model class for ``cfg.arch``, configured by ``cfg`` with the backend choices of
+    ``policy`` (default: :meth:`BackendPolicy.resolve` of ``cfg`` on JAX's default backend)."""
     cfg.require_vocab()
-    return _MODELS[cfg.arch](cfg)
+    policy = policy or BackendPolicy.resolve(cfg)
+    return _MODELS[cfg.arch](policy.model_config(cfg))
 
 
 def dummy_inputs(cfg: ModelConfig, batch_size: int = 1, length: int | None = None) -> tuple[jax.Array, ...]:

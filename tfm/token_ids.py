@@ -1,5 +1,9 @@
-"""Token ids must lie in [0, vocab_size): a check for every place tfm sees ids eagerly, and the
-one check that a tokenizer's ids fit its model's embedding table.
+"""tfm's own special token ids, the check that ids lie in [0, vocab_size), and the one check
+that a tokenizer's ids fit its model's embedding table.
+
+:data:`PAD_ID`, :data:`BOS_ID`, :data:`EOS_ID`, :data:`UNK_ID`: the ids tfm's tokenizers
+(:mod:`tfm.data.tokenizers`) reserve, and the defaults of the decoding entry points; an imported
+tokenizer brings its own (``Tokenizer.bos_id`` / ``eos_id``).
 
 Out of range, ``jnp.take`` gives a row of NaN (and a negative id counts from the end), so a
 bad id silently turns into NaN logits and empty generations. :func:`check_token_ids` raises a
@@ -13,6 +17,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
 
 def check_token_ids(ids: Any, vocab_size: int, what: str = "input", *, batched: bool = False) -> None:

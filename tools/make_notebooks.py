@@ -226,7 +226,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import tfm
-from tfm import evaluation
+from tfm import metrics
 from tfm.data.numbers import BUCKET_LABELS, bucket_labels, english, german, split_numbers
 from tfm.training import RunConfig, default_config_dict, run
 from tfm.training.writer import read_metrics
@@ -293,7 +293,7 @@ test_numbers = split_numbers()["test"][: 100 if SMALL else 2000]   # never seen 
 sources = [english(int(n)) for n in test_numbers]
 references = [german(int(n)) for n in test_numbers]
 hypotheses = tfm.translate(model, sources, beam_size=1)
-test = evaluation.text_metrics_by_group(hypotheses, references, bucket_labels(test_numbers), tokenize="char")
+test = metrics.text_metrics_by_group(hypotheses, references, bucket_labels(test_numbers), tokenize="char")
 last = evals[max(evals)]                   # the loop's last evaluation (validation, below 1,000)
 
 fmt = lambda record, key: f"{100 * record[key]:6.2f}%" if key in record else "      -"

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from tfm.data import batching
-from tfm.data.batching import Encoded
+from tfm.data import batching, examples, plans
+from tfm.data.examples import Encoded
 from tfm.data.sources import ListSource
 
 
@@ -16,18 +16,18 @@ def _seqs(lengths, start=10):
 
 
 def test_plan_packed_greedy_in_order():
-    plan = batching.plan_packed(np.array([3, 4, 2, 5, 1]), [8], batch_rows=2)
+    plan = plans.plan_packed(np.array([3, 4, 2, 5, 1]), [8], batch_rows=2)
     assert [b.rows for b in plan] == [[[0, 1], [2, 3, 4]]]
     # two capacities (source, target): example 2 fits the source row but not the target row
     lengths = np.array([[2, 5], [2, 3], [2, 1]])
-    plan = batching.plan_packed(lengths, [8, 8], batch_rows=1)
+    plan = plans.plan_packed(lengths, [8, 8], batch_rows=1)
     assert [b.rows for b in plan] == [[[0, 1]], [[2]]]
 
 
 def test_plan_completes_last_batch_cyclically():
-    plan = batching.plan_padded(5, batch_rows=4)
+    plan = plans.plan_padded(5, batch_rows=4)
     assert [b.rows for b in plan] == [[[0], [1], [2], [3]], [[4], [0], [1], [2]]]
-    assert [b.rows for b in batching.plan_padded(2, 4)] == [[[0], [1], [0], [1]]]
+    assert [b.rows for b in plans.plan_padded(2, 4)] == [[[0], [1], [0], [1]]]
 
 
 def test_pack_rows_segments_and_positions():
@@ -90,30 +90,30 @@ def test_token_id_0_in_the_data_is_a_real_token():
 
 
 def test_encode_lm_and_overlong():
-    enc = batching.encode_lm_sentences([np.array([7, 8, 9], np.int32)], 8, drop=False)
+    enc = examples.encode_lm_sentences([np.array([7, 8, 9], np.int32)], 8, drop=False)
     np.testing.assert_array_equal(enc.seqs["inputs"][0], [1, 7, 8, 9])
     np.testing.assert_array_equal(enc.seqs["targets"][0], [7, 8, 9, 2])
     long = [np.arange(4, 14, dtype=np.int32), np.array([5], np.int32)]
-    cut = batching.encode_lm_sentences(long, 4, drop=False)
+    cut = examples.encode_lm_sentences(long, 4, drop=False)
     assert cut.truncated == 1 and len(cut) == 2
     np.testing.assert_array_equal(cut.seqs["inputs"][0], [1, 4, 5, 6])
     np.testing.assert_array_equal(cut.seqs["targets"][0], [4, 5, 6, 7])  # no eos: it was cut
-    dropped = batching.encode_lm_sentences(long, 4, drop=True)
+    dropped = examples.encode_lm_sentences(long, 4, drop=True)
     assert dropped.dropped == 1 and len(dropped) == 1
-    tr = batching.encode_translation(long, long[::-1], 5, 20, drop=True)
+    tr = examples.encode_translation(long, long[::-1], 5, 20, drop=True)
     assert tr.dropped == 1 and len(tr) == 1
 
 
 def test_buckets():
-    assert batching.bucket_boundaries(64) == [8, 12, 16, 24, 32, 48, 64]
-    assert batching.bucket_boundaries(70)[-2:] == [64, 70]
+    assert plans.bucket_boundaries(64) == [8, 12, 16, 24, 32, 48, 64]
+    assert plans.bucket_boundaries(70)[-2:] == [64, 70]
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 65, size=3000)
-    bounds = batching.bucket_boundaries(64)
-    plan = batching.plan_buckets(lengths, bounds, tokens_per_batch=512, batch_multiple=4)
+    bounds = plans.bucket_boundaries(64)
+    plan = plans.plan_buckets(lengths, bounds, tokens_per_batch=512, batch_multiple=4)
     assert plan
     for b in plan:
-        assert len(b.rows) == batching.rows_for_tokens(512, b.length, 4)
+        assert len(b.rows) == plans.rows_for_tokens(512, b.length, 4)
         assert len(b.rows) % 4 == 0 and len(b.rows) * b.length <= 512
         assert all(lengths[r[0]] <= b.length for r in b.rows)
         smaller = [x for x in bounds if x < b.length]
@@ -121,7 +121,7 @@ def test_buckets():
     used = [r[0] for b in plan for r in b.rows]
     assert len(used) == len(set(used))  # no example twice
     # a tiny data set still yields one (cyclically completed) batch
-    tiny = batching.plan_buckets(np.array([3, 5]), bounds, 512, 4)
+    tiny = plans.plan_buckets(np.array([3, 5]), bounds, 512, 4)
     assert len(tiny) == 1 and len(tiny[0].rows) == 64
 
 
@@ -135,8 +135,8 @@ def _iterator(n=23, chunk=10, batch=4, seed=1, process_index=0, process_count=1,
 
     def plan(enc):
         if pack:
-            return batching.plan_packed(enc.lengths("inputs"), [8], batch)
-        return batching.plan_padded(len(enc), batch)
+            return plans.plan_packed(enc.lengths("inputs"), [8], batch)
+        return plans.plan_padded(len(enc), batch)
 
     def assemble(enc, rows, planned):
         return batching.assemble_lm(enc, rows, 8)

@@ -2,13 +2,14 @@
 
 import pytest
 
+from tfm.config import Arch
 from tfm.data.config import DataConfig, Dataset, Overlong, Task, TokenizerKind
 
 
 def test_defaults_are_the_numbers_task():
     cfg = DataConfig()
     assert cfg.dataset is Dataset.NUMBERS and cfg.task is Task.TRANSLATION
-    assert cfg.arch == "encoder_decoder"
+    assert cfg.arch is Arch.ENCODER_DECODER
     assert cfg.tokenizer is TokenizerKind.SENTENCEPIECE
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from tfm import losses
 from tfm.config import get_preset
-from tfm.data import batching
+from tfm.data import batching, examples, plans
 from tfm.data.config import DataConfig
 from tfm.data.pipeline import build_pipeline
 from tfm.models import build_model
@@ -68,8 +68,8 @@ def test_packed_translation_equals_unpacked():
 def test_packed_lm_equals_unpacked():
     rng = np.random.default_rng(0)
     sentences = [rng.integers(4, 50, size=n).astype(np.int32) for n in (5, 9, 3, 12, 7, 4, 6, 2)]
-    enc = batching.encode_lm_sentences(sentences, 32, drop=False)
-    plan = batching.plan_packed(enc.lengths("inputs"), [32], batch_rows=2)
+    enc = examples.encode_lm_sentences(sentences, 32, drop=False)
+    plan = plans.plan_packed(enc.lengths("inputs"), [32], batch_rows=2)
     b = batching.assemble_lm(enc, plan[0].rows, 32)
     assert b["segment_ids"].max() >= 3
     model = build_model(get_preset("tiny_lm", vocab_size=50, max_len=32))

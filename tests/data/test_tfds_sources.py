@@ -22,7 +22,7 @@ PRESET = {"encoder_decoder": "tiny_encdec", "decoder_lm": "tiny_lm",
 
 def forward_loss(pipe, batch) -> float:
     """A tiny model of the pipeline's arch, sized by its tokenizer: forward pass + loss."""
-    cfg = get_preset(PRESET[pipe.arch], vocab_size=pipe.vocab_size,
+    cfg = get_preset(PRESET[pipe.arch.value], vocab_size=pipe.vocab_size,
                      max_len=max(pipe.config.max_len, pipe.config.max_target_len))
     model = build_model(cfg)
     b = {k: jnp.asarray(v) for k, v in batch.items()}
@@ -201,7 +201,7 @@ class TfmTestSentences(tfds.core.GeneratorBasedBuilder):
 
 def test_large_split_read_in_slices(tmp_path):
     """Splits too big for memory are read as split[start:stop] blocks; order and resume hold."""
-    from tfm.data import batching
+    from tfm.data import batching, examples, plans
 
     builder = TfmTestSentences(data_dir=str(tmp_path))
     builder.download_and_prepare()
@@ -214,10 +214,10 @@ def test_large_split_read_in_slices(tmp_path):
     def make():
         def encode(raw):
             seqs = [np.array([int(t.split()[1]) + 4], np.int32) for t in raw]
-            return batching.Encoded({"inputs": seqs, "targets": seqs})
+            return examples.Encoded({"inputs": seqs, "targets": seqs})
 
         return batching.ChunkedIterator(
-            src, encode, lambda enc: batching.plan_padded(len(enc), 5),
+            src, encode, lambda enc: plans.plan_padded(len(enc), 5),
             lambda enc, rows, planned: batching.assemble_lm(enc, rows, 1),
             chunk_size=25, seed=0)
 

@@ -120,7 +120,7 @@ def test_bad_rows_are_counted_and_named(tmp_path, caplog):
     cfg = DataConfig(dataset="classification_file", classification_file=str(csv))
     assert labeled_files.label_names(cfg) == ("0", "1", "2")
     # the workdir records the file's content: resuming on a changed file is refused
-    from tfm.training.workdir import provenance
+    from tfm.training.workdir_guard import provenance
 
     before = provenance(cfg)
     csv.write_text("text,label\n\"a, b\",2\nc,1\n", encoding="utf-8")

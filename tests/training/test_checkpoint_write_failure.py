@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import driver_command, start, subprocess_env, tiny_config
 
-from tfm.training.checkpoint import CheckpointWriteError
+from tfm.training.checkpointer import CheckpointWriteError
 from tfm.training.loop import run
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import driver_command, start, subprocess_env, tiny_config, train_losses
 
-from tfm.training.checkpoint import Checkpointer
+from tfm.training.checkpointer import Checkpointer
 from tfm.training.loop import run
 
 STEPS = 80

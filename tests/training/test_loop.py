@@ -13,7 +13,7 @@ from conftest import tiny_config
 
 from tfm.config import ModelConfig
 from tfm.training.loop import NonFiniteLossError, WorkdirMismatchError, run
-from tfm.training.workdir import model_differences
+from tfm.training.workdir_guard import model_differences
 from tfm.training.writer import read_metrics
 
 
@@ -145,7 +145,9 @@ def test_mixed_precision_step_computes_in_bfloat16_and_keeps_float32_parameters(
     model = build_model(cfg.model)
     schedule = make_schedule(cfg.train, cfg.model)
     tx = make_tx(cfg.train, schedule)
-    state = jax.eval_shape(state_lib.init_fn(model, cfg.model, tx), jax.random.key(0))
+    state = jax.eval_shape(
+        lambda r: state_lib.unbox(state_lib.boxed_init_fn(model, cfg.model, tx)(r)), jax.random.key(0)
+    )
     batch = {k: jax.ShapeDtypeStruct((4, 6), np.int32) for k in ("inputs", "decoder_inputs", "targets")}
     step = steps.make_train_step(model, cfg.model.arch, tx, schedule, label_smoothing=0.1)
     new_state, metrics = jax.eval_shape(step, state, batch, jax.random.key(1))

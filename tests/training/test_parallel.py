@@ -102,7 +102,7 @@ def test_parameters_are_sharded_over_fsdp_by_logical_names():
     # (vocab, embed): 'embed' has priority; a vocabulary of 37 does not split four ways anyway
     assert sharded.mesh_spec(P("vocab", "embed"), (37, 16)) == P(None, "fsdp")
     # (embed, heads, kv) with embed=6 not divisible by 4: the next rule, heads, takes fsdp
-    assert sharded.mesh_spec(P("embed", "heads", "kv"), (6, 8, 2)) == P(None, "fsdp", None)
+    assert sharded.mesh_spec(P("embed", "heads", "head_dim"), (6, 8, 2)) == P(None, "fsdp", None)
     # nothing divisible: replicated; unnamed axes (e.g. Adam's count) replicated
     assert sharded.mesh_spec(P("embed",), (6,)) == P(None)
     assert sharded.mesh_spec(P(), ()) == P()

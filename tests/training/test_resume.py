@@ -14,7 +14,7 @@ import signal
 import pytest
 from conftest import driver_command, start, subprocess_env, tiny_config, train_losses, wait_for_line
 
-from tfm.training.checkpoint import CheckpointError
+from tfm.training.checkpointer import CheckpointError
 from tfm.training.loop import run
 
 N = 4

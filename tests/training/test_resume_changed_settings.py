@@ -15,7 +15,7 @@ import pytest
 from conftest import tiny_config
 
 from tfm.config import GradKernels
-from tfm.training.checkpoint import Checkpointer
+from tfm.training.checkpointer import Checkpointer
 from tfm.training.config import RunConfig
 from tfm.training.loop import WorkdirMismatchError, run
 

@@ -59,7 +59,7 @@ def test_every_config_file_loads_and_validates(path, monkeypatch):
         with pytest.raises(ValueError, match="init_from|classification_file"):  # refused without them, by name
             RunConfig.from_config_dict(load(path))
     run = RunConfig.from_config_dict(load(path, *REQUIRED_FLAGS.get(path.stem, [])))
-    assert run.model.arch.value == run.data.arch
+    assert run.model.arch is run.data.arch
     assert RunConfig.from_config_dict(run.to_dict()) == run  # JSON round trip (config.json)
 
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import driver_command, start, subprocess_env, tiny_config, wait_for_line
 
 from tfm.training.loop import run
-from tfm.training.workdir import WorkdirLockedError
+from tfm.training.workdir_guard import WorkdirLockedError
 
 
 def test_second_run_is_refused_and_a_killed_holders_lock_is_stale(tmp_path, jax_cache_dir):
@@ -36,7 +36,7 @@ def test_only_a_held_lock_is_reported_as_in_use(tmp_path, monkeypatch, code):
     import errno
     import fcntl
 
-    from tfm.training.workdir import WorkdirLock
+    from tfm.training.workdir_guard import WorkdirLock
 
     def flock(fd, op):
         raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))

@@ -70,7 +70,7 @@ def test_a_replaced_tokenizer_is_refused_and_a_rebuilt_identical_one_accepted(tm
 def test_a_different_init_from_is_a_mismatch(tmp_path):
     """train.init_from decides a pretrained run's tokenizer: a tokenizer left by a run started
     from model A is moved aside for a run from model B, and refused once there are checkpoints."""
-    from tfm.training import workdir as workdir_lib
+    from tfm.training import workdir_guard as workdir_lib
     from tfm.training.config import RunConfig
 
     data = RunConfig.from_config_dict(tiny_config()).data

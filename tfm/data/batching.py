@@ -1,4 +1,4 @@
-"""Batching: padding, packing, token-count buckets, LM windows, host sharding, resumable order.
+"""Batches: assembling planned rows into arrays, LM windows, and the resumable iterators.
 
 Everything here is NumPy; batches are dicts of host-local int32 arrays in the format of the
 shared contract (see :mod:`tfm.data.pipeline`). Padding travels as data: every batch carries
@@ -6,28 +6,9 @@ segment ids (0 = padding, 1, 2, ... = the example of a packed row; an unpacked r
 real tokens), positions and float32 ``weights`` (0 on padding); the ids written into padded
 positions (the tokenizer's pad id 0) mean nothing to the model or the loss.
 
-Tokenized examples (:class:`Encoded`) carry per-example id sequences: translation
-``inputs`` (source + eos) and ``targets`` (target + eos); language model ``inputs`` and
-``targets`` (the sentence ``[bos] + ids + [eos]`` without its last / first token, so equally
-long); classification ``inputs`` (``[bos] + ids + [eos]``) and ``labels``.
-
-A *plan* turns a chunk of examples into global batches: each batch is a list of rows, each row
-a list of example indices (one index unless packed) plus the row length. Three planners:
-
-* :func:`plan_padded` -- B examples per batch, one per row, padded to the maximum length.
-* :func:`plan_packed` -- greedy packing in order: an example joins the current row while it
-  fits, else starts the next row (``segment_ids`` 1, 2, ... per example, 0 on padding;
-  ``positions`` restart at 0 for each example), B rows per batch.
-* :func:`plan_buckets` -- token-count batching for translation: each example goes to the
-  smallest length bucket that holds it; a bucket of length L is emitted when it has
-  ``rows_for(L)`` examples (about ``tokens_per_batch`` tokens).
-
-The last incomplete batch of a padded or packed plan is completed with the chunk's first rows
-again (so even a data set smaller than one batch yields full batches); incomplete buckets at a
-chunk's end are left out (their examples come back in the next epoch's order).
-
-Host sharding: every host plans the same global batches and host ``i`` of ``P`` assembles only
-rows ``[i*R/P, (i+1)*R/P)``, so P hosts together see exactly what one host would.
+Batches are assembled from tokenized examples (:mod:`tfm.data.examples`) by a plan of their rows
+(:mod:`tfm.data.plans`): padded, packed or bucketed rows, each host its own rows of every
+global batch.
 
 Resumable iteration: the training order is a pure function of (seed, epoch, chunk, batch):
 :class:`ChunkedIterator` and :class:`WindowIterator` have ``get_state() -> dict`` (JSON-able)
@@ -38,7 +19,6 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
-import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -46,202 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from tfm.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from tfm.data.examples import Encoded
+from tfm.data.plans import PlannedBatch, Row, host_rows
+from tfm.data.tokenizers import BOS_ID, PAD_ID
 
 Batch = dict[str, np.ndarray]
-Row = list[int]
-
-
-# ================================================================================ examples
-@dataclasses.dataclass
-class Encoded:
-    """Tokenized examples of one task. ``seqs[name][i]`` is example i's int32 id sequence."""
-
-    seqs: dict[str, list[np.ndarray]]
-    labels: np.ndarray | None = None  # classification: (n,) int32
-    truncated: int = 0  # examples cut to the maximum length
-    dropped: int = 0  # examples left out as too long (already removed from seqs)
-
-    def __len__(self) -> int:
-        return len(next(iter(self.seqs.values())))
-
-    def lengths(self, name: str) -> np.ndarray:
-        return np.fromiter((len(s) for s in self.seqs[name]), dtype=np.int64, count=len(self))
-
-
-def _fit(seq: np.ndarray, limit: int) -> tuple[np.ndarray, bool]:
-    return (seq[:limit], True) if len(seq) > limit else (seq, False)
-
-
-def encode_translation(
-    tokenized_src: Sequence[np.ndarray], tokenized_tgt: Sequence[np.ndarray],
-    max_len: int, max_target_len: int, *, drop: bool, eos_id: int = EOS_ID,
-) -> Encoded:
-    """Source ids -> ``inputs`` = src + [eos]; target ids -> ``targets`` = tgt + [eos].
-
-    Overlong examples (inputs > max_len or targets > max_target_len) are dropped when ``drop``,
-    else cut to the maximum length (losing their eos). ``eos_id`` is the tokenizer's own.
-    """
-    eos = np.array([eos_id], np.int32)
-    inputs, targets, truncated, dropped = [], [], 0, 0
-    for s, t in zip(tokenized_src, tokenized_tgt, strict=True):
-        x, cut_x = _fit(np.concatenate([s, eos]), max_len)
-        y, cut_y = _fit(np.concatenate([t, eos]), max_target_len)
-        if cut_x or cut_y:
-            if drop:
-                dropped += 1
-                continue
-            truncated += 1
-        inputs.append(x)
-        targets.append(y)
-    return Encoded({"inputs": inputs, "targets": targets}, None, truncated, dropped)
-
-
-def encode_lm_sentences(
-    tokenized: Sequence[np.ndarray], max_len: int, *, drop: bool, bos_id: int = BOS_ID, eos_id: int = EOS_ID
-) -> Encoded:
-    """Sentence ids -> seq = [bos] + ids + [eos]; ``inputs`` = seq[:-1], ``targets`` = seq[1:]
-    (``bos_id`` / ``eos_id``: the tokenizer's own)."""
-    inputs, targets, truncated, dropped = [], [], 0, 0
-    for ids in tokenized:
-        seq, cut = _fit(np.concatenate([[bos_id], ids, [eos_id]]).astype(np.int32), max_len + 1)
-        if cut:
-            if drop:
-                dropped += 1
-                continue
-            truncated += 1
-        inputs.append(seq[:-1])
-        targets.append(seq[1:])
-    return Encoded({"inputs": inputs, "targets": targets}, None, truncated, dropped)
-
-
-def encode_classification(
-    tokenized: Sequence[np.ndarray], labels: Sequence[int], max_len: int, *, drop: bool,
-    bos_id: int = BOS_ID, eos_id: int = EOS_ID, second: Sequence[np.ndarray] | None = None,
-) -> Encoded:
-    """Sentence ids -> ``inputs`` = [bos] + ids + [eos] (bos doubles as a [CLS] token); with
-    ``second`` (text pairs) [bos] + a + [eos] + b + [eos] and ``token_types`` 0 on the first
-    part, 1 on the second (BERT's layout), the longer part shortened first when too long."""
-    inputs, types, kept, truncated, dropped = [], [], [], 0, 0
-    for i, (ids, label) in enumerate(zip(tokenized, labels, strict=True)):
-        if second is None:
-            x, cut = _fit(np.concatenate([[bos_id], ids, [eos_id]]).astype(np.int32), max_len)
-        else:
-            a, b = list(ids), list(second[i])
-            cut = len(a) + len(b) + 3 > max_len
-            while len(a) + len(b) + 3 > max_len and (a or b):
-                (b if len(b) > len(a) else a).pop()
-            x = np.asarray([bos_id, *a, eos_id, *b, eos_id], np.int32)[:max_len]
-            types.append(np.asarray([0] * (len(a) + 2) + [1] * (len(b) + 1), np.int32)[:max_len])
-        if cut:
-            if drop:
-                dropped += 1
-                if types:
-                    types.pop()
-                continue
-            truncated += 1
-        inputs.append(x)
-        kept.append(label)
-    seqs = {"inputs": inputs} if second is None else {"inputs": inputs, "token_types": types}
-    return Encoded(seqs, np.asarray(kept, np.int32), truncated, dropped)
-
-
-# ================================================================================ plans
-@dataclasses.dataclass(frozen=True)
-class PlannedBatch:
-    """A global batch: rows of example indices (into a chunk) padded to ``length``."""
-
-    rows: list[Row]
-    length: int | None = None  # bucket length; None = the task's maximum lengths
-
-
-def _complete(rows: list[Row], batch_rows: int) -> list[PlannedBatch]:
-    """Groups rows into batches; the last incomplete one is completed cyclically."""
-    if not rows:
-        return []
-    need = math.ceil(len(rows) / batch_rows) * batch_rows
-    rows = [rows[i % len(rows)] for i in range(need)]
-    return [PlannedBatch(rows[i:i + batch_rows]) for i in range(0, need, batch_rows)]
-
-
-def plan_padded(num_examples: int, batch_rows: int) -> list[PlannedBatch]:
-    """One example per row, in order."""
-    return _complete([[i] for i in range(num_examples)], batch_rows)
-
-
-def plan_packed(lengths: np.ndarray, capacities: Sequence[int], batch_rows: int) -> list[PlannedBatch]:
-    """Greedy packing in order.
-
-    Args:
-      lengths: (n, F) length of each example's F sequences (e.g. inputs and targets).
-      capacities: (F,) row capacity of each sequence (every example must already fit alone).
-      batch_rows: rows per batch.
-    """
-    lengths = np.asarray(lengths).reshape(len(lengths), -1)
-    caps = np.asarray(capacities)
-    rows: list[Row] = []
-    row: Row = []
-    used = np.zeros_like(caps)
-    for i, ln in enumerate(lengths):
-        if row and np.any(used + ln > caps):
-            rows.append(row)
-            row, used = [], np.zeros_like(caps)
-        row.append(i)
-        used = used + ln
-    if row:
-        rows.append(row)
-    return _complete(rows, batch_rows)
-
-
-def bucket_boundaries(max_length: int, min_length: int = 8) -> list[int]:
-    """8, 12, 16, 24, 32, 48, 64, ... (powers of two and 1.5x between), ending at max_length."""
-    out, b = [], min_length
-    while b < max_length:
-        out.append(b)
-        b = b * 3 // 2 if (b & (b - 1)) == 0 else b * 4 // 3
-    return out + [max_length]
-
-
-def rows_for_tokens(tokens_per_batch: int, length: int, batch_multiple: int) -> int:
-    """Rows of a token-count batch of padded length ``length`` (a multiple of batch_multiple)."""
-    return max(batch_multiple, tokens_per_batch // length // batch_multiple * batch_multiple)
-
-
-def plan_buckets(
-    lengths: np.ndarray, boundaries: Sequence[int], tokens_per_batch: int, batch_multiple: int
-) -> list[PlannedBatch]:
-    """Token-count batches: each example to the smallest bucket >= its length (``lengths`` (n,)).
-
-    Incomplete buckets at the end are left out, unless no bucket filled at all (a tiny data set):
-    then the fullest one is completed cyclically.
-    """
-    bounds = np.asarray(boundaries)
-    which = np.searchsorted(bounds, np.asarray(lengths))  # first boundary >= length
-    pending: dict[int, Row] = {}
-    batches: list[PlannedBatch] = []
-    for i, b in enumerate(which):
-        length = int(bounds[b])
-        bucket = pending.setdefault(length, [])
-        bucket.append(i)
-        if len(bucket) == rows_for_tokens(tokens_per_batch, length, batch_multiple):
-            batches.append(PlannedBatch([[j] for j in bucket], length))
-            pending[length] = []
-    if not batches and any(pending.values()):
-        length, bucket = max(pending.items(), key=lambda kv: len(kv[1]))
-        rows = rows_for_tokens(tokens_per_batch, length, batch_multiple)
-        batches.append(PlannedBatch([[bucket[k % len(bucket)]] for k in range(rows)], length))
-    return batches
 
 
 # ================================================================================ assembly
-def host_rows(rows: Sequence[Row], process_index: int, process_count: int) -> Sequence[Row]:
-    """Rows ``[i*R/P, (i+1)*R/P)`` of a global batch for host i of P."""
-    if len(rows) % process_count:
-        raise ValueError(f"a global batch of {len(rows)} rows cannot be split over {process_count} hosts")
-    per = len(rows) // process_count
-    return rows[process_index * per:(process_index + 1) * per]
-
-
 def _pack_rows(
     seqs: list[np.ndarray], rows: Sequence[Row], length: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

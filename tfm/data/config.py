@@ -14,7 +14,7 @@ import dataclasses
 import enum
 from typing import ClassVar
 
-from tfm.config import ConfigBase
+from tfm.config import Arch, ConfigBase
 from tfm.data import numbers as numbers_lib
 
 
@@ -61,11 +61,15 @@ TASK_OF_DATASET: dict[Dataset, Task] = {
     Dataset.CLASSIFICATION_FILE: Task.CLASSIFICATION,
 }
 
-# The model architecture (tfm.config.Arch value) each task trains.
-ARCH_OF_TASK: dict[Task, str] = {
-    Task.TRANSLATION: "encoder_decoder",
-    Task.LM: "decoder_lm",
-    Task.CLASSIFICATION: "encoder_classifier",
+# Data sets read as one long string per split (character / token stream language models: LM
+# windows are cut from the token stream; no BOS, and SentencePiece puts EOS between lines).
+STREAM_DATASETS = (Dataset.TINY_SHAKESPEARE, Dataset.TEXT_FILE)
+
+# The model architecture each task trains.
+ARCH_OF_TASK: dict[Task, Arch] = {
+    Task.TRANSLATION: Arch.ENCODER_DECODER,
+    Task.LM: Arch.DECODER_LM,
+    Task.CLASSIFICATION: Arch.ENCODER_CLASSIFIER,
 }
 
 
@@ -210,8 +214,8 @@ class DataConfig(ConfigBase):
         return TASK_OF_DATASET[self.dataset]
 
     @property
-    def arch(self) -> str:
-        """The ``tfm.config.Arch`` value that trains on this data ("encoder_decoder", ...)."""
+    def arch(self) -> Arch:
+        """The :class:`tfm.config.Arch` that trains on this data."""
         return ARCH_OF_TASK[self.task]
 
     # ------------------------------------------------------------------ validation

@@ -32,7 +32,7 @@ bucket (:data:`BUCKETS`: 0-99, 100-999, 1,000-9,999, 10,000-99,999, 100,000-999,
   count. (Sampling separates 1 and 2 digits: a lone "three" -> "drei" is its own pattern, and
   only 10 numbers have it.)
 * :func:`bucket_of` / :func:`bucket_labels` name the bucket of a number, for evaluation by
-  magnitude (:func:`tfm.evaluation.text_metrics_by_group`).
+  magnitude (:func:`tfm.metrics.text_metrics_by_group`).
 """
 
 from __future__ import annotations

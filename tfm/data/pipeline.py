@@ -105,7 +105,7 @@ What the training loop must do
   * With ``tokens_per_batch > 0`` batch shapes vary between buckets (rows, bucket length): a
     handful of shapes, so a handful of compilations; fixed-size batching has one shape.
   * Score translation on text: decode the model's output with ``pipe.decode`` and compare with
-    ``eval_pairs`` references using ``tfm.evaluation.bleu(..., tokenize=pipe.bleu_tokenize)``
+    ``eval_pairs`` references using ``tfm.metrics.bleu(..., tokenize=pipe.bleu_tokenize)``
     and ``exact_match``. Perplexity is ``exp(nll_sum / weight_sum)`` over ``eval_batches``;
     with the char tokenizer bits per character is ``nll_sum / (weight_sum * ln 2)``.
 """
@@ -121,13 +121,14 @@ from typing import Any
 
 import numpy as np
 
-from tfm.data import batching, sources
+from tfm.data import batching, examples, plans, sources
 from tfm.data import numbers as numbers_lib
 from tfm.data import tokenizers as tokenizers_lib
+from tfm.config import Arch, parse_enum
 from tfm.data.config import DataConfig, Dataset, Overlong, Task, TokenizerKind
 from tfm.data.tokenizers import Tokenizer
 from tfm.token_ids import check_token_ids
-from tfm.workdir_layout import TOKENIZER_DIR  # noqa: F401 - WORKDIR/tokenizer, where it is saved
+from tfm.workdir.layout import TOKENIZER_DIR  # noqa: F401 - WORKDIR/tokenizer, where it is saved
 
 
 @dataclasses.dataclass
@@ -136,7 +137,7 @@ class Pipeline:
 
     config: DataConfig
     task: Task
-    arch: str
+    arch: Arch
     tokenizer: Tokenizer
     train_iter: batching.BatchIterator
     num_classes: int | None = None
@@ -211,7 +212,7 @@ class Pipeline:
                 self._eval_cache[split] = (enc, raw)
         return self._eval_cache[split]
 
-    def _eval_assemble(self, enc: batching.Encoded, rows) -> dict[str, np.ndarray]:
+    def _eval_assemble(self, enc: examples.Encoded, rows) -> dict[str, np.ndarray]:
         cfg = self.config
         if self.task is Task.TRANSLATION:
             return batching.assemble_translation(enc, rows, cfg.max_len, cfg.max_target_len,
@@ -247,21 +248,21 @@ def _num_classes(cfg: DataConfig) -> int:
 
 # ====================================================================== building blocks
 def encode_examples(task: Task, tok: Tokenizer, raw: Sequence[Any], cfg: DataConfig, *,
-                    drop: bool) -> batching.Encoded:
-    """Raw examples of ``task`` -> :class:`batching.Encoded` (ids placed, overlong handled)."""
+                    drop: bool) -> examples.Encoded:
+    """Raw examples of ``task`` -> :class:`examples.Encoded` (ids placed, overlong handled)."""
     if task is Task.TRANSLATION:
         src = _checked(tok, tok.encode_batch([r[0] for r in raw]))
         tgt = _checked(tok, tok.encode_batch([r[1] for r in raw]))
-        return batching.encode_translation(src, tgt, cfg.max_len, cfg.max_target_len, drop=drop,
+        return examples.encode_translation(src, tgt, cfg.max_len, cfg.max_target_len, drop=drop,
                                            eos_id=tok.eos_id)
     special = dict(bos_id=tok.bos_id, eos_id=tok.eos_id)  # the tokenizer's own ids
     if task is Task.LM:
-        return batching.encode_lm_sentences(_checked(tok, tok.encode_batch(list(raw))), cfg.max_len,
+        return examples.encode_lm_sentences(_checked(tok, tok.encode_batch(list(raw))), cfg.max_len,
                                             drop=drop, **special)
     pairs = bool(raw) and isinstance(raw[0][0], tuple)  # (text, text) pairs: a local file's text_pair_column
     first = [r[0][0] if pairs else r[0] for r in raw]
     second = _checked(tok, tok.encode_batch([r[0][1] for r in raw])) if pairs else None
-    return batching.encode_classification(_checked(tok, tok.encode_batch(first)), [r[1] for r in raw],
+    return examples.encode_classification(_checked(tok, tok.encode_batch(first)), [r[1] for r in raw],
                                           cfg.max_len, drop=drop, second=second, **special)
 
 
@@ -357,8 +358,8 @@ def get_tokenizer(cfg: DataConfig, workdir: str | os.PathLike | None = None,
     return tok
 
 
-def _arch_value(arch: Any) -> str:
-    return str(getattr(arch, "value", arch))
+def _arch(arch: Any) -> Arch:
+    return parse_enum(Arch, arch, "arch")
 
 
 def build_pipeline(
@@ -374,11 +375,11 @@ def build_pipeline(
     """Builds the tokenizer and the batches of ``data_cfg`` (see the module docstring)."""
     cfg = data_cfg
     task = cfg.task
-    arch_value = cfg.arch if arch is None else _arch_value(arch)
-    if arch_value != cfg.arch:
+    wanted = cfg.arch if arch is None else _arch(arch)
+    if wanted is not cfg.arch:
         raise ValueError(
             f"DataConfig.dataset={cfg.dataset.value!r} is a {task.value} data set and trains "
-            f"arch={cfg.arch!r}, not {arch_value!r}")
+            f"arch={cfg.arch.value!r}, not {wanted.value!r}")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
     if batch_multiple % process_count:
@@ -424,20 +425,20 @@ def _planner(cfg: DataConfig, batch_multiple: int):
     caps = [cfg.max_len, cfg.max_target_len] if task is Task.TRANSLATION else [cfg.max_len]
     longest = max(caps)
 
-    def lengths(enc: batching.Encoded) -> np.ndarray:
+    def lengths(enc: examples.Encoded) -> np.ndarray:
         if task is Task.TRANSLATION:
             return np.stack([enc.lengths("inputs"), enc.lengths("targets")], axis=1)
         return enc.lengths("inputs")[:, None]
 
     if cfg.pack:
-        rows = (batching.rows_for_tokens(cfg.tokens_per_batch, longest, batch_multiple)
+        rows = (plans.rows_for_tokens(cfg.tokens_per_batch, longest, batch_multiple)
                 if cfg.tokens_per_batch else cfg.batch_size)
-        return lambda enc: batching.plan_packed(lengths(enc), caps, rows)
+        return lambda enc: plans.plan_packed(lengths(enc), caps, rows)
     if cfg.tokens_per_batch:
-        bounds = batching.bucket_boundaries(longest)
-        return lambda enc: batching.plan_buckets(lengths(enc).max(axis=1), bounds,
+        bounds = plans.bucket_boundaries(longest)
+        return lambda enc: plans.plan_buckets(lengths(enc).max(axis=1), bounds,
                                                  cfg.tokens_per_batch, batch_multiple)
-    return lambda enc: batching.plan_padded(len(enc), cfg.batch_size)
+    return lambda enc: plans.plan_padded(len(enc), cfg.batch_size)
 
 
 def _assembler(cfg: DataConfig, bos_id: int):
@@ -445,7 +446,7 @@ def _assembler(cfg: DataConfig, bos_id: int):
     tokenizer's decoder start token)."""
     task = cfg.task
 
-    def assemble(enc, rows, planned: batching.PlannedBatch):
+    def assemble(enc, rows, planned: plans.PlannedBatch):
         if task is Task.TRANSLATION:
             src_len = planned.length or cfg.max_len
             tgt_len = planned.length or cfg.max_target_len

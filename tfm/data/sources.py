@@ -31,16 +31,13 @@ import numpy as np
 
 from tfm.data import labeled_files
 from tfm.data import numbers as numbers_lib
-from tfm.data.config import DataConfig, Dataset
+from tfm.data.config import STREAM_DATASETS, DataConfig, Dataset
 
 SPLITS = ("train", "validation", "test")
 
 # Evaluation-only sets of a data set, beside its splits (they may overlap training):
 # "below_1000" is every number 0..999 -- what people type first -- of the numbers task.
 EXTRA_EVAL_SETS = {Dataset.NUMBERS: ("below_1000",)}
-
-# Data sets read as one long string per split (character / token stream language models).
-STREAM_DATASETS = (Dataset.TINY_SHAKESPEARE, Dataset.TEXT_FILE)
 
 # TFDS name, and per split the TFDS split actually read.
 TFDS_NAMES = {

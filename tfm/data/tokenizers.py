@@ -38,8 +38,8 @@ import numpy as np
 
 from tfm import files
 from tfm.files import TfmError
+from tfm.token_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
-PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 NUM_RESERVED = 4
 UNK_TEXT = "\u2047"  # "⁇", what SentencePiece also prints for unk
 

@@ -55,11 +55,11 @@ from tfm.decoding.adapters import Start, encdec_cache, encdec_decoder, lm_cache,
 from tfm.decoding.beam import beam_search
 from tfm.decoding.encdec import encdec_beam_search, encdec_greedy
 from tfm.decoding.lm import lm_beam_search, lm_generate
-from tfm.decoding.outputs import BOS_ID, EOS_ID, FILL_ID, Beams, Decoded, PyTree, StepFn
+from tfm.decoding.outputs import ALPHA, BEAM_SIZE, BOS_ID, EOS_ID, EXTRA_LEN, FILL_ID, Beams, Decoded, PyTree, StepFn
 from tfm.decoding.search import default_state_axes, filter_logits, greedy_search, length_penalty, limit_vocab, sample
 
 __all__ = [
-    "BOS_ID", "Beams", "Decoded", "EOS_ID", "FILL_ID", "PyTree", "Start", "StepFn", "beam_search",
+    "ALPHA", "BEAM_SIZE", "BOS_ID", "EXTRA_LEN", "Beams", "Decoded", "EOS_ID", "FILL_ID", "PyTree", "Start", "StepFn", "beam_search",
     "default_state_axes", "encdec_beam_search", "encdec_cache", "encdec_decoder", "encdec_greedy",
     "filter_logits", "greedy_search", "length_penalty", "lm_beam_search", "lm_cache", "lm_decoder",
     "limit_vocab", "lm_generate", "prompt_positions", "sample",

@@ -15,7 +15,7 @@ from tfm.models import EncoderDecoder
 from tfm.token_ids import check_token_ids
 from tfm.decoding.adapters import encdec_decoder
 from tfm.decoding.checks import check_mask, check_vocab_limit
-from tfm.decoding.outputs import BOS_ID, EOS_ID, Beams, Decoded, PyTree
+from tfm.decoding.outputs import ALPHA, BEAM_SIZE, BOS_ID, EOS_ID, EXTRA_LEN, Beams, Decoded, PyTree
 from tfm.decoding.search import greedy_search, limit_vocab
 
 def _encdec_lengths(
@@ -50,7 +50,7 @@ def encdec_greedy(
     inputs: jax.Array,
     *,
     inputs_mask: jax.Array | None = None,
-    extra_len: int = 50,
+    extra_len: int = EXTRA_LEN,
     max_len: int | None = None,
     eos_id: int = EOS_ID,
     bos_id: int = BOS_ID,
@@ -95,9 +95,9 @@ def encdec_beam_search(
     inputs: jax.Array,
     *,
     inputs_mask: jax.Array | None = None,
-    beam_size: int = 4,
-    alpha: float = 0.6,
-    extra_len: int = 50,
+    beam_size: int = BEAM_SIZE,
+    alpha: float = ALPHA,
+    extra_len: int = EXTRA_LEN,
     max_len: int | None = None,
     eos_id: int = EOS_ID,
     bos_id: int = BOS_ID,

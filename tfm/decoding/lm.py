@@ -14,7 +14,7 @@ from tfm.models import DecoderLM
 from tfm.token_ids import check_token_ids
 from tfm.decoding.adapters import lm_decoder
 from tfm.decoding.checks import check_cache_len, check_mask, check_vocab_limit
-from tfm.decoding.outputs import EOS_ID, Beams, Decoded, PyTree
+from tfm.decoding.outputs import ALPHA, BEAM_SIZE, EOS_ID, Beams, Decoded, PyTree
 from tfm.decoding.search import greedy_search, limit_vocab, sample
 
 def _lm_cache_len(model: DecoderLM, prompts: jax.Array, max_new_tokens: int) -> int:
@@ -110,8 +110,8 @@ def lm_beam_search(
     *,
     max_new_tokens: int,
     prompt_mask: jax.Array | None = None,
-    beam_size: int = 4,
-    alpha: float = 0.6,
+    beam_size: int = BEAM_SIZE,
+    alpha: float = ALPHA,
     eos_id: int = EOS_ID,
     vocab_limit: int | None = None,
 ) -> Beams:

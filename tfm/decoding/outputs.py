@@ -10,10 +10,15 @@ from typing import Any
 import jax
 import numpy as np
 
+from tfm.token_ids import BOS_ID, EOS_ID  # noqa: F401 - the decoding entry points' defaults
 
 FILL_ID = 0  # written after a row's end; not a token (use Decoded.lengths / Beams.lengths)
-BOS_ID = 1
-EOS_ID = 2
+
+# The paper's decoding (section 6.1), the one place of these defaults (decoding, tfm.inference,
+# the CLI): beam 4, length penalty alpha 0.6, at most input length + 50 output tokens.
+BEAM_SIZE = 4
+ALPHA = 0.6
+EXTRA_LEN = 50
 
 PyTree = Any
 StepFn = Callable[[jax.Array, PyTree], tuple[jax.Array, PyTree]]

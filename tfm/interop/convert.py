@@ -111,10 +111,6 @@ def flat_out(w: np.ndarray) -> np.ndarray:
     return w.reshape(-1, w.shape[-1])
 
 
-def norm_params(scale: np.ndarray, bias: np.ndarray) -> dict[str, np.ndarray]:
-    return {"scale": scale, "bias": bias}
-
-
 def require(condition: bool, source: str, message: str) -> None:
     """HFFormatError("{source}: {message}") unless ``condition``."""
     if not condition:

@@ -225,11 +225,11 @@ class RunConfig:
 
     def validate(self) -> None:
         """Checks between the three parts (each part validated itself on construction)."""
-        if self.model.arch.value != self.data.arch:
+        if self.model.arch is not self.data.arch:
             raise ValueError(
                 f"ModelConfig.arch={self.model.arch.value!r} cannot train on "
                 f"DataConfig.dataset={self.data.dataset.value!r}, whose task "
-                f"{self.data.task.value!r} needs arch={self.data.arch!r}"
+                f"{self.data.task.value!r} needs arch={self.data.arch.value!r}"
             )
         longest = max(self.data.max_len, self.data.max_target_len)
         if self.model.max_len < longest:

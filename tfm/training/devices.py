@@ -40,6 +40,8 @@ import re
 
 import jax
 
+from tfm import backend
+
 log = logging.getLogger(__name__)
 
 ENV_VAR = "TFM_CPU_DEVICES"
@@ -178,7 +180,7 @@ def _explicit(n: int, source: str) -> CpuSplit:
 
 
 def _already_initialized(batch_sizes, grad_accum_steps, data_parallel) -> CpuSplit:
-    current = _cpu_device_count() if jax.default_backend() == "cpu" else None
+    current = _cpu_device_count() if backend.platform() == "cpu" else None
     if current is None:
         return _decided(None, "not_cpu", False, "CPU device split: not a CPU run", level=logging.DEBUG)
     cores = physical_cores()
@@ -243,9 +245,7 @@ def _jax_num_cpu_devices() -> int | None:
 
 
 def backends_initialized() -> bool:
-    from jax._src import xla_bridge
-
-    return xla_bridge.backends_are_initialized()
+    return backend.backends_started()
 
 
 def host_platform() -> str | None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import jax
 
-from tfm import evaluation
+from tfm.metrics import summarize, text_metrics_by_group
 from tfm.data.pipeline import Pipeline
 from tfm.training import parallel as parallel_lib
 from tfm.training import state as state_lib
@@ -35,7 +35,7 @@ def evaluate(
     if total is None:
         return {}
     sums = parallel.to_host(total)
-    return evaluation.summarize(sums, class_names=pipe.class_names)
+    return summarize(sums, class_names=pipe.class_names)
 
 
 def translation_metrics(
@@ -44,7 +44,7 @@ def translation_metrics(
 ) -> tuple[dict[str, float], str]:
     """Decodes the first ``num_examples`` sources of ``split``; BLEU and exact match on text,
     also per group where the data set has groups (numbers: by magnitude; see
-    :func:`tfm.evaluation.text_metrics_by_group`).
+    :func:`tfm.metrics.text_metrics_by_group`).
 
     Returns the metrics and a few (source, reference, output) examples as text.
     """
@@ -68,7 +68,7 @@ def translation_metrics(
         hypotheses.extend(pipe.tokenizer.decode(ids) for ids in out.to_lists()[:len(chunk)])
     references = [reference for _, reference in pairs]
     groups = pipe.eval_groups(split)
-    metrics = evaluation.text_metrics_by_group(
+    metrics = text_metrics_by_group(
         hypotheses, references, None if groups is None else groups[:len(pairs)],
         tokenize=pipe.bleu_tokenize)
     examples = "\n\n".join(

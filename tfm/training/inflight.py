@@ -46,10 +46,5 @@ class InFlight:
         while len(self._queue) > self.limit:
             jax.block_until_ready(self._queue.popleft())
 
-    def drain(self) -> None:
-        """Waits for every recorded step."""
-        while self._queue:
-            jax.block_until_ready(self._queue.popleft())
-
     def __len__(self) -> int:
         return len(self._queue)

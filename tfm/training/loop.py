@@ -5,7 +5,7 @@ One run, in order:
 
 1. The config becomes validated dataclasses (:class:`RunConfig`); on a CPU-only host the CPU
    is split into one device per core (:mod:`tfm.training.devices`); process 0 takes the
-   workdir's lock (:mod:`tfm.training.workdir`: a second run on it is refused naming the
+   workdir's lock (:mod:`tfm.training.workdir_guard`: a second run on it is refused naming the
    holder), and the parallel strategy is chosen and checked against the batch sizes -- before
    any data is read or anything compiled.
 2. A workdir that already holds a run of a *different model* is refused
@@ -16,7 +16,7 @@ One run, in order:
 4. The newest checkpoint is restored (TrainState, data position, dropout key;
    :mod:`tfm.training.resume`): one that does not fit a changed setting is refused naming it
    (``train.reset_optimizer`` restores all but the optimiser state); a damaged newest
-   checkpoint falls back to the previous one (:mod:`tfm.training.checkpoint`). Otherwise the
+   checkpoint falls back to the previous one (:mod:`tfm.training.checkpointer`). Otherwise the
    state is initialised from ``TrainConfig.seed``. Then the resolved config is written to
    ``WORKDIR/config.json``.
 5. Steps run asynchronously, at most ``max_steps_in_flight`` ahead of the devices
@@ -33,7 +33,7 @@ One run, in order:
    :mod:`tfm.training.eval`).
 7. Every ``checkpoint_every_steps`` and at the end, an asynchronous checkpoint -- of finite
    parameters only (:mod:`tfm.training.health`); a write that fails (read-only or full disk)
-   stops the run with :class:`~tfm.training.checkpoint.CheckpointWriteError` naming cause
+   stops the run with :class:`~tfm.training.checkpointer.CheckpointWriteError` naming cause
    and path.
 8. SIGTERM or SIGINT: the current step is checkpointed and ``run`` returns normally (the
    launcher then exits 0). With several processes the stop is agreed at the next logging
@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -56,7 +57,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from tfm.config import Arch, ModelConfig
+from tfm.backend import BackendPolicy
+from tfm.config import Arch
 from tfm.data import tokenizers as tokenizers_lib
 from tfm.data.pipeline import Pipeline, build_pipeline
 from tfm.models import build_model
@@ -68,9 +70,8 @@ from tfm.training import parallel as parallel_lib
 from tfm.training import progress
 from tfm.training import resume as resume_lib
 from tfm.training import state as state_lib
-from tfm.training import steps as steps_lib
-from tfm.training import workdir as workdir_lib
-from tfm.training.checkpoint import CheckpointError, Checkpointer
+from tfm.training import workdir_guard as workdir_lib
+from tfm.training.checkpointer import CheckpointError, Checkpointer
 from tfm.training.config import RunConfig
 from tfm.training.eval import evaluate, translation_metrics
 from tfm.training.health import NonFiniteLossError
@@ -78,9 +79,9 @@ from tfm.training.inflight import InFlight
 from tfm.training.init_from import resolve_init_from, with_imported_params
 from tfm.training.optimizer import make_schedule, make_tx
 from tfm.training.signals import SetupInterrupted, StopSignals
-from tfm.training.workdir import WorkdirLockedError, WorkdirMismatchError, check_workdir
+from tfm.training.workdir_guard import WorkdirLockedError, WorkdirMismatchError, check_workdir
 from tfm.training.writer import MetricWriter
-from tfm.workdir_layout import TOKENIZER_DIR, checkpoint_dir
+from tfm.workdir.layout import TOKENIZER_DIR, checkpoint_dir
 
 __all__ = ["NonFiniteLossError", "WorkdirLockedError", "WorkdirMismatchError", "run"]
 
@@ -224,6 +225,7 @@ class _Setup:
     train_step: Callable
     eval_step: Callable
     saved: RunConfig | None  # the workdir's config.json, if it has one
+    policy: BackendPolicy  # the backend choices (kernels, attention, steps in flight)
 
     @classmethod
     def build(cls, config: RunConfig, workdir: str) -> _Setup:
@@ -259,34 +261,29 @@ class _Setup:
         if jax.process_index() == 0:
             workdir_lib.check_and_record_tokenizer(workdir, provenance)
         config = resolve_model(config, pipe)
-        check_workdir(config, workdir)  # config.json is written once the restore succeeded
+        # the model's sizes now come from the data: the saved run's model again (read once, above);
+        # config.json is written once the restore succeeded
+        workdir_lib.check_saved_model(saved, config, workdir)
         model_cfg = config.model
-        log.info("model: %s, %s parameters; %s", model_cfg.arch.value,
-                 f"{_param_count(model_cfg):,}", parallel.describe())
-        memory.check_device_batch(  # the vocabulary is known now; nothing is on a device yet
-            model_cfg, config.data, devices=parallel.num_devices, local_devices=jax.local_device_count(),
-            grad_accum_steps=train.grad_accum_steps, params=_param_count(model_cfg),
-            sharded=parallel.strategy is parallel_lib.Strategy.SHARDED)
 
         # model, optimiser, steps
-        model = build_model(model_cfg)
+        policy = BackendPolicy.resolve(model_cfg, train)
+        model = build_model(model_cfg, policy)
         schedule = make_schedule(train, model_cfg)
         tx = make_tx(train, schedule)
         boxed_init = state_lib.boxed_init_fn(model, model_cfg, tx)
         init_rng, dropout_rng = jax.random.split(jax.random.key(train.seed))
-        parallel.prepare(boxed_init, init_rng)
-        axis = parallel.axis_name
-        train_step = parallel.train_step(steps_lib.make_train_step(
-            model, model_cfg.arch, tx, schedule, label_smoothing=train.label_smoothing,
-            grad_accum_steps=train.grad_accum_steps, axis_name=axis,
-            gather_params=parallel.gather_params(),
-        ))
-        eval_step = parallel.eval_step(steps_lib.make_eval_step(
-            model, model_cfg.arch, label_smoothing=train.label_smoothing, axis_name=axis,
-            gather_params=parallel.gather_params(),
-        ))
+        parallel.prepare(boxed_init, init_rng)  # the one trace of the init
+        num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(parallel.abstract_state().params))
+        log.info("model: %s, %s parameters; %s", model_cfg.arch.value, f"{num_params:,}",
+                 parallel.describe())
+        memory.check_device_batch(  # the vocabulary is known now; the init was only traced: nothing is on a device yet
+            model_cfg, config.data, devices=parallel.num_devices, local_devices=jax.local_device_count(),
+            grad_accum_steps=train.grad_accum_steps, params=num_params,
+            sharded=parallel.strategy is parallel_lib.Strategy.SHARDED)
+        train_step, eval_step = parallel.compile_steps(model, tx, schedule, train)
         return cls(config, workdir, parallel, pipe, model, boxed_init, init_rng, dropout_rng,
-                   train_step, eval_step, saved)
+                   train_step, eval_step, saved, policy)
 
 
 def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitStack,
@@ -341,7 +338,7 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
 
     def run_eval(step: int) -> None:
         metrics = evaluate(parallel, setup.eval_step, state, pipe,
-                           max_in_flight=train.max_steps_in_flight)
+                           max_in_flight=setup.policy.max_steps_in_flight)
         if model_cfg.arch is Arch.ENCODER_DECODER and train.eval_decode_examples > 0:
             for split in pipe.decode_sets:  # "validation", then e.g. numbers' "below_1000"
                 decoded, examples = translation_metrics(
@@ -359,7 +356,7 @@ def _train(setup: _Setup, checkpointer: Checkpointer, cleanup: contextlib.ExitSt
             log.info("eval step %d: %s", step, progress.fmt(metrics))
 
     pending: list[tuple[int, Any]] = []
-    in_flight = InFlight(train.max_steps_in_flight)
+    in_flight = InFlight(setup.policy.max_steps_in_flight)
     window = progress.Window(time.time())
     step = start_step
     if _agree(stop.requested):  # a collective: every process calls it
@@ -429,7 +426,3 @@ def _newest_good(checkpointer: Checkpointer) -> str:
     return f"The newest checkpoint is step {steps[-1]} in {checkpointer.directory}.{failed}"
 
 
-def _param_count(cfg: ModelConfig) -> int:
-    from tfm.models import param_count
-
-    return param_count(cfg)

@@ -50,6 +50,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from tfm.training import steps as steps_lib
 from tfm.training.config import Strategy, TrainConfig
 from tfm.training.state import TrainState
 
@@ -60,8 +61,8 @@ PMAP_AXIS = "batch"
 # Logical axis name -> mesh axis, in priority order: each parameter is sharded over 'fsdp' along
 # the first of its axes (in this order) whose size the fsdp axis divides; every other axis is
 # replicated. 'batch' is the activations' leading axis; 'heads' are query heads and 'kv_heads'
-# key/value heads (fewer with grouped-query attention). 'kv' (head width), 'layers' (scan) and
-# 'classes' are never sharded.
+# key/value heads (fewer with grouped-query attention). 'head_dim' (the width of one head),
+# 'layers' (scan) and 'classes' are never sharded.
 LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
     ("embed", "fsdp"),
@@ -69,7 +70,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("vocab", "fsdp"),
     ("heads", "fsdp"),
     ("kv_heads", "fsdp"),  # key/value heads of grouped-query attention
-    ("kv", None),
+    ("head_dim", None),
     ("layers", None),
     ("classes", None),
 )
@@ -121,12 +122,44 @@ class Parallel:
     num_devices: int
     axis_name: str | None = None  # see the module docstring
 
+    _boxed_abstract: TrainState | None = None  # the init traced once (see prepare)
+
     def prepare(self, boxed_init: Callable[[jax.Array], TrainState], rng: jax.Array) -> None:
-        """Reads what the layout needs from the model (its parameter shapes and logical axis
-        names); call once before compiling steps."""
+        """Traces the init once (``jax.eval_shape``): the state's shapes and logical axis names,
+        which the layout, the restore target and the parameter count read; call once before
+        compiling steps."""
+        self._traced_init(boxed_init, rng)
+
+    def _traced_init(self, boxed_init: Callable, rng: jax.Array) -> TrainState:
+        if self._boxed_abstract is None:
+            self._boxed_abstract = jax.eval_shape(boxed_init, rng)
+        return self._boxed_abstract
+
+    def abstract_state(self) -> TrainState:
+        """The state's ShapeDtypeStructs (unboxed), from :meth:`prepare`'s one trace."""
+        if self._boxed_abstract is None:
+            raise RuntimeError("Parallel.abstract_state() before prepare()")
+        return nn.meta.unbox(self._boxed_abstract)
 
     def init_state(self, boxed_init: Callable[[jax.Array], TrainState], rng: jax.Array) -> TrainState:
         raise NotImplementedError
+
+    def compile_steps(self, model: nn.Module, tx: Any, schedule: Callable,
+                      train: TrainConfig) -> tuple[Callable, Callable]:
+        """``(train_step, eval_step)`` of ``model`` under this strategy (compiled on their first
+        call): :mod:`tfm.training.steps`' pure steps with this strategy's axis name and
+        parameter gather, wrapped by :meth:`train_step` / :meth:`eval_step`. Call after
+        :meth:`prepare`."""
+        arch, gather = model.cfg.arch, self.gather_params()
+        train_step = self.train_step(steps_lib.make_train_step(
+            model, arch, tx, schedule, label_smoothing=train.label_smoothing,
+            grad_accum_steps=train.grad_accum_steps, axis_name=self.axis_name, gather_params=gather,
+        ))
+        eval_step = self.eval_step(steps_lib.make_eval_step(
+            model, arch, label_smoothing=train.label_smoothing, axis_name=self.axis_name,
+            gather_params=gather,
+        ))
+        return train_step, eval_step
 
     def train_step(self, fn: Callable) -> Callable:
         raise NotImplementedError
@@ -205,7 +238,7 @@ class SingleDevice(Parallel):
         return jax.device_put(state, self.sharding)
 
     def canonical_abstract(self, boxed_init, rng):
-        shapes = jax.eval_shape(lambda r: nn.meta.unbox(boxed_init(r)), rng)
+        shapes = nn.meta.unbox(self._traced_init(boxed_init, rng))
         return jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.sharding), shapes
         )
@@ -270,7 +303,7 @@ class Pmap(Parallel):
         return jax.tree.map(self._stack, state)
 
     def canonical_abstract(self, boxed_init, rng):
-        shapes = jax.eval_shape(lambda r: nn.meta.unbox(boxed_init(r)), rng)
+        shapes = nn.meta.unbox(self._traced_init(boxed_init, rng))
         return jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), shapes
         )
@@ -315,7 +348,7 @@ class Sharded(Parallel):
                 f"fsdp={self.mesh.shape['fsdp']} ({self.num_devices} devices)")
 
     def prepare(self, boxed_init, rng):
-        self.state_shardings(boxed_init, rng)
+        self.state_shardings(boxed_init, rng)  # traces the init (once) and lays it out
 
     def gather_params(self):
         """With fsdp > 1: all-gather the parameters at the start of the differentiated
@@ -334,7 +367,7 @@ class Sharded(Parallel):
     # -- shardings of the state, from the logical axis names of the boxed init
     def state_shardings(self, boxed_init, rng) -> TrainState:
         if self._state_shardings is None:
-            boxed = jax.eval_shape(boxed_init, rng)
+            boxed = self._traced_init(boxed_init, rng)
             logical = nn.get_partition_spec(boxed)
             shapes = nn.meta.unbox(boxed)
             self._state_shardings = jax.tree.map(
@@ -419,7 +452,7 @@ class Sharded(Parallel):
 
     def canonical_abstract(self, boxed_init, rng):
         shardings = self.state_shardings(boxed_init, rng)
-        shapes = jax.eval_shape(lambda r: nn.meta.unbox(boxed_init(r)), rng)
+        shapes = nn.meta.unbox(self._traced_init(boxed_init, rng))
         return jax.tree.map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
         )

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from tfm.training.config import TrainConfig
-from tfm.evaluation import summarize
+from tfm.metrics import summarize
 from tfm.training.health import NonFiniteLossError
 from tfm.training.writer import MetricWriter
 

@@ -21,9 +21,9 @@ import numpy as np
 import optax
 
 from tfm.training import parallel as parallel_lib
-from tfm.training.checkpoint import Checkpointer, IncompatibleCheckpointError
+from tfm.training.checkpointer import Checkpointer, IncompatibleCheckpointError
 from tfm.training.config import RunConfig
-from tfm.training.workdir import WorkdirMismatchError, setting_differences
+from tfm.training.workdir_guard import WorkdirMismatchError, setting_differences
 
 log = logging.getLogger(__name__)
 

@@ -55,10 +55,3 @@ def unbox(state: TrainState) -> TrainState:
     """Removes the logical-partitioning boxes (after the shardings have been read)."""
     return nn.meta.unbox(state)
 
-
-def init_fn(
-    model: nn.Module, model_cfg: ModelConfig, tx: optax.GradientTransformation
-) -> Callable[[jax.Array], TrainState]:
-    """``rng -> TrainState`` with plain arrays: what a single-device run calls."""
-    boxed = boxed_init_fn(model, model_cfg, tx)
-    return lambda rng: unbox(boxed(rng))

@@ -17,7 +17,7 @@ How a batch becomes one update (the same whatever the device layout):
    This is the global token-mean loss exactly, however the batch was split. (Averaging
    per-device mean gradients with ``lax.pmean`` would weight a device with few real tokens as
    much as one with many, so pmap would not match one device.)
-4. Optional global-norm clipping and Adam(W) (:mod:`tfm.optim`).
+4. Optional global-norm clipping and Adam(W) (:mod:`tfm.training.optimizer`).
 
 Metrics are sums over the global batch (``loss_sum``, ``nll_sum``, ``correct_sum``,
 ``weight_sum``) plus ``grad_norm`` and ``learning_rate``; the loop divides when it logs.
@@ -121,7 +121,7 @@ def make_train_step(
 
     Args:
       model, arch: the Flax model and which of the three batch formats it takes.
-      tx: the optimiser (tfm.optim.make_optimizer).
+      tx: the optimiser (tfm.training.optimizer.make_tx).
       schedule: the learning-rate schedule inside ``tx`` (reported as a metric).
       label_smoothing: eps_ls of the paper.
       grad_accum_steps: micro-batches per update (see the module docstring).
@@ -141,7 +141,7 @@ def make_train_step(
         logits, targets, weights = forward(
             model, arch, params, micro_batch, deterministic=False, dropout_rng=dropout_rng
         )
-        stats = losses.classification_metrics(logits, targets, weights, label_smoothing)
+        stats = losses.loss_and_accuracy_sums(logits, targets, weights, label_smoothing)
         return stats["loss_sum"], stats
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -202,7 +202,7 @@ def make_eval_step(
         if gather_params is not None:
             params = gather_params(params)
         logits, targets, weights = forward(model, arch, params, batch, deterministic=True)
-        stats = losses.classification_metrics(logits, targets, weights, label_smoothing)
+        stats = losses.loss_and_accuracy_sums(logits, targets, weights, label_smoothing)
         if arch is Arch.ENCODER_CLASSIFIER:  # per-class counts for F1
             stats.update(losses.class_counts(logits, targets, weights))
         if axis_name is not None:

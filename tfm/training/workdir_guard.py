@@ -18,7 +18,7 @@
   different model (:func:`model_differences`), or that has checkpoints but no config;
   :func:`write_config` writes it (atomically).
 
-The file names are :mod:`tfm.workdir_layout`'s.
+The file names are :mod:`tfm.workdir.layout`'s.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from tfm import files
 from tfm.config import ModelConfig
 from tfm.files import TfmError
 from tfm.training.config import EXECUTION_ONLY_MODEL_FIELDS, RunConfig
-from tfm.workdir_layout import (
+from tfm.workdir.layout import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     DAMAGED_CHECKPOINT_DIR,
@@ -349,14 +349,22 @@ def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
             )
         return None
     saved = read_saved_config(path)
-    diffs = model_differences(saved.model, config.model)
+    check_saved_model(saved, config, workdir)
+    return saved
+
+
+def check_saved_model(saved: RunConfig | None, config: RunConfig, workdir: str) -> None:
+    """Refuses ``config`` when the workdir's saved run (``saved``, from :func:`check_workdir`;
+    None for a fresh workdir) has a different model: the check again, once the model's sizes
+    are resolved from the data, without reading the workdir again."""
+    diffs = model_differences(saved.model, config.model) if saved is not None else []
     if diffs:
         raise WorkdirMismatchError(
             f"{workdir} holds a run of a different model, refusing to overwrite it:\n  "
             + "\n  ".join(diffs)
-            + f"\nUse a new --workdir, or the model settings saved in {path}."
+            + f"\nUse a new --workdir, or the model settings saved in "
+            f"{os.path.join(workdir, CONFIG_FILE)}."
         )
-    return saved
 
 
 def write_config(workdir: str, config: RunConfig) -> None:

@@ -1,12 +1,12 @@
-"""tfm.restore: the newest-intact-checkpoint fallback shared by training and inference."""
+"""tfm.workdir.restore: the newest-intact-checkpoint fallback shared by training and inference."""
 
 import logging
 import os
 
 import pytest
 
-from tfm.restore import CheckpointError, IncompatibleCheckpointError, move_aside, restore_newest
-from tfm.workdir_layout import DAMAGED_CHECKPOINT_DIR, damaged_dir
+from tfm.workdir.restore import CheckpointError, IncompatibleCheckpointError, move_aside, restore_newest
+from tfm.workdir.layout import DAMAGED_CHECKPOINT_DIR, damaged_dir
 
 
 class Damaged(Exception):

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tfm.training.checkpoint import Checkpointer, CheckpointError
+from tfm.training.checkpointer import Checkpointer, CheckpointError
 from tfm.training.state import TrainState
 
 
@@ -116,7 +116,7 @@ def test_moved_aside_checkpoints_are_never_overwritten_and_never_started_over(sa
 
 
 def test_a_checkpoint_of_a_different_state_is_incompatible_not_damaged(saved):
-    from tfm.training.checkpoint import IncompatibleCheckpointError
+    from tfm.training.checkpointer import IncompatibleCheckpointError
 
     ckpt = Checkpointer(saved / "checkpoints", keep=3)
     other = abstract().replace(opt_state=({"count": abstract().opt_state[0]["count"]}, {}),
@@ -131,7 +131,7 @@ def test_a_checkpoint_of_a_different_state_is_incompatible_not_damaged(saved):
 def test_a_failure_to_compare_trees_is_raised_not_taken_for_damage(saved, monkeypatch):
     """Only a checkpoint that cannot be read is damaged: a bug in tfm's own comparison of a
     readable checkpoint with the model must surface and move nothing aside."""
-    import tfm.training.checkpoint as checkpoint
+    import tfm.training.checkpointer as checkpoint
 
     def broken(saved_tree, target):
         raise KeyError("an unexpected metadata key")

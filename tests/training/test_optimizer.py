@@ -6,7 +6,11 @@ import numpy as np
 import optax
 import pytest
 
-from tfm import optim
+from tfm.training import optimizer as optim
+from tfm.training.config import TrainConfig
+
+_T = TrainConfig()
+PAPER = {"kind": "adam", "b1": _T.b1, "b2": _T.b2, "eps": _T.eps}  # TrainConfig's defaults, the paper's
 
 
 @pytest.mark.parametrize("step", [1, 4000, 100_000])
@@ -36,7 +40,7 @@ def test_warmup_cosine():
 
 
 def test_paper_adam_hyperparameters_are_the_defaults():
-    tx = optim.make_optimizer(optax.constant_schedule(1e-3))
+    tx = optim.make_optimizer(optax.constant_schedule(1e-3), **PAPER)
     params = {"w": jnp.array([1.0, -2.0])}
     state = tx.init(params)
     g = {"w": jnp.array([0.5, 0.25])}
@@ -58,7 +62,7 @@ def test_paper_adam_hyperparameters_are_the_defaults():
 def test_global_norm_clipping_feeds_clipped_gradients_to_adam():
     """Adam's first step hides the gradient's scale, the second does not: compare two steps on
     (big, small) gradients with Adam run by hand on the clipped gradients."""
-    tx = optim.make_optimizer(optax.constant_schedule(1.0), grad_clip_norm=1.0)
+    tx = optim.make_optimizer(optax.constant_schedule(1.0), grad_clip_norm=1.0, **PAPER)
     params = {"a": jnp.zeros(2)}
     g1, g2 = np.array([30.0, 40.0]), np.array([0.3, 0.0])  # norms 50 (clipped to 1) and 0.3
     with jax.numpy_dtype_promotion("standard"):
@@ -77,7 +81,7 @@ def test_adamw_decays_kernels_and_embeddings_only():
         "embedder": {"embedding": jnp.ones((3, 2))},
         "stack": {"bias": jnp.ones((4, 2))},  # a scanned stack's stacked bias: rank 2, no decay
     }
-    tx = optim.make_optimizer(optax.constant_schedule(0.1), kind="adamw", weight_decay=0.5)
+    tx = optim.make_optimizer(optax.constant_schedule(0.1), **{**PAPER, "kind": "adamw"}, weight_decay=0.5)
     zeros = jax.tree.map(jnp.zeros_like, params)
     with jax.numpy_dtype_promotion("standard"):
         updates, _ = tx.update(zeros, tx.init(params), params)
@@ -90,4 +94,4 @@ def test_adamw_decays_kernels_and_embeddings_only():
 
 def test_unknown_optimizer_is_an_error():
     with pytest.raises(ValueError, match="adamw"):
-        optim.make_optimizer(optax.constant_schedule(1.0), kind="sgd")
+        optim.make_optimizer(optax.constant_schedule(1.0), **{**PAPER, "kind": "sgd"})
