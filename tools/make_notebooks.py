@@ -452,32 +452,20 @@ q/k/v biases (Qwen2), tied or untied output heads.
 This notebook uses the tiny random llama checkpoint of the test fixtures (2 layers, 4 query
 heads sharing 2 key/value heads, Llama 3 rope scaling) so that it runs anywhere in a minute;
 set `TFM_LLAMA_DIR` to a real directory (TinyLlama, SmolLM, Qwen2.5-0.5B, ...) to use one.
-
-# ================================================================== 04 BERT: classify, fill masks, fine-tune
-md(r"""
-# BERT in tfm: classify, fill masks, embed, fine-tune on a local file, export
-
-tfm imports BERT checkpoints in Hugging Face's layout (`BertModel`, `BertForSequenceClassification`,
-`BertForMaskedLM`: `config.json`, `model.safetensors`, `tokenizer.json` or `vocab.txt`) into its
-encoder-only model: post-LN blocks, learned positions, token-type embeddings, a LayerNorm on the
-embeddings, and the head the checkpoint has (pooler + classifier, masked-LM, or none).
-
-This notebook runs on the tiny random checkpoints of `tests/fixtures/hf` (saved by transformers),
-so its predictions are noise; set `TFM_BERT_DIR` to a directory holding real ones (e.g. a
-downloaded `bert-base-uncased` as `bert_mlm`) for meaningful outputs. Everything else is the same.
 """)
 code(r"""
 import os
 import pathlib
 
 import jax.numpy as jnp
-
 import matplotlib.pyplot as plt
 import numpy as np
 
 import tfm
 from tfm.training import RunConfig, default_config_dict, run
 from tfm.training.writer import read_metrics
+
+tfm.compilation_cache.enable()   # keep compiled programs between runs (README: TFM_COMPILATION_CACHE)
 
 SMALL = os.environ.get("TFM_NOTEBOOK_SMALL") == "1"
 WORKDIR = pathlib.Path(os.environ.get("TFM_NOTEBOOK_WORKDIR", "workdirs")) / "notebook_llama"
@@ -528,7 +516,51 @@ ax.set_xlabel("step"); ax.set_ylabel("training loss (nats/token)"); ax.set_title
 plt.show()
 tuned = tfm.inference.load(str(WORKDIR / "run"))
 print(tfm.generate(tuned, "The quick brown", max_new_tokens=12, temperature=0.0))
+""")
+md(r"""
+## Export
 
+`tfm.save_pretrained` writes the Hugging Face layout again (as llama; `model_type="mistral"` or
+`"qwen2"` when the model fits those), which transformers' `from_pretrained` loads. Exporting and
+importing gives bitwise the same parameters.
+""")
+code(r"""
+out = WORKDIR / "export"
+print(tfm.save_pretrained(tuned, out))
+back = tfm.from_pretrained(out)
+tokens = jnp.asarray([[1, 20, 30, 40, 50]], jnp.int32)
+a = tuned.model.apply({"params": tuned.params}, tokens)
+b = back.model.apply({"params": back.params}, tokens)
+assert back.model_type == "llama" and np.array_equal(np.asarray(a), np.asarray(b))
+print("export -> import: identical logits")
+""")
+write("notebooks/04_llama_family.ipynb")
+
+
+# ================================================================== 05 BERT: classify, fill masks, fine-tune
+md(r"""
+# BERT in tfm: classify, fill masks, embed, fine-tune on a local file, export
+
+tfm imports BERT checkpoints in Hugging Face's layout (`BertModel`, `BertForSequenceClassification`,
+`BertForMaskedLM`: `config.json`, `model.safetensors`, `tokenizer.json` or `vocab.txt`) into its
+encoder-only model: post-LN blocks, learned positions, token-type embeddings, a LayerNorm on the
+embeddings, and the head the checkpoint has (pooler + classifier, masked-LM, or none).
+
+This notebook runs on the tiny random checkpoints of `tests/fixtures/hf` (saved by transformers),
+so its predictions are noise; set `TFM_BERT_DIR` to a directory holding real ones (e.g. a
+downloaded `bert-base-uncased` as `bert_mlm`) for meaningful outputs. Everything else is the same.
+""")
+code(r"""
+import os
+import pathlib
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import tfm
+from tfm.training import RunConfig, default_config_dict, run
+
+tfm.compilation_cache.enable()   # keep compiled programs between runs (README: TFM_COMPILATION_CACHE)
 
 SMALL = os.environ.get("TFM_NOTEBOOK_SMALL") == "1"
 MODELS = pathlib.Path(os.environ.get("TFM_BERT_DIR", pathlib.Path(tfm.__file__).resolve().parents[1] / "tests" / "fixtures" / "hf"))
@@ -616,22 +648,6 @@ print(tfm.classify(tuned, ["hello the quick fox", "numbers the lazy dog"]))
 """)
 md(r"""
 ## Export
-
-`tfm.save_pretrained` writes the Hugging Face layout again (as llama; `model_type="mistral"` or
-`"qwen2"` when the model fits those), which transformers' `from_pretrained` loads. Exporting and
-importing gives bitwise the same parameters.
-""")
-code(r"""
-out = WORKDIR / "export"
-print(tfm.save_pretrained(tuned, out))
-back = tfm.from_pretrained(out)
-tokens = jnp.asarray([[1, 20, 30, 40, 50]], jnp.int32)
-a = tuned.model.apply({"params": tuned.params}, tokens)
-b = back.model.apply({"params": back.params}, tokens)
-assert back.model_type == "llama" and np.array_equal(np.asarray(a), np.asarray(b))
-print("export -> import: identical logits")
-""")
-write("notebooks/04_llama_family.ipynb")
 
 The fine-tuned classifier is written in Hugging Face's layout (a `BertForSequenceClassification`
 with its `id2label`, and the WordPiece tokenizer); transformers loads it with the same logits.

@@ -10,6 +10,7 @@ is truncated or dropped (counted either way).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 

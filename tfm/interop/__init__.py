@@ -156,7 +156,7 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
 def from_pretrained(directory: str | os.PathLike, *, dtype: str | None = None):
     """A :class:`tfm.inference.Pretrained` (config, params on the default device, tokenizer)
     from a Hugging Face model directory: what ``tfm.generate`` / ``tfm.translate`` take."""
-    from tfm.inference import Pretrained
+    from tfm.pretrained import Pretrained
     from tfm.token_ids import VocabularyError
 
     directory = pathlib.Path(directory).expanduser()
