@@ -1,42 +1,18 @@
-"""Executes every notebook in notebooks/ with small settings; a failing cell fails the test.
-
-The notebooks read TFM_NOTEBOOK_SMALL=1 to shrink their training budgets to about a minute on
-CPU. Each must also produce its figures (PNG outputs).
-"""
-
-import os
-import pathlib
+"""Executes the notebooks on the paper's models (attention, numbers, Shakespeare) with small
+settings; the notebooks on imported checkpoints are tests/test_notebooks_pretrained.py."""
 
 import pytest
+from notebook_runner import NOTEBOOKS, run_notebook
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-
-
-NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+PAPER = [p for p in NOTEBOOKS if p.stem[:2] in ("01", "02")]
 
 
-def test_notebooks_exist():
-    assert len(NOTEBOOKS) >= 1
+def test_every_notebook_is_tested():
+    from test_notebooks_pretrained import PRETRAINED
+
+    assert NOTEBOOKS and sorted(PAPER + PRETRAINED) == NOTEBOOKS
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
 def test_notebook_runs_and_draws(path, tmp_path, monkeypatch, request):
-    nb = nbformat.read(path, as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name} is stored with outputs"
-    if "shakespeare" in path.stem:  # offline, it trains on the shared copy of the text
-        # the fixture, not an import of conftest: with tests/training/conftest.py collected
-        # first, "from conftest import" finds that module instead
-        text = request.getfixturevalue("shared_data") / "tinyshakespeare.txt"
-        if not text.is_file():
-            pytest.skip(f"{text} not present (and TFDS cannot download here)")
-        monkeypatch.setenv("TFM_TEXT_FILE", str(text))
-    monkeypatch.setenv("TFM_NOTEBOOK_SMALL", "1")
-    monkeypatch.setenv("TFM_NOTEBOOK_WORKDIR", str(tmp_path))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    # the kernel is a fresh process: undo the 8 fake devices the test conftest asked for
-    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", ""))
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
-    assert images, f"{path.name} drew no figure"
+    run_notebook(path, tmp_path, monkeypatch, request)

@@ -218,8 +218,9 @@ def classify_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch_size must be >= 1")
+    from tfm import arguments
+
+    arguments.integer("batch_size", args.batch_size, 1)
     model = _load(args, "encoder_classifier")
     from tfm import encoding_tasks, inference
 
@@ -248,8 +249,10 @@ def fill_mask_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     args = parser.parse_args(argv)
-    if args.top_k < 1 or args.batch_size < 1:
-        parser.error("--top_k and --batch_size must be >= 1")
+    from tfm import arguments
+
+    arguments.integer("top_k", args.top_k, 1)
+    arguments.integer("batch_size", args.batch_size, 1)
     model = _load(args, "encoder_classifier")
     from tfm import encoding_tasks, inference
 
