@@ -16,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 
+from tfm.workdir import layout
 from tfm import decoding, inference
 from tfm.cli import generate_main, translate_main
 from tfm.config import get_preset
@@ -38,10 +39,10 @@ def _write_workdir(path, model_cfg, data_cfg, tokenizer, params, steps=(3, 7)):
     """A workdir laid out as tfm.training.loop writes it."""
     os.makedirs(path, exist_ok=True)
     run = RunConfig(model=model_cfg, data=data_cfg, train=TrainConfig(warmup_steps=10))
-    with open(os.path.join(path, inference.CONFIG_FILE), "w") as f:
+    with open(os.path.join(path, layout.CONFIG_FILE), "w") as f:
         json.dump(run.to_dict(), f)
-    tokenizer.save(os.path.join(path, inference.TOKENIZER_DIR))
-    ckpt = Checkpointer(os.path.join(path, inference.CHECKPOINT_DIR), async_save=False)
+    tokenizer.save(os.path.join(path, layout.TOKENIZER_DIR))
+    ckpt = Checkpointer(os.path.join(path, layout.CHECKPOINT_DIR), async_save=False)
     for step in steps:  # the newest must win: older steps hold other params
         p = params if step == max(steps) else jax.tree.map(jnp.zeros_like, params)
         state = TrainState(step=jnp.int32(step), params=p, opt_state=optax.adam(1e-3).init(p))
@@ -95,15 +96,15 @@ def test_load_falls_back_past_a_damaged_newest_checkpoint_and_moves_nothing(tmp_
     import shutil
 
     copy = shutil.copytree(lm_workdir[0], tmp_path / "copy")
-    _truncate_arrays(copy / inference.CHECKPOINT_DIR / "7")
+    _truncate_arrays(copy / layout.CHECKPOINT_DIR / "7")
     before = sorted(os.listdir(copy))
     with caplog.at_level(logging.WARNING, logger="tfm.workdir.restore"):
         lm = inference.load(copy)
     assert lm.step == 3
     assert float(jnp.abs(lm.params["embedder"]["embedding"]).max()) == 0.0  # step 3's params
     assert "step 7 cannot be restored" in caplog.text
-    assert sorted(os.listdir(copy)) == before and (copy / inference.CHECKPOINT_DIR / "7").is_dir()
-    _truncate_arrays(copy / inference.CHECKPOINT_DIR / "3")
+    assert sorted(os.listdir(copy)) == before and (copy / layout.CHECKPOINT_DIR / "7").is_dir()
+    _truncate_arrays(copy / layout.CHECKPOINT_DIR / "3")
     with pytest.raises(inference.WorkdirError, match=r"no checkpoint in .* can be restored(.|\n)*step 7(.|\n)*step 3"):
         inference.load(copy)
 
@@ -116,12 +117,12 @@ def test_clear_errors_for_unusable_workdirs(tmp_path, lm_workdir, mt_workdir):
     # a run that wrote its config and tokenizer but no checkpoint yet
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    with open(os.path.join(lm_workdir[0], inference.CONFIG_FILE)) as f:
-        (fresh / inference.CONFIG_FILE).write_text(f.read())
-    CharTokenizer(CHARS).save(fresh / inference.TOKENIZER_DIR)
+    with open(os.path.join(lm_workdir[0], layout.CONFIG_FILE)) as f:
+        (fresh / layout.CONFIG_FILE).write_text(f.read())
+    CharTokenizer(CHARS).save(fresh / layout.TOKENIZER_DIR)
     with pytest.raises(inference.WorkdirError, match="no checkpoint"):
         inference.load(fresh)
-    (fresh / inference.CHECKPOINT_DIR).mkdir()
+    (fresh / layout.CHECKPOINT_DIR).mkdir()
     with pytest.raises(inference.WorkdirError, match="no checkpoint"):
         inference.load(fresh)
     with pytest.raises(inference.WorkdirError, match="'decoder_lm'.*needs 'encoder_decoder'"):
