@@ -74,3 +74,31 @@ def test_move_aside_never_replaces_what_was_moved_before(tmp_path):
     assert sorted(os.listdir(damaged)) == ["6", "6.1", "6.2"]
     assert [(damaged / d / "marker").read_text() for d in ("6", "6.1", "6.2")] == ["0", "1", "2"]
     assert move_aside(str(directory), 6) is None  # already gone: nothing to do
+
+
+def test_after_a_failed_restore_only_closed_event_loop_callbacks_are_silenced(tmp_path, monkeypatch):
+    """A failed orbax restore leaves TensorStore reads in flight whose callbacks find the event
+    loop closed; Python reported each as an unraisable RuntimeError traceback after tfm's one
+    line (FAULTS C9). Those, and only those, are dropped once a restore has failed."""
+    import sys
+    import types
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(str(u.exc_value)))
+    for step in (1, 2):
+        os.makedirs(tmp_path / str(step))
+
+    def attempt(step):
+        raise ValueError(f"OUT_OF_RANGE reading step {step}")
+
+    with pytest.raises(CheckpointError):
+        restore_newest(str(tmp_path), [1, 2], attempt)
+    report = lambda exc: sys.unraisablehook(types.SimpleNamespace(exc_value=exc, exc_type=type(exc)))  # noqa: E731
+    report(RuntimeError("Event loop is closed"))
+    report(RuntimeError("something else"))
+    report(ValueError("Event loop is closed"))
+    assert seen == ["something else", "Event loop is closed"]  # the second: a ValueError, kept
+    installed = sys.unraisablehook
+    with pytest.raises(CheckpointError):  # a second failure does not stack another filter
+        restore_newest(str(tmp_path), [1, 2], attempt)
+    assert sys.unraisablehook is installed

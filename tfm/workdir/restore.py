@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -135,6 +136,27 @@ class NotTheCheckpoints(Exception):
     with the model): the original error is re-raised and nothing is called damaged."""
 
 
+def _ignore_closed_loop_callbacks() -> None:
+    """After a failed orbax restore, TensorStore still completes the reads that were in flight,
+    and their callbacks find orbax's event loop already closed: Python reports each as an
+    unraisable ``RuntimeError: Event loop is closed``, dozens of tracebacks after tfm's own
+    one-line error. They are harmless (the failed step has been reported and skipped), so from
+    the first failed restore on exactly those are dropped; every other unraisable exception
+    goes to the hook that was there before."""
+    previous = sys.unraisablehook
+    if getattr(previous, "tfm_closed_loop_filter", False):
+        return
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook.tfm_closed_loop_filter = True
+    sys.unraisablehook = hook
+
+
 def restore_newest(
     directory: str,
     steps: list[int],
@@ -179,6 +201,7 @@ def restore_newest(
         except NotTheCheckpoints as e:
             raise e.__cause__ from None
         except Exception as e:  # noqa: BLE001 - any failure to read means damaged
+            _ignore_closed_loop_callbacks()
             message = short_error(e)
             failures.append(f"step {step}: {message}")
             if on_damaged is None:
