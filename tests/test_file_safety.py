@@ -170,7 +170,7 @@ def test_tfm_errors_share_one_base():
     from tfm.data.tokenizers import TokenizerError
     from tfm.inference import WorkdirError
     from tfm.interop import HFFormatError
-    from tfm.workdir.restore import CheckpointError
+    from tfm.run_files.restore import CheckpointError
     from tfm.training.checkpointer import CheckpointWriteError
     from tfm.training.workdir_guard import WorkdirLockedError, WorkdirMismatchError
 
@@ -293,7 +293,7 @@ def test_a_step_holding_a_fifo_or_a_device_is_refused_by_inference_and_set_aside
     import jax.numpy as jnp
 
     from tfm import inference
-    from tfm.workdir.restore import unreadable_steps
+    from tfm.run_files.restore import unreadable_steps
     from tfm.training.checkpointer import Checkpointer
 
     directory = tmp_path / "checkpoints"

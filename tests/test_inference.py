@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from tfm.workdir import layout
+from tfm.run_files import layout
 from tfm import decoding, inference
 from tfm.cli import generate_main, translate_main
 from tfm.config import get_preset
@@ -90,7 +90,7 @@ def _truncate_arrays(step_dir):
 
 
 def test_load_falls_back_past_a_damaged_newest_checkpoint_and_moves_nothing(tmp_path, lm_workdir, caplog):
-    """The fallback of tfm.workdir.restore (shared with training's Checkpointer), read-only: the damaged
+    """The fallback of tfm.run_files.restore (shared with training's Checkpointer), read-only: the damaged
     step is named in one warning line and stays where it is (a run may be training there)."""
     import logging
     import shutil
@@ -98,7 +98,7 @@ def test_load_falls_back_past_a_damaged_newest_checkpoint_and_moves_nothing(tmp_
     copy = shutil.copytree(lm_workdir[0], tmp_path / "copy")
     _truncate_arrays(copy / layout.CHECKPOINT_DIR / "7")
     before = sorted(os.listdir(copy))
-    with caplog.at_level(logging.WARNING, logger="tfm.workdir.restore"):
+    with caplog.at_level(logging.WARNING, logger="tfm.run_files.restore"):
         lm = inference.load(copy)
     assert lm.step == 3
     assert float(jnp.abs(lm.params["embedder"]["embedding"]).max()) == 0.0  # step 3's params

@@ -60,7 +60,7 @@ def test_corrupt_tokenizer_and_config_files_are_named(tmp_path):
 
 
 def test_inference_fallback_past_a_damaged_checkpoint_logs_one_line(tmp_path, caplog):
-    from tfm.workdir.restore import short_error as _short
+    from tfm.run_files.restore import short_error as _short
 
     class Noisy(Exception):
         pass

@@ -1,12 +1,12 @@
-"""tfm.workdir.restore: the newest-intact-checkpoint fallback shared by training and inference."""
+"""tfm.run_files.restore: the newest-intact-checkpoint fallback shared by training and inference."""
 
 import logging
 import os
 
 import pytest
 
-from tfm.workdir.restore import CheckpointError, IncompatibleCheckpointError, move_aside, restore_newest
-from tfm.workdir.layout import DAMAGED_CHECKPOINT_DIR, damaged_dir
+from tfm.run_files.restore import CheckpointError, IncompatibleCheckpointError, move_aside, restore_newest
+from tfm.run_files.layout import DAMAGED_CHECKPOINT_DIR, damaged_dir
 
 
 class Damaged(Exception):

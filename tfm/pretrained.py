@@ -2,9 +2,9 @@
 from a training workdir.
 
 A workdir written by ``train.py`` (:mod:`tfm.training.loop`) holds everything needed: its
-config.json, tokenizer/ and checkpoints/ (the layout: :mod:`tfm.workdir.layout`). Only the
+config.json, tokenizer/ and checkpoints/ (the layout: :mod:`tfm.run_files.layout`). Only the
 parameters of the newest readable checkpoint are restored (no optimiser state, nothing written to
-the workdir; the fallback past a damaged one is :func:`tfm.workdir.restore.restore_newest`, the one
+the workdir; the fallback past a damaged one is :func:`tfm.run_files.restore.restore_newest`, the one
 training uses). Every file read is untrusted (:mod:`tfm.files`); what cannot be used is one
 :class:`WorkdirError` naming it. Generation and translation over a Pretrained: :mod:`tfm.inference`.
 """
@@ -26,8 +26,8 @@ from tfm.data.tokenizers import Tokenizer, load_tokenizer
 from tfm.files import TfmError
 from tfm.models import build_model, param_shapes
 from tfm.token_ids import VocabularyError, check_vocabulary
-from tfm.workdir.layout import CHECKPOINT_DIR, CONFIG_FILE, STATE_ITEM, TOKENIZER_DIR, checkpoint_dir
-from tfm.workdir.restore import CheckpointError, read_state_items, restore_newest, short_error, unreadable_steps
+from tfm.run_files.layout import CHECKPOINT_DIR, CONFIG_FILE, STATE_ITEM, TOKENIZER_DIR, checkpoint_dir
+from tfm.run_files.restore import CheckpointError, read_state_items, restore_newest, short_error, unreadable_steps
 
 log = logging.getLogger(__name__)
 

@@ -128,7 +128,7 @@ from tfm.config import Arch, parse_enum
 from tfm.data.config import DataConfig, Dataset, Overlong, Task, TokenizerKind
 from tfm.data.tokenizers import Tokenizer
 from tfm.token_ids import check_token_ids
-from tfm.workdir.layout import TOKENIZER_DIR  # noqa: F401 - WORKDIR/tokenizer, where it is saved
+from tfm.run_files.layout import TOKENIZER_DIR  # noqa: F401 - WORKDIR/tokenizer, where it is saved
 
 
 @dataclasses.dataclass

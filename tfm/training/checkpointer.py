@@ -19,7 +19,7 @@ different state -- a changed optimiser, clipping, model -- is *healthy*, never c
 ``without_optimizer=True`` only the step and the parameters are restored (a fresh optimiser
 state, ``TrainConfig.reset_optimizer``), so only they have to fit.
 
-The fallback is :func:`tfm.workdir.restore.restore_newest` (inference uses the same one, read-only).
+The fallback is :func:`tfm.run_files.restore.restore_newest` (inference uses the same one, read-only).
 A step that cannot be read (a truncated or missing file) is moved aside to
 ``WORKDIR/checkpoints_damaged/<step>`` (``<step>.1``, ``<step>.2``... when that name is taken:
 nothing moved aside is ever overwritten or deleted) with a logged warning, and the previous
@@ -42,14 +42,14 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from tfm.workdir.restore import (
+from tfm.run_files.restore import (
     CheckpointError, IncompatibleCheckpointError, NotTheCheckpoints, move_aside, read_state_items, restore_newest, short_error,
     unreadable_steps,
 )
-from tfm.workdir.layout import damaged_dir
+from tfm.run_files.layout import damaged_dir
 from tfm.training.health import path_name
-from tfm.workdir.layout import META_ITEM as META
-from tfm.workdir.layout import STATE_ITEM as STATE
+from tfm.run_files.layout import META_ITEM as META
+from tfm.run_files.layout import STATE_ITEM as STATE
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ class Checkpointer:
 
     def _move_aside(self, step: int) -> None:
         """Moves a damaged step out of the manager's directory (process 0; see
-        :func:`tfm.workdir.restore.move_aside`), so that a later save of the same step number does not
+        :func:`tfm.run_files.restore.move_aside`), so that a later save of the same step number does not
         collide with it."""
         if jax.process_index() == 0:
             move_aside(self.directory, step)

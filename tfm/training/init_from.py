@@ -17,7 +17,7 @@ import numpy as np
 from tfm.config import ModelConfig
 from tfm.training.config import EXECUTION_ONLY_MODEL_FIELDS, RunConfig
 from tfm.training.workdir_guard import WorkdirMismatchError, model_differences, read_saved_config
-from tfm.workdir.layout import CONFIG_FILE
+from tfm.run_files.layout import CONFIG_FILE
 
 log = logging.getLogger(__name__)
 

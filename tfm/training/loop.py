@@ -81,7 +81,7 @@ from tfm.training.optimizer import make_schedule, make_tx
 from tfm.training.signals import SetupInterrupted, StopSignals
 from tfm.training.workdir_guard import WorkdirLockedError, WorkdirMismatchError, check_workdir
 from tfm.training.writer import MetricWriter
-from tfm.workdir.layout import TOKENIZER_DIR, checkpoint_dir
+from tfm.run_files.layout import TOKENIZER_DIR, checkpoint_dir
 
 __all__ = ["NonFiniteLossError", "WorkdirLockedError", "WorkdirMismatchError", "run"]
 

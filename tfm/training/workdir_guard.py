@@ -18,7 +18,7 @@
   different model (:func:`model_differences`), or that has checkpoints but no config;
   :func:`write_config` writes it (atomically).
 
-The file names are :mod:`tfm.workdir.layout`'s.
+The file names are :mod:`tfm.run_files.layout`'s.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from tfm import files
 from tfm.config import ModelConfig
 from tfm.files import TfmError
 from tfm.training.config import EXECUTION_ONLY_MODEL_FIELDS, RunConfig
-from tfm.workdir.layout import (
+from tfm.run_files.layout import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     DAMAGED_CHECKPOINT_DIR,

@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from tfm import files
-from tfm.workdir.layout import METRICS_FILE, TENSORBOARD_DIR
+from tfm.run_files.layout import METRICS_FILE, TENSORBOARD_DIR
 
 log = logging.getLogger(__name__)
 

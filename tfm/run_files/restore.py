@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tfm.files import TfmError
-from tfm.workdir.layout import STATE_ITEM, damaged_dir
+from tfm.run_files.layout import STATE_ITEM, damaged_dir
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """A run's workdir, read below training, inference and interop: what lives where
-(:mod:`tfm.workdir.layout`) and the newest intact checkpoint (:mod:`tfm.workdir.restore`).
+(:mod:`tfm.run_files.layout`) and the newest intact checkpoint (:mod:`tfm.run_files.restore`).
 
 Training writes a workdir (:mod:`tfm.training`), inference reads it (:mod:`tfm.inference`); both
 import the names and the readers from here, never from each other.
