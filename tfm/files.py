@@ -106,6 +106,17 @@ def check_regular(path: str | os.PathLike) -> os.stat_result:
     return st
 
 
+def _regular_fd(fd: int, path: str | os.PathLike) -> int:
+    """``fd`` (opened with O_NONBLOCK) if fstat says it is a regular file, back in blocking mode;
+    otherwise it is closed and the file refused (what the path named may have changed after a stat)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise FileError(f"{os.fspath(path)} is {_kind(st.st_mode)}, not a regular file: refused")
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return fd
+
+
 def _open_fd(path: str | os.PathLike) -> int:
     """A read-only descriptor of the regular file ``path``: opened with O_NONBLOCK (a FIFO that
     appeared after the stat cannot block) and checked again with fstat."""
@@ -114,12 +125,7 @@ def _open_fd(path: str | os.PathLike) -> int:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise FileError(f"{os.fspath(path)} cannot be read: {_reason(e)}") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise FileError(f"{os.fspath(path)} is {_kind(st.st_mode)}, not a regular file: refused")
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-    return fd
+    return _regular_fd(fd, path)
 
 
 def open_read(path: str | os.PathLike) -> IO[bytes]:
@@ -263,12 +269,7 @@ def _open_regular_for_writing(path: str | os.PathLike, flags: int) -> int:
         if e.errno == errno.ENXIO:
             raise FileError(f"{path} is a FIFO (named pipe), not a regular file: refused") from None
         raise write_failed(path, e) from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise FileError(f"{path} is {_kind(st.st_mode)}, not a regular file: refused")
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-    return fd
+    return _regular_fd(fd, path)
 
 
 def open_append(path: str | os.PathLike) -> IO[str]:

@@ -298,6 +298,17 @@ class MaskedLMHead(nn.Module):
         return logits.astype(jnp.float32)
 
 
+def _head_dense(cfg: ModelConfig, features: int, out_axis: str) -> nn.Module:
+    """A dense layer D -> ``features`` (with bias) of the encoder-only model's pooler or classifier."""
+    return kernels.dense(
+        features,
+        grad_kernels=cfg.grad_kernels,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", out_axis)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (out_axis,)),
+        **dtypes(cfg),
+    )
+
+
 class EncoderClassifier(nn.Module):
     """The encoder-only model (BERT-style): an encoder and the head ``cfg.head`` names.
 
@@ -320,21 +331,9 @@ class EncoderClassifier(nn.Module):
         self.embedder = Embedder(cfg)
         self.encoder = Encoder(cfg, self.embedder)
         if cfg.pooler:
-            self.pooler = kernels.dense(
-                cfg.d_model,
-                grad_kernels=cfg.grad_kernels,
-                kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", "mlp")),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
-                **dtypes(cfg),
-            )
+            self.pooler = _head_dense(cfg, cfg.d_model, "mlp")
         if cfg.head is EncoderHead.CLASSIFIER:
-            self.head = kernels.dense(
-                cfg.num_classes,
-                grad_kernels=cfg.grad_kernels,
-                kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", "classes")),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("classes",)),
-                **dtypes(cfg),
-            )
+            self.head = _head_dense(cfg, cfg.num_classes, "classes")
         elif cfg.head is EncoderHead.MLM:
             self.mlm = MaskedLMHead(cfg, self.embedder)
 
