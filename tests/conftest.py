@@ -1,5 +1,5 @@
-"""Test setup: 8 fake CPU devices (for pmap / sharding tests), strict dtype promotion and one
-JAX persistent compilation cache for the whole test run.
+"""Test setup: 8 fake CPU devices (for pmap / sharding tests), cheap CPU code generation, strict
+dtype promotion and one JAX persistent compilation cache for the whole test run.
 
 XLA_FLAGS must be set before JAX initialises its backends, which is why this happens at import
 time of the conftest, before any test module imports jax.
@@ -17,9 +17,15 @@ import os
 import shutil
 import tempfile
 
-_DEVICES_FLAG = "--xla_force_host_platform_device_count=8"
-if _DEVICES_FLAG not in os.environ.get("XLA_FLAGS", ""):  # xdist workers inherit it
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _DEVICES_FLAG).strip()
+# 8 fake CPU devices, and LLVM's cheapest optimisation level for the CPU code XLA emits. The
+# tests check what the compiled programs compute (XLA's HLO passes, fusion and layout still run:
+# the same programs, the same numerics up to float rounding that every test tolerates), not how
+# fast the machine code is, and at -O0 the compiles that dominate the run on CPU take far less.
+# Launchers and benchmarks outside the tests keep XLA's defaults.
+_TEST_XLA_FLAGS = ("--xla_force_host_platform_device_count=8", "--xla_backend_optimization_level=0")
+for _flag in _TEST_XLA_FLAGS:
+    if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):  # xdist workers inherit them
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
