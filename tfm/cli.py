@@ -222,14 +222,10 @@ def classify_main(argv: Sequence[str] | None = None) -> int:
 
     arguments.integer("batch_size", args.batch_size, 1)
     model = _load(args, "encoder_classifier")
-    from tfm import encoding_tasks, inference
+    from tfm import encoding_tasks
 
     inputs = [tuple(t.split("\t", 1)) if "\t" in t else t for t in _texts(args)]
-    try:
-        results = encoding_tasks.classify(model, inputs, batch_size=args.batch_size)
-    except (inference.WorkdirError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    results = encoding_tasks.classify(model, inputs, batch_size=args.batch_size)
     for text, r in zip(inputs, results):
         shown = " | ".join(text) if isinstance(text, tuple) else text
         print(f"{r['label']}\t{r['score']:.4f}\t{shown}")
@@ -254,14 +250,10 @@ def fill_mask_main(argv: Sequence[str] | None = None) -> int:
     arguments.integer("top_k", args.top_k, 1)
     arguments.integer("batch_size", args.batch_size, 1)
     model = _load(args, "encoder_classifier")
-    from tfm import encoding_tasks, inference
+    from tfm import encoding_tasks
 
     texts = _texts(args)
-    try:
-        results = encoding_tasks.fill_mask(model, texts, top_k=args.top_k, batch_size=args.batch_size)
-    except (inference.WorkdirError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    results = encoding_tasks.fill_mask(model, texts, top_k=args.top_k, batch_size=args.batch_size)
     for text, result in zip(texts, results):
         print(text)
         masks = result if result and isinstance(result[0], list) else [result]

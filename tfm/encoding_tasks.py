@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tfm import arguments
+from tfm.arguments import ArgumentError
 from tfm.config import Arch, EncoderHead, ModelConfig
 from tfm.inference import Pretrained, WorkdirError, _resolve
 from tfm.models import build_model
@@ -80,7 +82,7 @@ def _encode(pre: Pretrained, inputs: Sequence[TextOrPair]) -> list[tuple[np.ndar
             if pairs else iter(())
         return [next(two) if isinstance(x, tuple) else next(one) for x in inputs]
     if pairs:
-        raise ValueError(f"the {tok.kind} tokenizer has no sentence-pair encoding (a BERT WordPiece tokenizer has)")
+        raise ArgumentError(f"the {tok.kind} tokenizer has no sentence-pair encoding (a BERT WordPiece tokenizer has)")
     out = []
     for ids in tok.encode_batch(list(inputs)):
         ids = np.concatenate([[tok.bos_id], ids[: cfg.max_len - 2], [tok.eos_id]]).astype(np.int32)
@@ -90,8 +92,7 @@ def _encode(pre: Pretrained, inputs: Sequence[TextOrPair]) -> list[tuple[np.ndar
 
 def _run(pre: Pretrained, method: str, encoded, batch_size: int) -> list[np.ndarray]:
     """The model's ``method`` on each encoded text (row i of the result: text i, unpadded)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    arguments.integer("batch_size", batch_size, 1)
     cfg = pre.config
     fn = _compiled(cfg, method)
     out: list[np.ndarray] = []
@@ -159,15 +160,14 @@ def fill_mask(model, texts: str | Sequence[str], *, top_k: int = 5, batch_size: 
                            "(ModelConfig.head='mlm', e.g. a BertForMaskedLM checkpoint)")
     if not hasattr(tok, "mask_id"):
         raise WorkdirError(f"the {tok.kind} tokenizer has no mask token")
-    if not 1 <= top_k <= pre.config.vocab_size:
-        raise ValueError(f"top_k={top_k} must be in [1, {pre.config.vocab_size}]")
+    arguments.integer("top_k", top_k, 1, pre.config.vocab_size)
     inputs, single = _as_list(texts)
     encoded = _encode(pre, inputs)
     results = []
     for text, (ids, _), logits in zip(inputs, encoded, _run(pre, "mlm_logits", encoded, batch_size)):
         where = np.flatnonzero(ids == tok.mask_id)
         if not len(where):
-            raise ValueError(f"no {tok.mask_token} in {text!r:.80}")
+            raise ArgumentError(f"no {tok.mask_token} in {text!r:.80}")
         per_mask = []
         for pos in where:
             z = logits[pos] - logits[pos].max()
@@ -189,7 +189,7 @@ def embed(model, texts: str | Sequence[str], *, pooling: str = "mean", batch_siz
     states: "mean" over the text's tokens ([CLS] and [SEP] included, as sentence-transformers'
     mean pooling), or "cls" (the first token's state, before any pooler)."""
     if pooling not in ("mean", "cls"):
-        raise ValueError(f"pooling={pooling!r}: expected 'mean' or 'cls'")
+        raise ArgumentError(f"pooling={pooling!r}: expected 'mean' or 'cls'")
     pre = _resolve_encoder(model)
     inputs, single = _as_list(texts)
     states = _run(pre, "encode", _encode(pre, inputs), batch_size)

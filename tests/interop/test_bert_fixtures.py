@@ -15,6 +15,7 @@ import pytest
 
 import tfm
 from tfm import interop
+from tfm.arguments import ArgumentError
 from tfm.data.tokenizers import load_tokenizer
 from tfm.interop.hf_io import HFFormatError
 
@@ -88,8 +89,10 @@ def test_classify_fill_mask_embed(loaded):
     assert top[0]["sequence"].startswith("The quick brown")
     two = tfm.fill_mask(loaded["bert_mlm"], ["[MASK] world [MASK]"], top_k=2)
     assert len(two) == 1 and len(two[0]) == 2 and len(two[0][0]) == 2
-    with pytest.raises(ValueError, match="no \\[MASK\\]"):
+    with pytest.raises(ArgumentError, match="no \\[MASK\\]"):
         tfm.fill_mask(loaded["bert_mlm"], "nothing masked")
+    with pytest.raises(ArgumentError, match="top_k=0: must be an integer >= 1"):
+        tfm.fill_mask(loaded["bert_mlm"], "a [MASK]", top_k=0)
     with pytest.raises(tfm.inference.WorkdirError, match="fill_mask needs a masked-LM head"):
         tfm.fill_mask(loaded["bert_classifier"], "a [MASK]")
 
@@ -101,6 +104,10 @@ def test_classify_fill_mask_embed(loaded):
     states = arrays["output"][0]
     with pytest.raises(TypeError, match="expected texts or"):
         tfm.embed(pre, [3])
+    with pytest.raises(ArgumentError, match="pooling='max': expected 'mean' or 'cls'"):
+        tfm.embed(pre, "a", pooling="max")
+    with pytest.raises(ArgumentError, match="batch_size=0"):
+        tfm.embed(pre, "a", batch_size=0)
     cls = tfm.embed(pre, [meta["pairs"][0]["a"], "Hello world!"], pooling="cls")
     assert cls.shape == (2, 24) and cls.dtype == np.float32
     # a single text's [CLS] state from transformers' batch is not at hand; the pair's is:
@@ -171,3 +178,6 @@ def test_command_lines(monkeypatch, capsys):
     assert out[0] == meta["masked_text"] and len(out[1].split("  ")) == 3 + 1
     assert cli.main(["fill-mask", "--pretrained", str(FIXTURES / "bert_classifier"), "a [MASK]"]) == 2
     assert "masked-LM head" in capsys.readouterr().err
+    # an argument the model refuses is tfm's one error line too, not a traceback
+    assert cli.main(["fill-mask", "--pretrained", str(FIXTURES / "bert_mlm"), "nothing masked"]) == 2
+    assert capsys.readouterr().err.strip() == "error: no [MASK] in 'nothing masked'"
