@@ -15,6 +15,7 @@ from tfm.config import get_preset
 from tfm.models import EncoderDecoder, build_model, param_shapes
 
 EOS = D.EOS_ID
+BOS = D.BOS_ID
 
 
 # ---------------------------------------------------------------------- hand-built distributions
@@ -88,8 +89,8 @@ def brute_force_best(table, first, max_len, alpha):
     return best, best_score
 
 
-def run_beam(step_fn, state, first, **kw):
-    return jax.jit(lambda s, f: D.beam_search(step_fn, s, f, **kw))(state, first)
+def run_beam(step_fn, state, first, eos_id=EOS, **kw):
+    return jax.jit(lambda s, f: D.beam_search(step_fn, s, f, eos_id=eos_id, **kw))(state, first)
 
 
 def test_length_penalty_formula():
@@ -104,7 +105,7 @@ def test_beam_search_finds_known_best_sequence_that_greedy_misses():
     state = {"count": jnp.zeros((2,), jnp.int32)}
     step_fn = markov_step(MARKOV)
     max_len = 6
-    greedy = jax.jit(lambda s, f: D.greedy_search(step_fn, s, f, max_len=max_len))(state, first)
+    greedy = jax.jit(lambda s, f: D.greedy_search(step_fn, s, f, max_len=max_len, eos_id=EOS))(state, first)
     assert greedy.tokens[0].tolist() == [3] * max_len  # "a a a a a a", no EOS
 
     best, best_score = brute_force_best(MARKOV, D.BOS_ID, max_len, alpha=0.6)
@@ -159,7 +160,7 @@ def test_beam_one_equals_greedy_on_prefix_dependent_distribution(alpha):
     state = {"hash": jnp.zeros((batch,), jnp.int32)}
     first = jnp.arange(batch, dtype=jnp.int32) % vocab
     limits = jnp.asarray(np.random.default_rng(0).integers(1, max_len + 1, batch), jnp.int32)
-    greedy = jax.jit(lambda s, f: D.greedy_search(step_fn, s, f, max_len=max_len, max_lengths=limits))(state, first)
+    greedy = jax.jit(lambda s, f: D.greedy_search(step_fn, s, f, max_len=max_len, max_lengths=limits, eos_id=EOS))(state, first)
     beams = run_beam(step_fn, state, first, beam_size=1, alpha=alpha, max_len=max_len, max_lengths=limits)
     np.testing.assert_array_equal(beams.tokens[:, 0], greedy.tokens)
     np.testing.assert_array_equal(beams.lengths[:, 0], greedy.lengths)
@@ -197,7 +198,7 @@ def test_greedy_stops_each_row_at_its_eos():
         return jax.nn.one_hot(target, vocab) * 10.0, count
 
     out = jax.jit(lambda: D.greedy_search(step_fn, jnp.zeros((4,), jnp.int32), jnp.ones((4,), jnp.int32),
-                                          max_len=max_len))()
+                                          max_len=max_len, eos_id=EOS))()
     assert out.lengths.tolist() == [1, 2, 3, 4]
     assert out.tokens.tolist()[3] == [3, 4, 5, EOS, 0, 0, 0, 0]
     assert out.tokens.tolist()[0] == [EOS] + [0] * 7
@@ -231,11 +232,11 @@ def test_sampling_is_reproducible_and_top_k_one_is_greedy():
     step_fn = prefix_step(vocab, seed=1)
     state = {"hash": jnp.zeros((batch,), jnp.int32)}
     first = jnp.arange(batch, dtype=jnp.int32)
-    run = jax.jit(lambda r, k: D.sample(step_fn, state, first, r, max_len=max_len, top_k=k))
+    run = jax.jit(lambda r, k: D.sample(step_fn, state, first, r, max_len=max_len, top_k=k, eos_id=EOS))
     a, b = run(jax.random.key(7), 0), run(jax.random.key(7), 0)
     np.testing.assert_array_equal(a.tokens, b.tokens)
     assert not np.array_equal(a.tokens, run(jax.random.key(8), 0).tokens)
-    greedy = D.greedy_search(step_fn, state, first, max_len=max_len)
+    greedy = D.greedy_search(step_fn, state, first, max_len=max_len, eos_id=EOS)
     np.testing.assert_array_equal(run(jax.random.key(7), 1).tokens, greedy.tokens)
 
 
@@ -316,7 +317,7 @@ def test_lm_cached_logits_equal_full_forward(name):
 
 @functools.partial(jax.jit, static_argnames="model")
 def _encdec_cached_and_full(model, params, src, mask, dec):
-    step_fn, start = D.encdec_decoder(model, params, src, dec.shape[1], inputs_mask=mask)
+    step_fn, start = D.encdec_decoder(model, params, src, dec.shape[1], inputs_mask=mask, bos_id=BOS)
 
     def body(state, token):
         logits, state = step_fn(token, state)
@@ -395,8 +396,8 @@ PROMPT_MASK = [[False, False, True, True, True], [True] * 5]
 def test_lm_beam_one_equals_greedy(lm):
     model, params = lm
     prompts = jnp.asarray(PROMPTS, jnp.int32)
-    out = D.lm_generate(model, params, prompts, prompt_mask=PROMPT_MASK, max_new_tokens=9)
-    beams = D.lm_beam_search(model, params, prompts, prompt_mask=PROMPT_MASK, max_new_tokens=9, beam_size=1)
+    out = D.lm_generate(model, params, prompts, prompt_mask=PROMPT_MASK, max_new_tokens=9, eos_id=EOS)
+    beams = D.lm_beam_search(model, params, prompts, prompt_mask=PROMPT_MASK, max_new_tokens=9, beam_size=1, eos_id=EOS)
     np.testing.assert_array_equal(beams.tokens[:, 0], out.tokens)
     np.testing.assert_array_equal(beams.lengths[:, 0], out.lengths)
 
@@ -406,7 +407,7 @@ def test_lm_greedy_equals_recomputed_greedy(lm):
     model, params = lm
     prompts = jnp.asarray(PROMPTS, jnp.int32)
     n = 9
-    out = D.lm_generate(model, params, prompts, prompt_mask=PROMPT_MASK, max_new_tokens=n)
+    out = D.lm_generate(model, params, prompts, prompt_mask=PROMPT_MASK, max_new_tokens=n, eos_id=EOS)
     reference = _lm_recomputed_greedy(model, params, prompts, jnp.asarray(PROMPT_MASK), n)
     for row, length in enumerate(np.asarray(out.lengths)):
         np.testing.assert_array_equal(out.tokens[row, :length], reference[row, :length])
@@ -415,13 +416,13 @@ def test_lm_greedy_equals_recomputed_greedy(lm):
 def test_lm_sampling_reproducible_and_top_k_one_greedy(lm):
     model, params = lm
     prompts = jnp.asarray(PROMPTS, jnp.int32)
-    kw = {"max_new_tokens": 9, "temperature": 1.5, "prompt_mask": PROMPT_MASK}
+    kw = {"max_new_tokens": 9, "temperature": 1.5, "prompt_mask": PROMPT_MASK, "eos_id": EOS}
     a = D.lm_generate(model, params, prompts, rng=jax.random.key(1), **kw)
     b = D.lm_generate(model, params, prompts, rng=jax.random.key(1), **kw)
     np.testing.assert_array_equal(a.tokens, b.tokens)
     c = D.lm_generate(model, params, prompts, rng=jax.random.key(2), **kw)
     assert not np.array_equal(a.tokens, c.tokens)
-    greedy = D.lm_generate(model, params, prompts, prompt_mask=PROMPT_MASK, max_new_tokens=9)
+    greedy = D.lm_generate(model, params, prompts, prompt_mask=PROMPT_MASK, max_new_tokens=9, eos_id=EOS)
     k1 = D.lm_generate(model, params, prompts, rng=jax.random.key(1), top_k=1, **kw)
     np.testing.assert_array_equal(k1.tokens, greedy.tokens)
 
@@ -446,17 +447,17 @@ SRC_MASK = [[True] * 4 + [False] * 2, [True] * 6]
 def test_encdec_beam_one_equals_greedy_and_max_length(encdec):
     model, params = encdec
     src = jnp.asarray(SRC, jnp.int32)
-    greedy = D.encdec_greedy(model, params, src, inputs_mask=SRC_MASK, extra_len=3)
+    greedy = D.encdec_greedy(model, params, src, inputs_mask=SRC_MASK, extra_len=3, eos_id=EOS, bos_id=BOS)
     assert greedy.tokens.shape == (2, 6 + 3)
     assert np.all(np.asarray(greedy.lengths) <= np.array([4 + 3, 6 + 3]))
-    beam1 = D.encdec_beam_search(model, params, src, inputs_mask=SRC_MASK, beam_size=1, extra_len=3)
+    beam1 = D.encdec_beam_search(model, params, src, inputs_mask=SRC_MASK, beam_size=1, extra_len=3, eos_id=EOS, bos_id=BOS)
     np.testing.assert_array_equal(beam1.tokens[:, 0], greedy.tokens)
-    beams = D.encdec_beam_search(model, params, src, inputs_mask=SRC_MASK, extra_len=3)  # paper: K=4, alpha 0.6
+    beams = D.encdec_beam_search(model, params, src, inputs_mask=SRC_MASK, extra_len=3, eos_id=EOS, bos_id=BOS)  # paper: K=4, alpha 0.6
     assert beams.tokens.shape == (2, 4, 9)
     assert np.all(np.diff(np.asarray(beams.scores), axis=1) <= 0)
     assert np.all(np.asarray(beams.lengths) <= np.array([[4 + 3], [6 + 3]]))
     # The paper's default maximum output length: input length + 50 (capped by max_len).
-    shape = jax.eval_shape(lambda: D.encdec_greedy(model, params, src)).tokens.shape
+    shape = jax.eval_shape(lambda: D.encdec_greedy(model, params, src, eos_id=EOS, bos_id=BOS)).tokens.shape
     assert shape == (2, min(6 + 50, model.cfg.max_len))
 
 
@@ -464,7 +465,7 @@ def test_encdec_beam_one_equals_greedy_and_max_length(encdec):
 def test_encdec_greedy_equals_recomputed_greedy(encdec):
     model, params = encdec
     src = jnp.asarray(SRC, jnp.int32)
-    greedy = D.encdec_greedy(model, params, src, inputs_mask=SRC_MASK, extra_len=3)
+    greedy = D.encdec_greedy(model, params, src, inputs_mask=SRC_MASK, extra_len=3, eos_id=EOS, bos_id=BOS)
     reference = _encdec_recomputed_greedy(model, params, src, jnp.asarray(SRC_MASK), greedy.tokens.shape[1])
     for row, length in enumerate(np.asarray(greedy.lengths)):
         np.testing.assert_array_equal(greedy.tokens[row, :length], reference[row, :length])
@@ -473,7 +474,7 @@ def test_encdec_greedy_equals_recomputed_greedy(encdec):
 def test_too_long_generation_is_a_clear_error(lm):
     model, params = lm
     with pytest.raises(ValueError, match=f"max_len={model.cfg.max_len}"):
-        D.lm_generate(model, params, jnp.ones((1, 8), jnp.int32), max_new_tokens=model.cfg.max_len)
+        D.lm_generate(model, params, jnp.ones((1, 8), jnp.int32), max_new_tokens=model.cfg.max_len, eos_id=EOS)
 
 
 def test_left_padded_lm_prompts_decode_as_each_prompt_alone(lm):
@@ -508,17 +509,17 @@ def test_padded_sources_translate_as_each_source_alone(encdec):
     for r, ids in enumerate(rows):
         src[r, :len(ids)] = ids
         mask[r, :len(ids)] = True
-    greedy = D.encdec_greedy(model, params, src, inputs_mask=mask, extra_len=2, eos_id=-1)
-    beams = D.encdec_beam_search(model, params, src, inputs_mask=mask, beam_size=2, extra_len=2, eos_id=-1)
+    greedy = D.encdec_greedy(model, params, src, inputs_mask=mask, extra_len=2, eos_id=-1, bos_id=BOS)
+    beams = D.encdec_beam_search(model, params, src, inputs_mask=mask, beam_size=2, extra_len=2, eos_id=-1, bos_id=BOS)
     np.testing.assert_array_equal(greedy.lengths, [len(ids) + 2 for ids in rows])
     for r, ids in enumerate(rows):
         n = len(ids) + 2
         one = jnp.asarray([ids], jnp.int32)
-        alone = D.encdec_greedy(model, params, one, extra_len=2, eos_id=-1)
+        alone = D.encdec_greedy(model, params, one, extra_len=2, eos_id=-1, bos_id=BOS)
         np.testing.assert_array_equal(greedy.tokens[r, :n], alone.tokens[0, :n])
         np.testing.assert_array_equal(greedy.tokens[r, n:], D.FILL_ID)
         assert greedy.to_lists()[r] == alone.to_lists()[0]
-        alone_beams = D.encdec_beam_search(model, params, one, beam_size=2, extra_len=2, eos_id=-1)
+        alone_beams = D.encdec_beam_search(model, params, one, beam_size=2, extra_len=2, eos_id=-1, bos_id=BOS)
         np.testing.assert_array_equal(beams.tokens[r, :, :n], alone_beams.tokens[0])
         assert beams.best().to_lists()[r] == alone_beams.best().to_lists()[0]
 
@@ -527,12 +528,12 @@ def test_bad_masks_are_clear_errors(lm, encdec):
     model, params = lm
     prompts = jnp.asarray(PROMPTS, jnp.int32)
     with pytest.raises(ValueError, match="LEFT-padded"):
-        D.lm_generate(model, params, prompts, prompt_mask=np.array(PROMPT_MASK)[:, ::-1], max_new_tokens=2)
+        D.lm_generate(model, params, prompts, prompt_mask=np.array(PROMPT_MASK)[:, ::-1], max_new_tokens=2, eos_id=EOS)
     with pytest.raises(ValueError, match="prompt_mask has shape"):
-        D.lm_beam_search(model, params, prompts, prompt_mask=np.ones((2, 3), bool), max_new_tokens=2)
+        D.lm_beam_search(model, params, prompts, prompt_mask=np.ones((2, 3), bool), max_new_tokens=2, eos_id=EOS)
     model, params = encdec
     with pytest.raises(ValueError, match="inputs_mask has shape"):
-        D.encdec_greedy(model, params, jnp.asarray(SRC, jnp.int32), inputs_mask=np.ones((2, 5), bool))
+        D.encdec_greedy(model, params, jnp.asarray(SRC, jnp.int32), inputs_mask=np.ones((2, 5), bool), eos_id=EOS, bos_id=BOS)
 
 
 # ---------------------------------------------------------------------- attention weights

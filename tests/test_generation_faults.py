@@ -12,6 +12,7 @@ from tfm import inference
 from tfm.config import get_preset
 from tfm.data.tokenizers import CharTokenizer
 from tfm.models import param_shapes
+from tfm.token_ids import BOS_ID, EOS_ID
 
 CHARS = "abcdefghijklmnopqrstuvwxyz ,.:!?\nROMEJULIT"
 
@@ -148,13 +149,13 @@ def test_decoding_entry_points_check_the_same_arguments(char_lm, char_mt):
 
     prompts = np.ones((1, 3), np.int32)
     with pytest.raises(arguments.ArgumentTypeError, match="max_new_tokens"):
-        decoding.lm_generate(char_lm.model, char_lm.params, prompts, max_new_tokens=5.5)
+        decoding.lm_generate(char_lm.model, char_lm.params, prompts, max_new_tokens=5.5, eos_id=EOS_ID)
     with pytest.raises(arguments.ArgumentError, match="alpha"):
-        decoding.lm_beam_search(char_lm.model, char_lm.params, prompts, max_new_tokens=2, alpha=float("nan"))
+        decoding.lm_beam_search(char_lm.model, char_lm.params, prompts, max_new_tokens=2, alpha=float("nan"), eos_id=EOS_ID)
     with pytest.raises(arguments.ArgumentError, match="alpha"):
-        decoding.encdec_beam_search(char_mt.model, char_mt.params, prompts, alpha=-1.0)
+        decoding.encdec_beam_search(char_mt.model, char_mt.params, prompts, alpha=-1.0, eos_id=EOS_ID, bos_id=BOS_ID)
     with pytest.raises(arguments.ArgumentError, match="extra_len"):
-        decoding.encdec_greedy(char_mt.model, char_mt.params, prompts, extra_len=2.5)
+        decoding.encdec_greedy(char_mt.model, char_mt.params, prompts, extra_len=2.5, eos_id=EOS_ID, bos_id=BOS_ID)
 
 
 @pytest.mark.parametrize("argv,name", [
@@ -229,7 +230,7 @@ def test_ids_past_the_tokenizer_are_never_generated(char_lm):
     assert max(raw.to_lists()[0]) >= n  # the reproduction: unmasked, a padded id wins
     for kw in (dict(temperature=0), dict(temperature=2.0, top_k=50, seed=1)):  # decoding ids >= n raises
         assert isinstance(inference.generate(lm, ["ROMEO:", "it is"], max_new_tokens=8, stop_at_eos=False, **kw)[0], str)
-    beams = decoding.lm_beam_search(lm.model, lm.params, prompts, max_new_tokens=6, beam_size=3, vocab_limit=n)
+    beams = decoding.lm_beam_search(lm.model, lm.params, prompts, max_new_tokens=6, beam_size=3, vocab_limit=n, eos_id=EOS_ID)
     assert int(np.asarray(beams.tokens).max()) < n
 
 
@@ -240,7 +241,7 @@ def test_translation_never_chooses_ids_past_the_tokenizer(char_mt, beam_size):
     mt = _padded(char_mt, 128)
     n = mt.tokenizer.vocab_size
     src = np.asarray([mt.tokenizer.encode("hello") + [mt.tokenizer.eos_id]], np.int32)
-    raw = decoding.encdec_greedy(mt.model, mt.params, src, extra_len=5)
+    raw = decoding.encdec_greedy(mt.model, mt.params, src, extra_len=5, eos_id=EOS_ID, bos_id=BOS_ID)
     assert max(raw.to_lists()[0]) >= n
     out = inference.translate(mt, ["hello", "it is"], beam_size=beam_size, extra_len=5)  # decoding ids >= n raises
     assert all(isinstance(t, str) for t in out)

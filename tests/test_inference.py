@@ -26,6 +26,7 @@ from tfm.models import param_shapes
 from tfm.training.checkpointer import Checkpointer
 from tfm.training.config import RunConfig, TrainConfig
 from tfm.training.state import TrainState
+from tfm.token_ids import BOS_ID, EOS_ID
 
 CHARS = "abcdefghijklmnopqrstuvwxyz ,.:!?\n"
 
@@ -178,7 +179,7 @@ def test_translate_from_workdir(mt_workdir):
     assert isinstance(out, list) and len(out) == 3
     assert out[1] == inference.translate(mt, "five", extra_len=6)  # batching does not change it
     src, mask = _sources(mt, ["one", "five", "ten"])
-    beams = decoding.encdec_beam_search(mt.model, mt.params, src, inputs_mask=mask, extra_len=6)
+    beams = decoding.encdec_beam_search(mt.model, mt.params, src, inputs_mask=mask, extra_len=6, eos_id=EOS_ID, bos_id=BOS_ID)
     assert out == mt.tokenizer.decode_batch(beams.best().to_lists()[:3])
 
 
@@ -208,7 +209,7 @@ def test_cli_generate_and_translate(lm_workdir, mt_workdir, capsys, monkeypatch)
     args = ["--workdir", mt_workdir[0], "--extra_len", "6", "--beam_size", "1"]  # greedy
     assert translate_main([*args, "five", "ten"]) == 0
     src, mask = _sources(mt_workdir[1], ["five", "ten"])
-    greedy = decoding.encdec_greedy(mt_workdir[1].model, mt_workdir[1].params, src, inputs_mask=mask, extra_len=6)
+    greedy = decoding.encdec_greedy(mt_workdir[1].model, mt_workdir[1].params, src, inputs_mask=mask, extra_len=6, eos_id=EOS_ID, bos_id=BOS_ID)
     expected = mt_workdir[1].tokenizer.decode_batch(greedy.to_lists()[:2])
     assert capsys.readouterr().out == "\n".join(expected) + "\n"
     monkeypatch.setattr("sys.stdin", io.StringIO("five\nten\n"))

@@ -16,7 +16,7 @@ from tfm.cli import generate_main
 from tfm.config import get_preset
 from tfm.data.tokenizers import CharTokenizer
 from tfm.models import build_model
-from tfm.token_ids import check_token_ids
+from tfm.token_ids import EOS_ID, check_token_ids
 
 TOK = CharTokenizer("abcdefgh ")
 
@@ -58,7 +58,7 @@ def test_nan_inf_or_negative_temperature_is_refused(lm, temperature):
         inference.generate(lm, "ab", max_new_tokens=2, temperature=temperature)
     with pytest.raises(ValueError, match="temperature"):
         decoding.lm_generate(lm.model, lm.params, np.ones((1, 2), np.int32), max_new_tokens=2,
-                             rng=jax.random.key(0), temperature=temperature)
+                             rng=jax.random.key(0), temperature=temperature, eos_id=EOS_ID)
 
 
 def test_cli_refuses_a_nan_temperature(capsys):

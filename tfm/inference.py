@@ -170,11 +170,12 @@ def generate_ids(
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int = 0,
-    eos_id: int = decoding.EOS_ID,
+    eos_id: int | None = None,
 ) -> list[list[int]]:
     """Token-level :func:`generate`: prompt ids (one non-empty list per row) -> generated ids.
 
-    A row ends at ``eos_id`` (dropped from the output; -1 = never) or after ``max_new_tokens``.
+    A row ends at ``eos_id`` (dropped from the output; None = the model's tokenizer's, -1 =
+    never) or after ``max_new_tokens``.
     Decoding runs in compiled segments of at most the model's context. A row's context is its
     prompt (its newest ``max_len`` tokens) and what it generated; when the rest does not fit,
     a segment fills the cache (its context rounded up to a multiple of 8, then new tokens) and
@@ -185,8 +186,12 @@ def generate_ids(
     options = arguments.generation(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                                    top_p=top_p, seed=seed)
     max_new_tokens, seed = options["max_new_tokens"], options["seed"]
-    eos_id = arguments.integer("eos_id", eos_id, -1)
     lm = _resolve(model, Arch.DECODER_LM)
+    if eos_id is None:
+        if lm.tokenizer is None:
+            raise arguments.ArgumentError("generate_ids: this model has no tokenizer; pass eos_id (-1 = never stop)")
+        eos_id = lm.tokenizer.eos_id
+    eos_id = arguments.integer("eos_id", eos_id, -1)
     rows = [list(r) for r in rows]
     if any(not r for r in rows):
         raise ValueError("generate_ids: every prompt needs at least one token (e.g. BOS)")

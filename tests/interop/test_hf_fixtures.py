@@ -69,6 +69,18 @@ def test_gpt2_greedy_matches_transformers_with_token_0(gpt2):
     assert got == want
 
 
+def test_generate_ids_stops_at_the_models_own_end_of_sequence_id(gpt2, monkeypatch):
+    """Without eos_id, generate_ids ends rows at the model's tokenizer's id (300 in this
+    fixture), never at tfm's own tokenizers' 2 (a real GPT-2 token)."""
+    ref, meta = reference("gpt2")
+    seen, real = [], decoding.lm_generate
+    monkeypatch.setattr(decoding, "lm_generate", lambda *a, **kw: seen.append(kw["eos_id"]) or real(*a, **kw))
+    got = tfm.inference.generate_ids(gpt2, [ref["inputs"][0].tolist()], max_new_tokens=meta["max_new_tokens"],
+                                     temperature=0.0)
+    assert seen and set(seen) == {gpt2.tokenizer.eos_id} == {meta["eos_id"]} != {decoding.EOS_ID}
+    assert got[0] == strip(ref["greedy"][0], meta["eos_id"])
+
+
 def test_gpt2_tokenizer_matches_transformers(gpt2):
     _, meta = reference("gpt2")
     tok = gpt2.tokenizer

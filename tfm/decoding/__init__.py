@@ -25,8 +25,9 @@ carry their validity as a (B, P) / (B, S) bool mask, True on real tokens -- ``pr
 for language-model prompts, which are LEFT-padded (every row's last prompt token in the last
 column), ``inputs_mask`` for encoder-decoder sources (padding anywhere, usually on the right).
 A mask of None means every token is real. Encoder-decoder outputs start from ``bos_id`` and
-rows end at ``eos_id`` (defaults 1 and 2, the ids of tfm's own tokenizers; pass the tokenizer's
-own ids otherwise -- Marian starts from its pad id). After a row's end its output
+rows end at ``eos_id``. Both are the tokenizer's own ids and every search requires them (no
+default: they differ between tokenizers -- tfm's own use :data:`BOS_ID` 1 and :data:`EOS_ID` 2,
+GPT-2 ends at 50256, Marian starts from its pad id). After a row's end its output
 holds :data:`FILL_ID` (0): filler, not a token -- read a row's tokens up to its ``lengths``.
 
 Beam search (Vaswani et al. 2017, section 6.1: beam 4, length penalty alpha = 0.6, maximum
@@ -44,7 +45,7 @@ are all finished as they are. Finished hypotheses are ranked by score. With
 K = 1 and alpha = 0 this is exactly greedy search; with alpha > 0 the length penalty can let
 the runner-up of an early EOS go on and win with a longer hypothesis (as in tensor2tensor).
 
-Modules, bottom to top: :mod:`~tfm.decoding.outputs` (Decoded, Beams, the default ids),
+Modules, bottom to top: :mod:`~tfm.decoding.outputs` (Decoded, Beams, the paper's search settings, tfm's own special ids),
 :mod:`~tfm.decoding.search` (greedy, sampling and their helpers), :mod:`~tfm.decoding.beam`,
 :mod:`~tfm.decoding.adapters` (model -> step function, KV caches), :mod:`~tfm.decoding.checks`
 (host-side input checks), :mod:`~tfm.decoding.lm` and :mod:`~tfm.decoding.encdec` (the

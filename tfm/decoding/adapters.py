@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from tfm.attention import real_tokens
 from tfm.models import DecoderLM, EncoderDecoder
 from tfm.decoding.beam import beam_search
-from tfm.decoding.outputs import BOS_ID, Beams, PyTree, StepFn
+from tfm.decoding.outputs import Beams, PyTree, StepFn
 
 @dataclasses.dataclass(frozen=True)
 class Start:
@@ -131,7 +131,8 @@ def encdec_decoder(
     cache_len: int,
     beam_size: int = 1,
     inputs_mask: jax.Array | None = None,
-    bos_id: int = BOS_ID,
+    *,
+    bos_id: int,
 ) -> tuple[StepFn, Start]:
     """Encodes the source once; each step feeds one target token (BOS first).
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from tfm.decoding.outputs import ALPHA, BEAM_SIZE, EOS_ID, FILL_ID, Beams, PyTree, StepFn
+from tfm.decoding.outputs import ALPHA, BEAM_SIZE, FILL_ID, Beams, PyTree, StepFn
 from tfm.decoding.search import row_limits, map_rows, default_state_axes, length_penalty
 
 def beam_search(
@@ -18,7 +18,7 @@ def beam_search(
     beam_size: int = BEAM_SIZE,
     alpha: float = ALPHA,
     max_len: int,
-    eos_id: int = EOS_ID,
+    eos_id: int,
     max_lengths: jax.Array | None = None,
     state_axes: PyTree | None = None,
 ) -> Beams:

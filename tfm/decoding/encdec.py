@@ -15,7 +15,7 @@ from tfm.models import EncoderDecoder
 from tfm.token_ids import check_token_ids
 from tfm.decoding.adapters import encdec_decoder
 from tfm.decoding.checks import check_mask, check_vocab_limit
-from tfm.decoding.outputs import ALPHA, BEAM_SIZE, BOS_ID, EOS_ID, EXTRA_LEN, Beams, Decoded, PyTree
+from tfm.decoding.outputs import ALPHA, BEAM_SIZE, EXTRA_LEN, Beams, Decoded, PyTree
 from tfm.decoding.search import greedy_search, limit_vocab
 
 def _encdec_lengths(
@@ -52,11 +52,12 @@ def encdec_greedy(
     inputs_mask: jax.Array | None = None,
     extra_len: int = EXTRA_LEN,
     max_len: int | None = None,
-    eos_id: int = EOS_ID,
-    bos_id: int = BOS_ID,
+    eos_id: int,
+    bos_id: int,
     vocab_limit: int | None = None,
 ) -> Decoded:
-    """Greedy translation of sources (B, S) (compiled); decoding starts from ``bos_id``.
+    """Greedy translation of sources (B, S) (compiled); decoding starts from ``bos_id`` and a
+    row ends at ``eos_id`` (the tokenizer's own ids).
 
     ``inputs_mask`` (B, S) bool marks the real source tokens (None = no padding). Row b
     generates at most (its number of real source tokens + ``extra_len``) tokens; the output
@@ -99,8 +100,8 @@ def encdec_beam_search(
     alpha: float = ALPHA,
     extra_len: int = EXTRA_LEN,
     max_len: int | None = None,
-    eos_id: int = EOS_ID,
-    bos_id: int = BOS_ID,
+    eos_id: int,
+    bos_id: int,
     vocab_limit: int | None = None,
 ) -> Beams:
     """Beam search translation of sources (B, S) (``inputs_mask`` as in :func:`encdec_greedy`)

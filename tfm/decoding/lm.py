@@ -14,7 +14,7 @@ from tfm.models import DecoderLM
 from tfm.token_ids import check_token_ids
 from tfm.decoding.adapters import lm_decoder
 from tfm.decoding.checks import check_cache_len, check_mask, check_vocab_limit
-from tfm.decoding.outputs import ALPHA, BEAM_SIZE, EOS_ID, Beams, Decoded, PyTree
+from tfm.decoding.outputs import ALPHA, BEAM_SIZE, Beams, Decoded, PyTree
 from tfm.decoding.search import greedy_search, limit_vocab, sample
 
 def _lm_cache_len(model: DecoderLM, prompts: jax.Array, max_new_tokens: int) -> int:
@@ -60,7 +60,7 @@ def lm_generate(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
-    eos_id: int = EOS_ID,
+    eos_id: int,
     vocab_limit: int | None = None,
 ) -> Decoded:
     """Continues left-padded prompts (B, P) by up to ``max_new_tokens`` tokens (compiled).
@@ -69,8 +69,9 @@ def lm_generate(
     in the last column); None = no padding. Greedy when ``temperature == 0`` or no ``rng`` is
     given; otherwise samples from :func:`filter_logits`. Needs ``P - 1 + max_new_tokens <=
     cfg.max_len``. Only ids below ``vocab_limit`` (the tokenizer's vocabulary size, when the
-    embedding table is padded past it; None = every id) are ever generated. Returns
-    :class:`Decoded` with (B, max_new_tokens) tokens.
+    embedding table is padded past it; None = every id) are ever generated. A row ends at
+    ``eos_id`` (the tokenizer's; -1 = never). Returns :class:`Decoded` with (B, max_new_tokens)
+    tokens.
     """
     check_token_ids(prompts, model.cfg.vocab_size, "lm_generate prompts")  # on the host input
     prompts = jnp.asarray(prompts, jnp.int32)
@@ -112,7 +113,7 @@ def lm_beam_search(
     prompt_mask: jax.Array | None = None,
     beam_size: int = BEAM_SIZE,
     alpha: float = ALPHA,
-    eos_id: int = EOS_ID,
+    eos_id: int,
     vocab_limit: int | None = None,
 ) -> Beams:
     """Beam search continuing left-padded prompts (B, P) (``prompt_mask`` and ``vocab_limit``

@@ -1,5 +1,6 @@
 """What decoding returns: :class:`Decoded` (greedy, sampling) and :class:`Beams` (beam search),
-the default special ids, and the step-function type every search calls."""
+the paper's search settings, tfm's own tokenizers' special ids, and the step-function type every
+search calls."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from tfm.token_ids import BOS_ID, EOS_ID  # noqa: F401 - the decoding entry points' defaults
+from tfm.token_ids import BOS_ID, EOS_ID  # noqa: F401 - tfm's own tokenizers' ids (re-exported)
 
 FILL_ID = 0  # written after a row's end; not a token (use Decoded.lengths / Beams.lengths)
 

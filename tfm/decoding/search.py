@@ -8,7 +8,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from tfm.decoding.outputs import EOS_ID, FILL_ID, Decoded, PyTree, StepFn
+from tfm.decoding.outputs import FILL_ID, Decoded, PyTree, StepFn
 
 def length_penalty(length: jax.Array | int, alpha: float | jax.Array) -> jax.Array:
     """lp(|Y|) = ((5 + |Y|) / (5 + 1))^alpha (Wu et al. 2016, section 7), in float32."""
@@ -127,7 +127,7 @@ def greedy_search(
     first_tokens: jax.Array,
     *,
     max_len: int,
-    eos_id: int = EOS_ID,
+    eos_id: int,
     max_lengths: jax.Array | None = None,
 ) -> Decoded:
     """The most likely next token at every step.
@@ -154,7 +154,7 @@ def sample(
     temperature: float | jax.Array = 1.0,
     top_k: int | jax.Array = 0,
     top_p: float | jax.Array = 1.0,
-    eos_id: int = EOS_ID,
+    eos_id: int,
     max_lengths: jax.Array | None = None,
 ) -> Decoded:
     """Ancestral sampling from ``filter_logits(logits, temperature, top_k, top_p)``.
