@@ -27,6 +27,18 @@ def finished(tmp_path_factory):
     return workdir, config, run(config, workdir)
 
 
+def test_translation_eval_never_decodes_ids_past_the_tokenizer(tmp_path):
+    """An embedding table padded past the tokenizer's vocabulary (vocab_size set larger, e.g. to
+    a multiple of 128): evaluation's decoding chooses only the tokenizer's ids (an untrained
+    model's argmax lands in the padding; decoding it would stop the run)."""
+    config = tiny_config(**{
+        "train.num_steps": 1, "train.eval_at_end": True, "train.eval_decode_examples": 8,
+        "model.vocab_size": 1024,
+    })
+    result = run(config, tmp_path)
+    assert result["step"] == 1 and 0 <= result["eval"]["bleu"] <= 100
+
+
 def test_workdir_holds_everything_a_run_needs(finished):
     workdir, _, result = finished
     assert result["step"] == 4

@@ -59,7 +59,9 @@ def translation_metrics(
         # a short last batch is padded with copies of its first source: one compiled shape
         sources = [source for source, _ in chunk]
         inputs, mask = pipe.encode_inputs(sources + sources[:1] * (batch_size - len(chunk)), return_mask=True)
-        special = dict(bos_id=pipe.tokenizer.bos_id, eos_id=pipe.tokenizer.eos_id)  # the tokenizer's own
+        # the tokenizer's own ids, and only those: the embedding table may be padded past them
+        special = dict(bos_id=pipe.tokenizer.bos_id, eos_id=pipe.tokenizer.eos_id,
+                       vocab_limit=pipe.tokenizer.vocab_size)
         if beam_size > 1:
             out = decoding.encdec_beam_search(model, params, inputs, inputs_mask=mask,
                                               beam_size=beam_size, max_len=max_len, **special).best()
