@@ -80,13 +80,13 @@ def build_train_step(bench, strategy, *, donate: bool = True, seed: int = 0) -> 
     tx = bench.optimizer(schedule)
     boxed_init = state_lib.boxed_init_fn(model, cfg, tx)
     strategy.prepare(boxed_init, jax.random.key(seed))
-    state = strategy.init_state(boxed_init, jax.random.key(seed))
+    state = strategy.init_state()
     step_fn = steps_lib.make_train_step(
         model, cfg.arch, tx, schedule, label_smoothing=bench.train.label_smoothing,
         axis_name=strategy.axis_name, gather_params=strategy.gather_params(),
     )
-    # donated: as in the training loop (strategy.train_step donates the state)
-    step_fn = strategy.train_step(step_fn) if donate else jax.jit(step_fn)
+    # donated: as in the training loop (strategy.jit_train_step donates the state)
+    step_fn = strategy.jit_train_step(step_fn) if donate else jax.jit(step_fn)
     host_batch = bench.synthetic_batch(np.random.default_rng(seed))
     return TrainStep(step_fn, state, strategy.shard_batch(host_batch), host_batch,
                      jax.random.key(seed + 1), strategy)

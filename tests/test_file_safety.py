@@ -200,13 +200,11 @@ def test_a_fifo_lock_is_refused_without_blocking(tmp_path):  # W2
 def test_fifos_in_place_of_the_run_files_are_refused_without_blocking(tmp_path):  # W3-W6 (issue 22)
     from tfm.data.config import DataConfig
     from tfm.training import workdir_guard as workdir_lib
-    from tfm.training.config import RunConfig
     from tfm.training.writer import MetricWriter, read_metrics
 
-    run = RunConfig.from_config_dict({})
     os.mkfifo(tmp_path / "config.json")
     with pytest.raises(TfmError, match="config.json is a FIFO"):
-        no_hang(workdir_lib.check_workdir, run, str(tmp_path))
+        no_hang(workdir_lib.saved_run, str(tmp_path))
     os.mkfifo(tmp_path / "provenance.json")
     with pytest.raises(TfmError, match="provenance.json is a FIFO"):
         no_hang(workdir_lib.check_provenance, DataConfig(), str(tmp_path))
@@ -261,13 +259,11 @@ def test_a_full_disk_while_saving_a_tokenizer_leaves_no_temporary(tmp_path, monk
 
 def test_saved_configs_of_wrong_types_are_one_line(tmp_path):  # W12-W14
     from tfm.training import workdir_guard as workdir_lib
-    from tfm.training.config import RunConfig
 
-    run = RunConfig.from_config_dict({})
     for saved in ({"model": [1, 2]}, {"model": {"d_model": "abc"}}, {"train": "x"}, [1]):
         (tmp_path / "config.json").write_text(json.dumps(saved))
         with pytest.raises(workdir_lib.WorkdirMismatchError) as e:
-            workdir_lib.check_workdir(run, str(tmp_path))
+            workdir_lib.saved_run(str(tmp_path))
         assert "config.json cannot be read" in one_line(e.value)
 
 

@@ -21,8 +21,7 @@ def host(monkeypatch):
     """A fresh 2-core CPU-only host whose JAX backends have not started; records what is set."""
     applied = []
     monkeypatch.setattr(devices, "_set_count", applied.append)
-    monkeypatch.setattr(devices, "_applied", None)
-    monkeypatch.setattr(devices, "_last_logged", None)
+    monkeypatch.setenv(devices.DECIDED_VAR, "")  # nothing decided yet in this process
     monkeypatch.setattr(devices, "backends_initialized", lambda: False)
     monkeypatch.setattr(devices, "host_platform", lambda: "cpu")
     monkeypatch.setattr(devices, "physical_cores", lambda: 2)
@@ -101,6 +100,23 @@ def test_hint_when_jax_already_started_with_one_device(host, monkeypatch, caplog
     assert (split.devices, split.source, split.changed) == (1, "initialized", False) and host == []
     assert "jax_num_cpu_devices', 2" in caplog.text
     assert explicit.devices == 1 and "cannot be applied" in explicit.message  # warns, no failure
+
+
+def test_a_count_tfm_set_is_not_taken_for_the_users(host, monkeypatch):
+    monkeypatch.setattr(devices, "_jax_num_cpu_devices", lambda: 2)
+    assert devices.user_device_count() == (2, "jax_num_cpu_devices")  # set by someone else
+    devices._remember(2, None)  # set by tfm in this process
+    assert devices.user_device_count() is None
+    monkeypatch.setenv(devices.DECIDED_VAR, f"{os.getpid() + 1} 2 -")  # a parent process's record
+    assert devices.user_device_count() == (2, "jax_num_cpu_devices")
+
+
+def test_each_decision_is_logged_once(host, caplog):
+    with caplog.at_level(logging.INFO, logger=devices.__name__):
+        for sizes in ((12, 12), (12, 12), (7,), (12, 12)):
+            devices.configure_cpu_devices(batch_sizes=sizes)
+    assert caplog.text.count("2 XLA CPU device(s)") == 2  # again after a different decision
+    assert caplog.text.count("only split evenly over 1") == 1
 
 
 def test_physical_cores_is_at_least_one_and_at_most_the_cpus():

@@ -126,6 +126,38 @@ def test_what_counts_as_a_different_model():
         "model.num_layers: 6 in the workdir, 3 now"]
 
 
+def test_which_steps_flush_evaluate_and_save():
+    from tfm.training.config import TrainConfig
+    from tfm.training.loop import _due
+
+    def steps(what, **settings):
+        train = TrainConfig(**{"num_steps": 12, "log_every_steps": 5, "eval_every_steps": 4,
+                               "checkpoint_every_steps": 6, "eval_at_end": False, **settings})
+        return [step for step in range(1, train.num_steps + 1) if getattr(_due(step, train), what)]
+
+    assert steps("evaluate") == [4, 8, 12]
+    assert steps("checkpoint") == [6, 12]
+    assert steps("flush") == [4, 5, 6, 8, 10, 12]  # before every evaluation and save
+    assert steps("evaluate", eval_every_steps=0) == []
+    assert steps("evaluate", eval_every_steps=0, eval_at_end=True) == [12]
+    assert steps("checkpoint", num_steps=10) == [6, 10]  # the last step is always saved
+    assert steps("flush", num_steps=7, eval_every_steps=0, checkpoint_every_steps=100) == [5, 7]
+
+
+def test_the_saved_run_is_read_once_and_refused_when_missing_beside_checkpoints(tmp_path):
+    from tfm.training import workdir_guard
+    from tfm.training.config import RunConfig
+
+    assert workdir_guard.saved_run(str(tmp_path)) is None  # a fresh workdir
+    config = RunConfig.from_config_dict(tiny_config())
+    workdir_guard.write_config(str(tmp_path), config)
+    assert workdir_guard.saved_run(str(tmp_path)) == config
+    (tmp_path / "config.json").unlink()
+    (tmp_path / "checkpoints" / "7").mkdir(parents=True)
+    with pytest.raises(WorkdirMismatchError, match="has checkpoints but no config.json"):
+        workdir_guard.saved_run(str(tmp_path))
+
+
 def test_checkpoints_without_a_config_are_refused(tmp_path):
     (tmp_path / "checkpoints" / "7").mkdir(parents=True)
     with pytest.raises(WorkdirMismatchError, match="no config.json"):

@@ -81,7 +81,7 @@ def test_resource_exhausted_during_a_step_is_one_line(tmp_path, monkeypatch):
     def train(*args):  # what a too-large step raises (compiling a real one would take seconds)
         raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 1234 bytes\n(details)")
 
-    monkeypatch.setattr(loop, "_train", train)
+    monkeypatch.setattr(loop, "_Run", train)
     with pytest.raises(memory.BatchMemoryError, match=r"out of memory while training with DataConfig.batch_size=16") as e:
         run(RunConfig.from_config_dict(tiny_config()), str(tmp_path))
     assert "\n" not in str(e.value)

@@ -8,13 +8,13 @@ import time
 import pytest
 from conftest import tiny_config
 
-from tfm.training import loop
+from tfm.training import setup
 from tfm.training.loop import run
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_during_setup_stops_at_once(sig, tmp_path, monkeypatch):
-    real = loop.build_pipeline
+    real = setup.build_pipeline
 
     def slow_build(*args, **kwargs):  # a data set whose download retries for minutes
         os.kill(os.getpid(), sig)
@@ -23,10 +23,10 @@ def test_a_signal_during_setup_stops_at_once(sig, tmp_path, monkeypatch):
             time.sleep(0.1)
         raise AssertionError("the signal was not honoured during set-up")
 
-    monkeypatch.setattr(loop, "build_pipeline", slow_build)
+    monkeypatch.setattr(setup, "build_pipeline", slow_build)
     previous = signal.getsignal(sig)
     result = run(tiny_config(), tmp_path)
     assert result["preempted"] and result["step"] == 0
     assert signal.getsignal(sig) is previous
-    monkeypatch.setattr(loop, "build_pipeline", real)
+    monkeypatch.setattr(setup, "build_pipeline", real)
     assert run(tiny_config(**{"train.num_steps": 2}), tmp_path)["step"] == 2  # lock released

@@ -20,7 +20,7 @@ def test_the_init_is_traced_once_per_start(make):
     with pytest.raises(RuntimeError, match="before prepare"):
         strategy.abstract_state()
     strategy.prepare(boxed_init, rng)
-    abstract = strategy.canonical_abstract(boxed_init, rng)
+    abstract = strategy.canonical_abstract()
     shapes = strategy.abstract_state()
     assert len(calls) == 1  # prepare's trace serves the restore target and the parameter count
     assert {k: (v.shape, v.dtype) for k, v in shapes.items()} == {

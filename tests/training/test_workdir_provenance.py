@@ -51,7 +51,8 @@ def test_a_failed_runs_tokenizer_is_not_reused_and_a_changed_file_is_refused(tmp
     assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
 
 
-def test_a_replaced_tokenizer_is_refused_and_a_rebuilt_identical_one_accepted(tmp_path):
+def test_a_replaced_tokenizer_is_refused_and_a_rebuilt_identical_one_accepted(tmp_path, monkeypatch):
+    from tfm import files
     from tfm.data.tokenizers import CharTokenizer, load_tokenizer
 
     text = tmp_path / "data.txt"
@@ -60,7 +61,11 @@ def test_a_replaced_tokenizer_is_refused_and_a_rebuilt_identical_one_accepted(tm
     assert run(lm_config(text), workdir)["step"] == 2
     saved = load_tokenizer(workdir / "tokenizer")
     shutil.rmtree(workdir / "tokenizer")  # deleted: rebuilt from the same data, identical
+    reads, read_json = [], files.read_json
+    monkeypatch.setattr(files, "read_json",
+                        lambda path, **kw: reads.append(os.path.basename(path)) or read_json(path, **kw))
     assert run(lm_config(text, **{"train.num_steps": 3}), workdir)["step"] == 3
+    assert reads.count("config.json") == reads.count("provenance.json") == 1  # once per start
     shutil.rmtree(workdir / "tokenizer")
     CharTokenizer(saved.chars[:-1] + ["é"]).save(workdir / "tokenizer")  # same size, other text
     with pytest.raises(WorkdirMismatchError, match="not the tokenizer this workdir's checkpoints"):

@@ -11,7 +11,8 @@ state), ``init_from`` (starting from an imported model), ``devices`` (the CPU de
 ``flops`` (MFU), ``health`` (NaN/Inf checks), ``writer`` (TensorBoard + metrics.jsonl),
 ``progress`` (metric pulls, throughput, progress bar), ``inflight`` (how many dispatched steps
 may be outstanding), ``eval`` (validation metrics, BLEU decoding), ``signals`` (preemption),
-``loop`` (``run``).
+``setup`` (what a run builds before its first step), ``loop`` (``run``: restore, then step,
+flush, evaluate, save).
 """
 
 from tfm.training.config import Optimizer, RunConfig, Schedule, Strategy, TrainConfig, default_config_dict

@@ -32,6 +32,7 @@ Every decision is logged once, with how to override it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import logging
 import os
@@ -52,8 +53,11 @@ MAX_AUTO_DEVICES = 8
 
 _XLA_COUNT_FLAG = re.compile(r"--xla_force_host_platform_device_count=(\d+)")
 
-# the count this module set (so that a second call does not mistake it for the user's)
-_applied: int | None = None
+# What this process decided last, "PID COUNT DIGEST": the count tfm set ("-": none), so that a
+# second run does not mistake it for the user's, and a digest of the decision last logged, so
+# that a notebook's every run() does not repeat it. A record inherited from a parent process
+# (another PID) is not this process's and is ignored.
+DECIDED_VAR = "TFM_CPU_SPLIT_DECIDED"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,21 +201,31 @@ def _already_initialized(batch_sizes, grad_accum_steps, data_parallel) -> CpuSpl
     return _decided(current, "initialized", False, f"CPU devices: {current}", level=logging.DEBUG)
 
 
-_last_logged: str | None = None
-
-
 def _decided(devices, source, changed, message, *, level) -> CpuSplit:
-    global _last_logged
-    if message != _last_logged:  # once per decision, not at every run() of a notebook
+    applied, logged = _record()
+    digest = hashlib.sha256(message.encode()).hexdigest()[:16]
+    if digest != logged:  # once per decision, not at every run() of a notebook
         log.log(level, "%s", message)
-        _last_logged = message
+        _remember(applied, digest)
     return CpuSplit(devices, source, changed, message)
 
 
 def _set_count(n: int) -> None:
-    global _applied
     jax.config.update("jax_num_cpu_devices", n)
-    _applied = n
+    _remember(n, _record()[1])
+
+
+def _record() -> tuple[int | None, str | None]:
+    """(the count this process set, the digest of the decision it last logged), from
+    :data:`DECIDED_VAR`."""
+    fields = os.environ.get(DECIDED_VAR, "").split()
+    if len(fields) != 3 or fields[0] != str(os.getpid()):
+        return None, None
+    return (int(fields[1]) if fields[1].isdigit() else None), fields[2]
+
+
+def _remember(applied: int | None, digest: str | None) -> None:
+    os.environ[DECIDED_VAR] = f"{os.getpid()} {'-' if applied is None else applied} {digest or '-'}"
 
 
 # ---------------------------------------------------------------------- what the host has
@@ -232,7 +246,7 @@ def env_request() -> int | None:
 def user_device_count() -> tuple[int, str] | None:
     """(count, where) when the user set the CPU device count themselves, else None."""
     configured = _jax_num_cpu_devices()
-    if configured is not None and configured >= 0 and configured != _applied:
+    if configured is not None and configured >= 0 and configured != _record()[0]:
         return configured, "jax_num_cpu_devices"
     found = _XLA_COUNT_FLAG.findall(os.environ.get("XLA_FLAGS", ""))
     if found and not (configured is not None and configured >= 0):

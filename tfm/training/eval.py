@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 
 from tfm.metrics import summarize, text_metrics_by_group
@@ -18,18 +16,17 @@ from tfm.training.inflight import InFlight
 
 def evaluate(
     parallel: parallel_lib.Parallel,
-    eval_step: Callable,
     state: state_lib.TrainState,
     pipe: Pipeline,
     split: str = "validation",
     max_in_flight: int = 2,
 ) -> dict[str, float]:
-    """Loss, nll, perplexity, accuracy over the whole split (sums on device, one transfer)."""
-    params = parallel.params_of(state)
+    """Loss, nll, perplexity, accuracy over the whole split with the strategy's compiled eval
+    step (sums on device, one transfer)."""
     total = None
     in_flight = InFlight(max_in_flight)
     for batch in pipe.eval_batches(split):
-        sums = eval_step(params, parallel.shard_batch(batch))
+        sums = parallel.eval_sums(state, batch)
         total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
         in_flight.push(total)
     if total is None:

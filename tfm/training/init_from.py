@@ -9,15 +9,13 @@ started from the same directory keeps the architecture it saved.
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
 import numpy as np
 
 from tfm.config import ModelConfig
 from tfm.training.config import EXECUTION_ONLY_MODEL_FIELDS, RunConfig
-from tfm.training.workdir_guard import WorkdirMismatchError, model_differences, read_saved_config
-from tfm.run_files.layout import CONFIG_FILE
+from tfm.training.workdir_guard import WorkdirMismatchError, model_differences
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +38,17 @@ def _as_classifier(model: ModelConfig, config: RunConfig) -> ModelConfig:
                          pooler=model.pooler or model.pooling is Pooling.FIRST)
 
 
-def resolve_init_from(config: RunConfig, workdir: str | None = None) -> RunConfig:
+def resolve_init_from(config: RunConfig, saved: RunConfig | None = None) -> RunConfig:
     """With ``train.init_from``: the imported model's architecture (its config.json), keeping
     the run's execution-only fields and dropout rates (:data:`INIT_FROM_KEPT_FIELDS`). A
-    workdir already started from the same directory keeps the architecture it saved (resuming
+    workdir already started from the same directory (``saved``: its saved run, from
+    :func:`tfm.training.workdir_guard.saved_run`) keeps the architecture it saved (resuming
     does not need the imported directory any more)."""
     if not config.train.init_from:
         return config
     kept = {f: getattr(config.model, f) for f in INIT_FROM_KEPT_FIELDS}
-    saved_path = os.path.join(workdir, CONFIG_FILE) if workdir else ""
-    if saved_path and os.path.exists(saved_path):
-        saved = read_saved_config(saved_path)
-        if saved.train.init_from == config.train.init_from:
-            return config.replace(model=saved.model.replace(**kept))
+    if saved is not None and saved.train.init_from == config.train.init_from:
+        return config.replace(model=saved.model.replace(**kept))
     from tfm import interop
 
     imported = interop.read_model_config(config.train.init_from)

@@ -3,10 +3,14 @@
 Every strategy offers the same small interface (:class:`Parallel`), so the loop never branches
 on the strategy:
 
-* ``init_state(init, rng)``: the TrainState, laid out on the devices;
-* ``train_step(fn)`` / ``eval_step(fn)``: the pure step compiled for the layout;
+* ``prepare(boxed_init, rng)``: takes the run's init and its key and traces the init once;
+  ``init_state()``: the TrainState, laid out on the devices;
+* ``compile_steps(model, tx, schedule, train)``: the pure steps of :mod:`tfm.training.steps`
+  compiled (on first call) for the layout, kept by the strategy; ``step(state, batch, rng)`` and
+  ``eval_sums(state, batch)`` run them on a host-local batch (``jit_train_step(fn)`` /
+  ``jit_eval_step(fn)`` compile any such function);
 * ``shard_batch(batch)``: a host-local NumPy batch -> device arrays;
-* ``canonical(state)`` / ``from_canonical(state)`` / ``canonical_abstract(...)``: the
+* ``canonical(state)`` / ``from_canonical(state)`` / ``canonical_abstract()``: the
   layout-independent form that checkpoints store (so a checkpoint written under pmap restores
   under sharded and vice versa);
 * ``to_host(metrics)``: one copy of step outputs as NumPy.
@@ -122,17 +126,24 @@ class Parallel:
     num_devices: int
     axis_name: str | None = None  # see the module docstring
 
-    _boxed_abstract: TrainState | None = None  # the init traced once (see prepare)
+    _boxed_init: Callable[[jax.Array], TrainState] | None = None  # the run's init (see prepare)
+    _init_rng: jax.Array | None = None
+    _boxed_abstract: TrainState | None = None  # the init traced once
+    _train_step: Callable | None = None  # the compiled steps (see compile_steps)
+    _eval_step: Callable | None = None
 
     def prepare(self, boxed_init: Callable[[jax.Array], TrainState], rng: jax.Array) -> None:
-        """Traces the init once (``jax.eval_shape``): the state's shapes and logical axis names,
-        which the layout, the restore target and the parameter count read; call once before
-        compiling steps."""
-        self._traced_init(boxed_init, rng)
+        """Takes the run's init and its key, and traces the init once (``jax.eval_shape``): the
+        state's shapes and logical axis names, which the layout, the restore target and the
+        parameter count read; call once before anything else."""
+        self._boxed_init, self._init_rng = boxed_init, rng
+        self._traced_init()
 
-    def _traced_init(self, boxed_init: Callable, rng: jax.Array) -> TrainState:
+    def _traced_init(self) -> TrainState:
+        if self._boxed_init is None:
+            raise RuntimeError(f"{type(self).__name__}: prepare() first")
         if self._boxed_abstract is None:
-            self._boxed_abstract = jax.eval_shape(boxed_init, rng)
+            self._boxed_abstract = jax.eval_shape(self._boxed_init, self._init_rng)
         return self._boxed_abstract
 
     def abstract_state(self) -> TrainState:
@@ -141,30 +152,41 @@ class Parallel:
             raise RuntimeError("Parallel.abstract_state() before prepare()")
         return nn.meta.unbox(self._boxed_abstract)
 
-    def init_state(self, boxed_init: Callable[[jax.Array], TrainState], rng: jax.Array) -> TrainState:
+    def init_state(self) -> TrainState:
+        """The state :meth:`prepare`'s init builds from its key, laid out on the devices."""
         raise NotImplementedError
 
-    def compile_steps(self, model: nn.Module, tx: Any, schedule: Callable,
-                      train: TrainConfig) -> tuple[Callable, Callable]:
-        """``(train_step, eval_step)`` of ``model`` under this strategy (compiled on their first
-        call): :mod:`tfm.training.steps`' pure steps with this strategy's axis name and
-        parameter gather, wrapped by :meth:`train_step` / :meth:`eval_step`. Call after
-        :meth:`prepare`."""
+    def compile_steps(self, model: nn.Module, tx: Any, schedule: Callable, train: TrainConfig) -> None:
+        """Builds the steps of ``model`` under this strategy (compiled on their first call):
+        :mod:`tfm.training.steps`' pure steps with this strategy's axis name and parameter
+        gather, wrapped by :meth:`jit_train_step` / :meth:`jit_eval_step`; :meth:`step` and
+        :meth:`eval_sums` run them. Call after :meth:`prepare`."""
         arch, gather = model.cfg.arch, self.gather_params()
-        train_step = self.train_step(steps_lib.make_train_step(
+        self._train_step = self.jit_train_step(steps_lib.make_train_step(
             model, arch, tx, schedule, label_smoothing=train.label_smoothing,
             grad_accum_steps=train.grad_accum_steps, axis_name=self.axis_name, gather_params=gather,
         ))
-        eval_step = self.eval_step(steps_lib.make_eval_step(
+        self._eval_step = self.jit_eval_step(steps_lib.make_eval_step(
             model, arch, label_smoothing=train.label_smoothing, axis_name=self.axis_name,
             gather_params=gather,
         ))
-        return train_step, eval_step
 
-    def train_step(self, fn: Callable) -> Callable:
+    def step(self, state: TrainState, batch: dict[str, np.ndarray], rng: jax.Array
+             ) -> tuple[TrainState, Any]:
+        """One training step on a host-local batch: ``(state, metrics)``, dispatched (not
+        waited for); ``state`` is donated."""
+        return self._train_step(state, self.shard_batch(batch), rng)
+
+    def eval_sums(self, state: TrainState, batch: dict[str, np.ndarray]) -> Any:
+        """The eval step's sums (loss, tokens, ...) of a host-local batch, on the devices."""
+        return self._eval_step(self.params_of(state), self.shard_batch(batch))
+
+    def jit_train_step(self, fn: Callable) -> Callable:
+        """``fn(state, batch, rng)`` compiled for this layout, the state donated."""
         raise NotImplementedError
 
-    def eval_step(self, fn: Callable) -> Callable:
+    def jit_eval_step(self, fn: Callable) -> Callable:
+        """``fn(params, batch)`` compiled for this layout."""
         raise NotImplementedError
 
     def shard_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
@@ -177,7 +199,7 @@ class Parallel:
     def from_canonical(self, state: TrainState) -> TrainState:
         raise NotImplementedError
 
-    def canonical_abstract(self, boxed_init: Callable, rng: jax.Array) -> TrainState:
+    def canonical_abstract(self) -> TrainState:
         """ShapeDtypeStructs with the canonical shardings: the restore target of orbax."""
         raise NotImplementedError
 
@@ -219,13 +241,14 @@ class SingleDevice(Parallel):
         self.sharding = jax.sharding.SingleDeviceSharding(self.device)
         self.num_devices = 1
 
-    def init_state(self, boxed_init, rng):
-        return jax.jit(lambda r: nn.meta.unbox(boxed_init(r)), out_shardings=self.sharding)(rng)
+    def init_state(self):
+        boxed_init = self._boxed_init
+        return jax.jit(lambda r: nn.meta.unbox(boxed_init(r)), out_shardings=self.sharding)(self._init_rng)
 
-    def train_step(self, fn):
+    def jit_train_step(self, fn):
         return jax.jit(fn, donate_argnums=0)
 
-    def eval_step(self, fn):
+    def jit_eval_step(self, fn):
         return jax.jit(fn)
 
     def shard_batch(self, batch):
@@ -237,8 +260,8 @@ class SingleDevice(Parallel):
     def from_canonical(self, state):
         return jax.device_put(state, self.sharding)
 
-    def canonical_abstract(self, boxed_init, rng):
-        shapes = nn.meta.unbox(self._traced_init(boxed_init, rng))
+    def canonical_abstract(self):
+        shapes = nn.meta.unbox(self._traced_init())
         return jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.sharding), shapes
         )
@@ -276,14 +299,16 @@ class Pmap(Parallel):
         pieces = [by_device[d].reshape(shape) for d in self.replicated.addressable_devices_indices_map(shape)]
         return jax.make_array_from_single_device_arrays(shape, self.replicated, pieces)
 
-    def init_state(self, boxed_init, rng):
-        state = jax.jit(lambda r: nn.meta.unbox(boxed_init(r)), out_shardings=self.replicated)(rng)
+    def init_state(self):
+        boxed_init = self._boxed_init
+        state = jax.jit(lambda r: nn.meta.unbox(boxed_init(r)),
+                        out_shardings=self.replicated)(self._init_rng)
         return jax.tree.map(self._stack, state)
 
-    def train_step(self, fn):
+    def jit_train_step(self, fn):
         return jax.pmap(fn, axis_name=PMAP_AXIS, in_axes=(0, 0, None), donate_argnums=0)
 
-    def eval_step(self, fn):
+    def jit_eval_step(self, fn):
         return jax.pmap(fn, axis_name=PMAP_AXIS)
 
     def shard_batch(self, batch):
@@ -302,8 +327,8 @@ class Pmap(Parallel):
         state = jax.device_put(state, self.replicated)
         return jax.tree.map(self._stack, state)
 
-    def canonical_abstract(self, boxed_init, rng):
-        shapes = nn.meta.unbox(self._traced_init(boxed_init, rng))
+    def canonical_abstract(self):
+        shapes = nn.meta.unbox(self._traced_init())
         return jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), shapes
         )
@@ -348,7 +373,8 @@ class Sharded(Parallel):
                 f"fsdp={self.mesh.shape['fsdp']} ({self.num_devices} devices)")
 
     def prepare(self, boxed_init, rng):
-        self.state_shardings(boxed_init, rng)  # traces the init (once) and lays it out
+        super().prepare(boxed_init, rng)
+        self.state_shardings()  # lays the traced init out
 
     def gather_params(self):
         """With fsdp > 1: all-gather the parameters at the start of the differentiated
@@ -365,9 +391,9 @@ class Sharded(Parallel):
             params, jax.tree.map(lambda _: replicated, params))
 
     # -- shardings of the state, from the logical axis names of the boxed init
-    def state_shardings(self, boxed_init, rng) -> TrainState:
+    def state_shardings(self) -> TrainState:
         if self._state_shardings is None:
-            boxed = self._traced_init(boxed_init, rng)
+            boxed = self._traced_init()
             logical = nn.get_partition_spec(boxed)
             shapes = nn.meta.unbox(boxed)
             self._state_shardings = jax.tree.map(
@@ -393,12 +419,13 @@ class Sharded(Parallel):
                 used |= set(axes)
         return P(*out)
 
-    def init_state(self, boxed_init, rng):
-        shardings = self.state_shardings(boxed_init, rng)
-        # No logical-rules context (see train_step): the shardings are already resolved.
-        return jax.jit(lambda r: nn.meta.unbox(boxed_init(r)), out_shardings=shardings)(rng)
+    def init_state(self):
+        boxed_init = self._boxed_init
+        # No logical-rules context (see jit_train_step): the shardings are already resolved.
+        return jax.jit(lambda r: nn.meta.unbox(boxed_init(r)),
+                       out_shardings=self.state_shardings())(self._init_rng)
 
-    def train_step(self, fn):
+    def jit_train_step(self, fn):
         assert self._state_shardings is not None, "call prepare() first"
         # The shardings are explicit, so no logical-rules or mesh context is entered: under
         # `nn.logical_axis_rules`, flax 0.12 constrains DenseGeneral's flattened multi-axis
@@ -414,7 +441,7 @@ class Sharded(Parallel):
             donate_argnums=0,
         )
 
-    def eval_step(self, fn):
+    def jit_eval_step(self, fn):
         assert self._state_shardings is not None, "call prepare() first"
         params = self._state_shardings.params
         if self.axis_name is not None:
@@ -450,9 +477,9 @@ class Sharded(Parallel):
     def from_canonical(self, state):
         return jax.device_put(state, self._state_shardings)
 
-    def canonical_abstract(self, boxed_init, rng):
-        shardings = self.state_shardings(boxed_init, rng)
-        shapes = nn.meta.unbox(self._traced_init(boxed_init, rng))
+    def canonical_abstract(self):
+        shardings = self.state_shardings()
+        shapes = nn.meta.unbox(self._traced_init())
         return jax.tree.map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
         )

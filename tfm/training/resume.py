@@ -13,42 +13,35 @@ why -- never a healthy checkpoint declared damaged, never a silent fresh start.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 import optax
 
-from tfm.training import parallel as parallel_lib
 from tfm.training.checkpointer import Checkpointer, IncompatibleCheckpointError
-from tfm.training.config import RunConfig
 from tfm.training.workdir_guard import WorkdirMismatchError, setting_differences
+
+if TYPE_CHECKING:
+    from tfm.training.setup import Setup
 
 log = logging.getLogger(__name__)
 
 
-def restore(
-    checkpointer: Checkpointer,
-    parallel: parallel_lib.Parallel,
-    boxed_init: Callable,
-    init_rng: jax.Array,
-    config: RunConfig,
-    saved: RunConfig | None,
-    workdir: str,
-) -> tuple[int, Any, dict[str, Any]] | None:
-    """(step, canonical TrainState, meta) of the newest checkpoint, or None without one.
+def restore(checkpointer: Checkpointer, setup: Setup) -> tuple[int, Any, dict[str, Any]] | None:
+    """(step, canonical TrainState, meta) of the newest checkpoint of ``setup``'s run, or None
+    without one. The restore target and a fresh optimiser state come from ``setup.parallel``
+    (prepared with the run's init); the changed settings from ``setup.saved``.
 
     Raises:
       WorkdirMismatchError: the checkpoint is healthy but holds a state this config cannot
         continue (and ``reset_optimizer`` is off); nothing in the workdir was changed.
       CheckpointError: checkpoints exist but none can be read.
     """
-    reset = config.train.reset_optimizer
-    abstract = parallel.canonical_abstract(boxed_init, init_rng)
-    changed = setting_differences(saved, config) if saved is not None else []
+    parallel, workdir, reset = setup.parallel, setup.workdir, setup.config.train.reset_optimizer
+    changed = setting_differences(setup.saved, setup.config) if setup.saved is not None else []
     try:
-        restored = checkpointer.restore_latest(abstract, without_optimizer=reset)
+        restored = checkpointer.restore_latest(parallel.canonical_abstract(), without_optimizer=reset)
     except IncompatibleCheckpointError as e:
         raise WorkdirMismatchError(_refusal(e, changed, workdir, reset)) from None
     if restored is None:
@@ -60,7 +53,7 @@ def restore(
         log.warning("resuming step %d of %s with changed settings:\n  %s", step, workdir,
                     "\n  ".join(changed))
     if reset:
-        fresh = parallel.canonical(parallel.init_state(boxed_init, init_rng)).opt_state
+        fresh = parallel.canonical(parallel.init_state()).opt_state
         state = state.replace(opt_state=schedule_at(fresh, step))
         log.warning("train.reset_optimizer: restored the parameters, data position and dropout "
                     "key of step %d; the optimiser state is fresh", step)

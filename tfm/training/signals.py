@@ -1,6 +1,7 @@
 """Preemption: SIGTERM / SIGINT become a request to checkpoint and stop, not a lost run.
 
-:class:`StopSignals` sets a flag the loop checks (it saves the current step and returns); during
+:class:`StopSignals` sets a flag the loop checks (it saves the current step and returns; with
+several processes they agree on the step, :meth:`StopSignals.agreed`); during
 set-up (:meth:`StopSignals.interruptible`: downloads, tokenizer training -- nothing to save yet)
 a signal stops the run at once with :class:`SetupInterrupted`.
 """
@@ -12,6 +13,9 @@ import logging
 import signal
 import threading
 from typing import Any
+
+import jax
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,16 @@ class StopSignals:
         self.signal_name = ""
         self._previous: dict[int, Any] = {}
         self._interruptible = False
+
+    def agreed(self) -> bool:
+        """Whether any process was asked to stop: with several processes a host collective,
+        which every process calls at the same step, so that all of them stop at that step."""
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.array([int(self.requested)], np.int32))
+        return bool(np.asarray(flags).any())
 
     @contextlib.contextmanager
     def interruptible(self):

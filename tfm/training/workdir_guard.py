@@ -14,9 +14,10 @@
 * :class:`WorkdirMismatchError`: the workdir holds something this run must not use or replace.
 * :func:`setting_differences`: the settings that differ between a workdir's saved config and
   this run's ("train.optimizer: 'adam' in the workdir, 'adamw' now").
-* The saved config: :func:`check_workdir` refuses a workdir whose ``config.json`` holds a
-  different model (:func:`model_differences`), or that has checkpoints but no config;
-  :func:`write_config` writes it (atomically).
+* The saved config: :func:`saved_run` reads ``config.json`` (once per start), refusing a
+  workdir that has checkpoints but no config; :func:`check_saved_model` refuses a run whose
+  model differs from the saved one (:func:`model_differences`); :func:`write_config` writes it
+  (atomically).
 
 The file names are :mod:`tfm.run_files.layout`'s.
 """
@@ -220,8 +221,9 @@ def check_provenance(data: Any, workdir: str, *, is_chief: bool = True,
       left; the tokenizer and its record are moved to ``WORKDIR/superseded/<time>/`` (kept, not
       trusted) and this run builds its own.
 
-    Returns this run's provenance (written by :func:`record_provenance` once the tokenizer is in
-    place).
+    Returns this run's provenance, with the tokenizer fingerprint the workdir recorded under
+    :data:`TOKENIZER_KEY` (None when there is none to keep), for
+    :func:`check_and_record_tokenizer` once the tokenizer is in place: the record is read once.
     """
     now = provenance(data, init_from)
     record_path = os.path.join(workdir, PROVENANCE_FILE)
@@ -243,7 +245,7 @@ def check_provenance(data: Any, workdir: str, *, is_chief: bool = True,
         differences = [f"{k}: {recorded.get(k)!r} in the workdir, {now.get(k)!r} now"
                        for k in sorted(keys) if recorded.get(k) != now.get(k)]
     if recorded is not None and not differences:
-        return now
+        return {**now, TOKENIZER_KEY: recorded.get(TOKENIZER_KEY)}
     if has_checkpoints(workdir):
         if recorded is None:
             log.warning("%s has no %s (written by an older tfm); its tokenizer is used as it is",
@@ -287,17 +289,11 @@ def tokenizer_fingerprint(workdir: str) -> str | None:
 
 def check_and_record_tokenizer(workdir: str, record: dict[str, Any]) -> None:
     """After the pipeline has loaded or built the tokenizer (process 0): the tokenizer must be
-    the one the workdir's checkpoints were trained with (a deleted and rebuilt tokenizer may
-    number the vocabulary differently); then ``record`` and its fingerprint are written."""
+    the one the workdir's checkpoints were trained with (``record[TOKENIZER_KEY]``, from
+    :func:`check_provenance`; a deleted and rebuilt tokenizer may number the vocabulary
+    differently); then ``record`` is written with the tokenizer's fingerprint."""
     fingerprint = tokenizer_fingerprint(workdir)
-    path = os.path.join(workdir, PROVENANCE_FILE)
-    recorded = None
-    if os.path.lexists(path):
-        try:
-            recorded = files.read_json(path, limit=MAX_RECORD_BYTES).get(TOKENIZER_KEY)
-        except files.FileError as e:
-            raise WorkdirMismatchError(f"{e}; refusing to trust the workdir's tokenizer. Use a new "
-                                       "--workdir.") from None
+    recorded = record.get(TOKENIZER_KEY)
     if recorded and fingerprint != recorded and has_checkpoints(workdir):
         raise WorkdirMismatchError(
             f"{os.path.join(workdir, TOKENIZER_DIR)} is not the tokenizer this workdir's "
@@ -326,8 +322,18 @@ def model_differences(saved: ModelConfig, new: ModelConfig) -> list[str]:
     return _field_differences("model", saved, new, skip)
 
 
-def read_saved_config(path: str) -> RunConfig:
-    """The workdir's saved RunConfig; an unreadable one is refused naming ``path``."""
+def saved_run(workdir: str) -> RunConfig | None:
+    """The workdir's saved RunConfig (``config.json``, read once per start; None for a fresh
+    workdir), which the checks of this run are then given. An unreadable one, or checkpoints
+    without one, are refused: the workdir cannot be checked against any config."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.lexists(path):
+        if os.path.isdir(checkpoint_dir(workdir)) and os.listdir(checkpoint_dir(workdir)):
+            raise WorkdirMismatchError(
+                f"{workdir} has checkpoints but no {CONFIG_FILE}, so it cannot be checked "
+                "against this config; refusing to touch it. Use a new --workdir."
+            )
+        return None
     try:
         return RunConfig.from_config_dict(files.read_json(path, limit=MAX_RECORD_BYTES))
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
@@ -337,26 +343,10 @@ def read_saved_config(path: str) -> RunConfig:
             "--workdir.") from None
 
 
-def check_workdir(config: RunConfig, workdir: str) -> RunConfig | None:
-    """Refuses a workdir whose saved run has a different model; returns the saved RunConfig
-    (None for a fresh workdir)."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.lexists(path):
-        if os.path.isdir(checkpoint_dir(workdir)) and os.listdir(checkpoint_dir(workdir)):
-            raise WorkdirMismatchError(
-                f"{workdir} has checkpoints but no {CONFIG_FILE}, so it cannot be checked "
-                "against this config; refusing to touch it. Use a new --workdir."
-            )
-        return None
-    saved = read_saved_config(path)
-    check_saved_model(saved, config, workdir)
-    return saved
-
-
 def check_saved_model(saved: RunConfig | None, config: RunConfig, workdir: str) -> None:
-    """Refuses ``config`` when the workdir's saved run (``saved``, from :func:`check_workdir`;
-    None for a fresh workdir) has a different model: the check again, once the model's sizes
-    are resolved from the data, without reading the workdir again."""
+    """Refuses ``config`` when the workdir's saved run (``saved``, from :func:`saved_run`;
+    None for a fresh workdir) has a different model. A run checks twice: before any data is
+    read, and once the model's sizes are resolved from the data."""
     diffs = model_differences(saved.model, config.model) if saved is not None else []
     if diffs:
         raise WorkdirMismatchError(
