@@ -99,11 +99,11 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietLibraries())
     from tfm import compilation_cache
-    from tfm.training import parallel
+    from tfm.training import distributed
 
     compilation_cache.enable()  # before anything compiles: TFM_COMPILATION_CACHE moves it or turns it off
 
-    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
     from tfm.training.config import RunConfig
     from tfm.training.loop import run

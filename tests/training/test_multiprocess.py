@@ -75,7 +75,7 @@ def test_two_processes_log_the_same_losses_as_one(strategy, one_process, tmp_pat
 
 
 def test_a_single_process_does_not_start_jax_distributed(monkeypatch):
-    from tfm.training.parallel import initialize_distributed
+    from tfm.training.distributed import initialize_distributed
 
     for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
                 "TFM_DISTRIBUTED", "SLURM_NTASKS"):

@@ -25,9 +25,9 @@ parser.add_argument("--print_first_step", action="store_true")
 args = parser.parse_args()
 
 # jax.distributed must start before anything touches a JAX backend
-from tfm.training import parallel
+from tfm.training import distributed
 
-parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+distributed.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
 import logging
 

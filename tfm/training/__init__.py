@@ -5,9 +5,10 @@
 
 Modules, bottom to top: ``config`` (TrainConfig, RunConfig), ``optimizer`` (the schedule and
 optax transformation a TrainConfig names), ``state`` (TrainState), ``steps`` (train_step /
-eval_step), ``parallel`` (single / pmap / sharded, multi-host init), ``checkpoint`` (orbax),
-``workdir`` (lock, provenance, the saved config), ``resume`` (restoring into this run's
-state), ``init_from`` (starting from an imported model), ``devices`` (the CPU device split),
+eval_step), ``parallel`` (single / pmap / sharded), ``distributed`` (multi-host start),
+``checkpointer`` (orbax), ``workdir_guard`` (lock, provenance, the saved config), ``resume``
+(restoring into this run's state), ``init_from`` (starting from an imported model),
+``devices`` (the CPU device split), ``memory`` (batch sizes checked before allocating),
 ``flops`` (MFU), ``health`` (NaN/Inf checks), ``writer`` (TensorBoard + metrics.jsonl),
 ``progress`` (metric pulls, throughput, progress bar), ``inflight`` (how many dispatched steps
 may be outstanding), ``eval`` (validation metrics, BLEU decoding), ``signals`` (preemption),
