@@ -23,6 +23,13 @@ def test_only_the_policy_reads_the_backend():
     assert readers == ["backend.py"]
 
 
+def test_every_module_of_tfm_reads_in_one_sitting():
+    """The house rule (one concept per file): no module of tfm is over 500 lines."""
+    long = {str(p.relative_to(TFM)): n for p in sorted(TFM.rglob("*.py"))
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}
+    assert long == {}
+
+
 @pytest.mark.parametrize("platform, grad, attn", [
     ("cpu", GradKernels.CPU, AttentionImpl.BLOCKED),
     ("gpu", GradKernels.AUTODIFF, AttentionImpl.CUDNN_IF_SUPPORTED),
