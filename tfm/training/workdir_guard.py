@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -167,11 +168,11 @@ def prepare(workdir: str) -> None:
 INIT_FROM_KEY = "train.init_from"  # the imported model directory (its tokenizer), None: unset
 TOKENIZER_KEY = "tokenizer files sha256"  # in provenance.json, beside the data fields
 
-# The DataConfig fields that decide the tokenizer and the training text.
+# The DataConfig fields that decide the tokenizer and the training text (dotted: a spec's field).
 PROVENANCE_FIELDS = (
     "dataset", "text_file", "valid_fraction", "tokenizer", "vocab_size",
     "tokenizer_character_coverage", "tokenizer_max_examples", "tfds_data_dir",
-    "numbers_max", "numbers_valid_size", "numbers_test_size", "numbers_split_seed",
+    "numbers.max", "numbers.valid_size", "numbers.test_size", "numbers.split_seed",
 )
 
 
@@ -179,7 +180,7 @@ def provenance(data: Any, init_from: str = "") -> dict[str, Any]:
     """What the workdir's tokenizer and data come from: the deciding DataConfig fields, for a
     local text or classification file its absolute path, size and SHA-256, and
     ``train.init_from``'s absolute path."""
-    out = {f"data.{f}": _plain(getattr(data, f)) for f in PROVENANCE_FIELDS}
+    out = {f"data.{f}": _plain(functools.reduce(getattr, f.split("."), data)) for f in PROVENANCE_FIELDS}
     out[INIT_FROM_KEY] = os.path.abspath(os.path.expanduser(init_from)) if init_from else None
     for field in ("text_file", "classification_file", "classification_valid_file"):  # local data files
         if getattr(data, field, ""):
