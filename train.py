@@ -30,29 +30,16 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 def _check_config_overrides(argv) -> None:
     """Every ``--config.SECTION.FIELD=`` of the command line against the dataclasses: an
-    unknown one is one line naming it and the valid fields (ml_collections would raise a
-    traceback while this file is imported, before absl parses anything)."""
-    import dataclasses
+    unknown or renamed one is one line naming it and the valid names (ml_collections would
+    raise a traceback while this file is imported, before absl parses anything)."""
+    from tfm.training.config import override_error
 
-    from tfm.config import ModelConfig
-    from tfm.data.config import DataConfig
-    from tfm.training.config import TrainConfig
-
-    known = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
     for arg in argv[1:]:
-        if not arg.startswith("--config."):
-            continue
-        path = arg[len("--config."):].split("=", 1)[0].split(".")
-        section, field = path[0], ".".join(path[1:])
-        if section not in known:
-            print(f"error: {arg.split('=')[0]}: unknown section {section!r}; the sections are "
-                  f"{', '.join(known)}", file=sys.stderr)
-            sys.exit(2)
-        fields = [f.name for f in dataclasses.fields(known[section])]
-        if field not in fields:
-            print(f"error: {arg.split('=')[0]}: {known[section].__name__} has no field {field!r}; "
-                  f"its fields are: {', '.join(fields)}", file=sys.stderr)
-            sys.exit(2)
+        if arg.startswith("--config."):
+            error = override_error(arg.split("=", 1)[0])
+            if error:
+                print(f"error: {error}", file=sys.stderr)
+                sys.exit(2)
 
 
 if __name__ == "__main__":

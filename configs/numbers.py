@@ -5,7 +5,7 @@ trains on a CPU in minutes:  python train.py  (= --config=configs/numbers.py).
 
 The data is organised by magnitude (tfm.data.numbers): held-out numbers from every bucket
 (0-99, ..., 100,000-999,999), training sampled by number of digits with temperature
-``data.numbers_sampling_temperature`` = 3, evaluation per bucket (worst bucket = headline) and
+``data.numbers.sampling_temperature`` = 3, evaluation per bucket (worst bucket = headline) and
 on every number below 1,000.
 
 Its accuracy per bucket and run time: benchmarks/README.md, "The default run and Shakespeare".

@@ -123,31 +123,49 @@ _DTYPES = ("float32", "bfloat16", "float16")
 
 
 class ConfigBase:
-    """What tfm's frozen config dataclasses share (ModelConfig, DataConfig, TrainConfig).
+    """What tfm's frozen config dataclasses share (ModelConfig, DataConfig, TrainConfig and the
+    per-data-set specs inside DataConfig, such as :class:`tfm.data.numbers.NumbersSpec`).
 
     Enum fields (listed in ``_ENUMS``) accept their string values (config files, JSON) and
-    store the enum, with an error naming the field for an unknown value; ``validate()`` runs on
-    construction; ``to_dict``/``from_dict`` round-trip through plain JSON-able dicts.
+    store the enum, with an error naming the field for an unknown value; spec fields (listed in
+    ``_SPECS``: a nested config dataclass each) accept a dict of the spec's fields; ``validate()``
+    runs on construction; ``to_dict``/``from_dict`` round-trip through plain JSON-able dicts
+    (a spec as a nested dict). ``_NAME`` is how errors name the class (default: its class name).
     """
 
     _ENUMS: ClassVar[dict[str, type[enum.Enum]]] = {}
+    _SPECS: ClassVar[dict[str, type[ConfigBase]]] = {}
+    _NAME: ClassVar[str] = ""
 
     def __post_init__(self):
-        name = type(self).__name__
+        name = self._name()
         for field, enum_cls in self._ENUMS.items():
             value = getattr(self, field)
             if not isinstance(value, enum_cls):
                 object.__setattr__(self, field, parse_enum(enum_cls, value, f"{name}.{field}"))
+        for field, spec_cls in self._SPECS.items():
+            value = getattr(self, field)
+            if isinstance(value, dict):  # from JSON or a config file
+                object.__setattr__(self, field, spec_cls.from_dict(value))
+            elif not isinstance(value, spec_cls):
+                raise ValueError(f"{name}.{field}={value!r}: must be a {spec_cls.__name__} or a dict "
+                                 "of its fields")
         self.validate()
+
+    @classmethod
+    def _name(cls) -> str:
+        return cls._NAME or cls.__name__
 
     def validate(self) -> None:
         """Raises ValueError naming the first offending field (subclasses override)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (enums as their string values)."""
+        """Plain JSON-able dict (enums as their string values, specs as nested dicts)."""
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if isinstance(value, ConfigBase):
+                value = value.to_dict()
             out[f.name] = value.value if isinstance(value, enum.Enum) else value
         return out
 
@@ -156,7 +174,7 @@ class ConfigBase:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known fields: {sorted(known)}")
+            raise ValueError(f"{cls._name()}: unknown field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**d)
 
     def replace(self, **changes):

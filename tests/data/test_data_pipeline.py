@@ -11,10 +11,11 @@ import pytest
 
 from tfm.data import numbers, pipeline
 from tfm.data.config import DataConfig
+from tfm.data.numbers import NumbersSpec
 from tfm.data.pipeline import build_pipeline
 
 # Numbers below 10,000 in characters: at most 42 characters + eos.
-SMALL = dict(numbers_max=9_999, numbers_valid_size=150, numbers_test_size=100, tokenizer="char",
+SMALL = dict(numbers=NumbersSpec(max=9_999, valid_size=150, test_size=100), tokenizer="char",
              max_len=48, max_target_len=48, batch_size=8, eval_batch_size=16, chunk_size=1000)
 GERMAN_OF = {numbers.english(n): numbers.german(n) for n in range(10_000)}
 
@@ -75,8 +76,8 @@ def test_eval_batches_and_pairs_are_aligned(pipe):
 
 def test_held_out_numbers_never_in_training():
     # temperature 1: one epoch is the 800 training numbers once each
-    cfg = small(numbers_max=999, numbers_valid_size=100, numbers_test_size=100, batch_size=8,
-                numbers_sampling_temperature=1.0)
+    cfg = small(numbers=NumbersSpec(max=999, valid_size=100, test_size=100, sampling_temperature=1.0),
+                batch_size=8)
     p = build_pipeline(cfg)
     held = {s for s, _ in p.eval_pairs("validation") + p.eval_pairs("test")}
     seen = set()
@@ -89,8 +90,8 @@ def test_numbers_training_stream_oversamples_small_numbers():
     # 0..999, 10% of each bucket held out per split: 80 training numbers below 100 (1 and 2
     # digits), 720 of 100-999. At temperature 3 the d-digit numbers get a share proportional
     # to (their count) ** (1/3) of the stream (uniform sampling: below 100 would be 10%).
-    cfg = small(numbers_max=999, numbers_valid_size=100, numbers_test_size=100, batch_size=8,
-                numbers_sampling_temperature=3.0)
+    cfg = small(numbers=NumbersSpec(max=999, valid_size=100, test_size=100, sampling_temperature=3.0),
+                batch_size=8)
     p = build_pipeline(cfg)
     held = {s for s, _ in p.eval_pairs("validation") + p.eval_pairs("test")}
     train = numbers.split_numbers(999, 100, 100)["train"]
@@ -223,7 +224,7 @@ def test_default_task_does_not_import_tensorflow():
         import sys
         from tfm.data.config import DataConfig
         from tfm.data.pipeline import build_pipeline
-        p = build_pipeline(DataConfig(numbers_max=2000, numbers_valid_size=10, numbers_test_size=10,
+        p = build_pipeline(DataConfig(numbers={"max": 2000, "valid_size": 10, "test_size": 10},
                                       tokenizer="char", max_len=48, max_target_len=48))
         next(p.train_iter); list(p.eval_batches())
         assert "tensorflow" not in sys.modules, "tensorflow was imported"

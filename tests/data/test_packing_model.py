@@ -8,6 +8,7 @@ from tfm import losses
 from tfm.config import get_preset
 from tfm.data import batching, examples, plans
 from tfm.data.config import DataConfig
+from tfm.data.numbers import NumbersSpec
 from tfm.data.pipeline import build_pipeline
 from tfm.models import build_model
 
@@ -34,8 +35,8 @@ def _per_example(nll, seg):
 
 
 def test_packed_translation_equals_unpacked():
-    cfg = DataConfig(numbers_max=9_999, numbers_valid_size=10, numbers_test_size=10,
-                     tokenizer="char", max_len=96, max_target_len=96, batch_size=4, pack=True)
+    cfg = DataConfig(numbers=NumbersSpec(max=9_999, valid_size=10, test_size=10), tokenizer="char",
+                     max_len=96, max_target_len=96, batch_size=4, pack=True)
     pipe = build_pipeline(cfg)
     b = next(pipe.train_iter)
     assert b["inputs_segment_ids"].max() >= 2

@@ -8,6 +8,7 @@ subprocesses through the environment) turns every compilation after the first in
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -25,14 +26,14 @@ def tiny_config(**overrides):
     d_model=16 encoder-decoder, 16 rows per batch, the paper's Adam and schedule (scaled by
     0.2, warm-up 10), no evaluation, a checkpoint every 4 steps.
 
-    ``overrides``: dotted names, e.g. ``tiny_config(**{"train.num_steps": 8})``.
+    ``overrides``: dotted names, e.g. ``tiny_config(**{"train.num_steps": 8, "data.numbers.max": 99})``.
     """
     from tfm.training.config import default_config_dict
 
     c = default_config_dict()
-    c.data.numbers_max = 999
-    c.data.numbers_valid_size = 32
-    c.data.numbers_test_size = 32
+    c.data.numbers.max = 999
+    c.data.numbers.valid_size = 32
+    c.data.numbers.test_size = 32
     c.data.tokenizer = "char"
     c.data.max_len = 24
     c.data.max_target_len = 24
@@ -56,8 +57,8 @@ def tiny_config(**overrides):
     c.train.checkpoint_every_steps = 4
     c.train.progress_bar = False
     for name, value in overrides.items():
-        section, field = name.split(".")
-        setattr(c[section], field, value)
+        *groups, field = name.split(".")
+        setattr(functools.reduce(getattr, groups, c), field, value)
     return c
 
 

@@ -1,7 +1,10 @@
 """Configuration: one source of defaults, validation naming the field, every config file loads."""
 
 import ast
+import re
 import pathlib
+import subprocess
+import sys
 
 import jax
 import ml_collections
@@ -13,7 +16,7 @@ from ml_collections import config_flags
 from tfm.config import ModelConfig
 from tfm.data.config import DataConfig
 from tfm.training import parallel
-from tfm.training.config import RunConfig, Strategy, TrainConfig, default_config_dict
+from tfm.training.config import RunConfig, Strategy, TrainConfig, default_config_dict, override_error
 
 CONFIG_FILES = sorted((REPO / "configs").glob("*.py"))
 CONFIG_FILES = [p for p in CONFIG_FILES if p.name != "__init__.py"]
@@ -67,14 +70,49 @@ def test_command_line_overrides_reach_the_dataclasses(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
     cfg = load(REPO / "configs" / "numbers.py", "--config.train.strategy=pmap",
                "--config.model.num_decoder_layers=3", "--config.train.learning_rate=2",
-               "--config.model.dtype=bfloat16")
+               "--config.model.dtype=bfloat16", "--config.data.numbers.max=99999")
     run = RunConfig.from_config_dict(cfg)
+    assert run.data.numbers.max == 99_999 and run.data.numbers.valid_size == 2000
     assert run.train.strategy is Strategy.PMAP
     assert run.model.num_decoder_layers == 3  # a None default still parses (typed placeholder)
     assert run.train.learning_rate == 2.0
     assert run.model.dtype == "bfloat16" and run.model.param_dtype == "float32"
     with pytest.raises(Exception, match="nonexistent"):
         load(REPO / "configs" / "numbers.py", "--config.train.nonexistent=1")
+
+
+@pytest.mark.parametrize(
+    "name, error",
+    [("--config.data.numbers.max", None), ("--config.model.d_model", None),
+     ("--config.train.num_steps", None),
+     ("--config.data.numbers_max", "--config.data.numbers_max: renamed --config.data.numbers.max"),
+     ("--config.data.numbers_sampling_temperature", "renamed --config.data.numbers.sampling_temperature"),
+     ("--config.data.numbers", "data.numbers holds several settings; .*FIELD one of: max, valid_size"),
+     ("--config.data.numbers.maxx", "data.numbers has no field 'maxx'; its fields are: max, valid_size"),
+     ("--config.data.max_len.x", "DataConfig has no field 'max_len.x'"),
+     ("--config.data.nope", "DataConfig has no field 'nope'"),
+     ("--config.trian.num_steps", "unknown section 'trian'; the sections are model, data, train")],
+)
+def test_override_names_are_checked_in_one_line(name, error):
+    if error is None:
+        assert override_error(name) is None
+    else:
+        assert re.search(error, override_error(name)) and "\n" not in override_error(name)
+
+
+def test_the_flat_numbers_flag_exits_2_naming_the_new_one():
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "--config.data.numbers_max=999"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("error: --config.data.numbers_max: renamed "
+                                   "--config.data.numbers.max")
+
+
+def test_a_config_file_setting_a_flat_name_is_refused_naming_both():
+    cd = default_config_dict()
+    cd.data.numbers_max = 999  # a config file written for an older tfm
+    with pytest.raises(ValueError, match="data.numbers_max and data.numbers.max are both given"):
+        RunConfig.from_config_dict(cd)
 
 
 @pytest.mark.parametrize(

@@ -100,3 +100,67 @@ def test_a_different_init_from_is_a_mismatch(tmp_path):
     with pytest.raises(WorkdirMismatchError, match="train.init_from"):
         workdir_lib.check_provenance(data, str(workdir), init_from=str(b))
     assert (workdir / "tokenizer").is_dir()
+
+
+# provenance.json of tiny_config()'s data as an older tfm wrote it: the numbers task's fields flat
+OLD_RECORD = {
+    "data.dataset": "numbers", "data.text_file": "", "data.valid_fraction": 0.1, "data.tokenizer": "char",
+    "data.vocab_size": 256, "data.tokenizer_character_coverage": 1.0, "data.tokenizer_max_examples": 10000,
+    "data.tfds_data_dir": "", "data.numbers_max": 999, "data.numbers_valid_size": 32,
+    "data.numbers_test_size": 32, "data.numbers_split_seed": 0, "train.init_from": None,
+}
+
+
+def older_workdir(tmp_path, numbers_max=999):
+    """A workdir as an older tfm left it (a checkpoint, a tokenizer, and config.json and
+    provenance.json with the flat data.numbers_* names), its run on 0..numbers_max."""
+    from tfm.data.tokenizers import CharTokenizer
+    from tfm.training import workdir_guard
+    from tfm.training.config import RunConfig
+
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints" / "4").mkdir(parents=True)
+    CharTokenizer("abcdefghijklmnopqrstuvwxyz -").save(workdir / "tokenizer")
+    config = RunConfig.from_config_dict(tiny_config()).to_dict()
+    numbers = config["data"].pop("numbers")
+    config["data"].update({f"numbers_{k}": v for k, v in numbers.items()}, numbers_max=numbers_max)
+    (workdir / "config.json").write_text(json.dumps(config))
+    record = {**OLD_RECORD, "data.numbers_max": numbers_max,
+              "tokenizer files sha256": workdir_guard.tokenizer_fingerprint(str(workdir))}
+    (workdir / "provenance.json").write_text(json.dumps(record))
+    return workdir
+
+
+def test_an_older_workdirs_flat_names_match_the_same_data(tmp_path):
+    """config.json and provenance.json of an older tfm name the numbers task's fields flat
+    (numbers_max): the same run resumes, its tokenizer kept, and the record is rewritten with
+    the current names."""
+    from tfm.training import workdir_guard
+    from tfm.training.config import RunConfig
+
+    workdir = older_workdir(tmp_path)
+    config = RunConfig.from_config_dict(tiny_config())
+    saved = workdir_guard.check_workdir(config, str(workdir))
+    assert saved == config and workdir_guard.setting_differences(saved, config) == []
+    fingerprint = workdir_guard.tokenizer_fingerprint(str(workdir))
+    record = workdir_guard.check_provenance(config.data, str(workdir))
+    workdir_guard.check_and_record_tokenizer(str(workdir), record)
+    assert not (workdir / "superseded").exists()  # the tokenizer is kept, not rebuilt
+    assert workdir_guard.tokenizer_fingerprint(str(workdir)) == fingerprint
+    rewritten = json.loads((workdir / "provenance.json").read_text())
+    assert rewritten["data.numbers.max"] == 999 and "data.numbers_max" not in rewritten
+    workdir_guard.check_provenance(config.data, str(workdir))  # and matches again
+
+
+def test_an_older_workdir_on_other_numbers_is_refused_by_the_current_name(tmp_path):
+    from tfm.training import workdir_guard
+    from tfm.training.config import RunConfig
+
+    workdir = older_workdir(tmp_path, numbers_max=9999)
+    config = RunConfig.from_config_dict(tiny_config())  # 0..999
+    saved = workdir_guard.check_workdir(config, str(workdir))
+    assert workdir_guard.setting_differences(saved, config) == [
+        "data.numbers.max: 9999 in the workdir, 999 now"]
+    with pytest.raises(WorkdirMismatchError, match=r"data\.numbers\.max: 9999 in the workdir, 999 now"):
+        workdir_guard.check_provenance(config.data, str(workdir))
+    assert (workdir / "tokenizer").is_dir() and not (workdir / "superseded").exists()

@@ -5,10 +5,11 @@
 """
 
 from tfm.data.config import DataConfig, Dataset, Overlong, Task, TokenizerKind
+from tfm.data.numbers import NumbersSpec
 from tfm.data.pipeline import Pipeline, build_pipeline
 from tfm.data.tokenizers import Tokenizer, load_tokenizer
 
 __all__ = [
-    "DataConfig", "Dataset", "Overlong", "Task", "TokenizerKind", "Pipeline", "build_pipeline",
-    "Tokenizer", "load_tokenizer",
+    "DataConfig", "Dataset", "NumbersSpec", "Overlong", "Task", "TokenizerKind", "Pipeline",
+    "build_pipeline", "Tokenizer", "load_tokenizer",
 ]

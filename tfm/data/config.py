@@ -5,6 +5,11 @@ in :class:`DataConfig`. Its dataclass defaults ARE the project's defaults: ``con
 is built from them, so the default run (``python train.py``) trains on the embedded synthetic
 English-to-German number-words task with a small shared SentencePiece vocabulary.
 
+A data set's own settings live in its spec, one nested frozen dataclass per data set
+(``DataConfig.numbers``: :class:`tfm.data.numbers.NumbersSpec`, ``--config.data.numbers.max``);
+a config.json of an older tfm, which held them flat (``numbers_max``), still reads
+(:data:`FLAT_NAMES`).
+
 Validation runs on construction and every error names the offending field.
 """
 
@@ -12,10 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from tfm.config import Arch, ConfigBase
-from tfm.data import numbers as numbers_lib
+from tfm.data.numbers import NumbersSpec
 
 
 class Dataset(str, enum.Enum):
@@ -131,21 +136,8 @@ class DataConfig(ConfigBase):
       tfds_manual_dir: a directory holding already-downloaded source files under the names
         TFDS expects (e.g. ``input.txt`` for tiny_shakespeare): preparation then needs no
         network. "" = none.
-      numbers_max: the numbers task covers the integers 0..numbers_max (at most 999,999).
-      numbers_valid_size: numbers held out for validation, stratified by magnitude bucket
-        (0-99, 100-999, ..., 100,000-999,999): an equal share from every bucket, at most
-        ``numbers_held_out_fraction`` of any one (see :func:`tfm.data.numbers.split_numbers`).
-      numbers_test_size: numbers held out for test (disjoint from validation and training),
-        stratified the same way.
-      numbers_held_out_fraction: the largest fraction of a magnitude bucket that validation (and,
-        separately, test) may take: 0.1 holds out 10 of the 100 numbers below 100 for each.
-      numbers_sampling_temperature: training samples the numbers of ``d`` digits (``n_d``
-        training numbers; 1 and 2 digits are separate groups) in proportion to
-        ``n_d ** (1 / T)``: 1 = uniform over the numbers (then 90% of the examples have six
-        digits and 0.01% are below 100); larger values flatten towards equal shares per digit
-        count (see :func:`tfm.data.numbers.training_numbers`).
-      numbers_split_seed: seed of the fixed permutation that splits the numbers (deliberately
-        separate from ``shuffle_seed``, so the test set never moves).
+      numbers: the numbers task's settings (range, held-out sizes, split seed, sampling
+        temperature): :class:`tfm.data.numbers.NumbersSpec`, ``--config.data.numbers.max=99999``.
 
       Local classification files (``dataset="classification_file"``, :mod:`tfm.data.labeled_files`):
       classification_file: path of the training rows: ``.csv``, ``.tsv`` (a header row names
@@ -182,12 +174,7 @@ class DataConfig(ConfigBase):
     max_eval_examples: int = 0
     tfds_data_dir: str = ""
     tfds_manual_dir: str = ""
-    numbers_max: int = 999_999
-    numbers_valid_size: int = 2000
-    numbers_test_size: int = 2000
-    numbers_split_seed: int = 0
-    numbers_held_out_fraction: float = 0.1
-    numbers_sampling_temperature: float = 3.0
+    numbers: NumbersSpec = NumbersSpec()
     # local classification files
     classification_file: str = ""
     classification_valid_file: str = ""
@@ -201,11 +188,19 @@ class DataConfig(ConfigBase):
         "tokenizer": TokenizerKind,
         "overlong": Overlong,
     }
+    # per-data-set specs: field -> its frozen dataclass (a next data set's spec is one entry)
+    _SPECS: ClassVar[dict[str, type[ConfigBase]]] = {"numbers": NumbersSpec}
 
     def __post_init__(self):
         if isinstance(self.label_names, list):  # from JSON or a config file
             object.__setattr__(self, "label_names", tuple(self.label_names))
         super().__post_init__()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataConfig:
+        """From a plain dict; an older tfm's flat names (``numbers_max``) are read into their
+        spec (see :func:`nest_flat_names`)."""
+        return super().from_dict(nest_flat_names(d))
 
     # ------------------------------------------------------------------ derived
     @property
@@ -229,13 +224,11 @@ class DataConfig(ConfigBase):
             return isinstance(value, int) and not isinstance(value, bool)
 
         for field in ("max_len", "max_target_len", "batch_size", "eval_batch_size",
-                      "tokenizer_max_examples", "chunk_size",
-                      "numbers_valid_size", "numbers_test_size"):
+                      "tokenizer_max_examples", "chunk_size"):
             value = getattr(self, field)
             if not is_int(value) or value <= 0:
                 fail(field, "must be a positive integer")
-        for field in ("tokens_per_batch", "max_eval_examples", "shuffle_seed",
-                      "numbers_split_seed"):
+        for field in ("tokens_per_batch", "max_eval_examples", "shuffle_seed"):
             value = getattr(self, field)
             if not is_int(value) or value < 0:
                 fail(field, "must be a non-negative integer")
@@ -256,21 +249,6 @@ class DataConfig(ConfigBase):
             fail("text_file", "dataset='text_file' needs --config.data.text_file=PATH")
         if self.dataset is not Dataset.TEXT_FILE and self.text_file:
             fail("text_file", f"is only used with dataset='text_file', not {self.dataset.value!r}")
-        if not is_int(self.numbers_max) or not 0 < self.numbers_max <= 999_999:
-            fail("numbers_max", "must be in 1..999999 (the number words stop below a million)")
-        fraction = self.numbers_held_out_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 0.5:
-            fail("numbers_held_out_fraction", "must be in (0, 0.5]")
-        temperature = self.numbers_sampling_temperature
-        if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-                or not 1 <= temperature < float("inf")):
-            fail("numbers_sampling_temperature", "must be a finite number >= 1 (1 = uniform)")
-        if self.dataset is Dataset.NUMBERS:
-            for field in ("numbers_valid_size", "numbers_test_size"):
-                try:
-                    numbers_lib.held_out_sizes(self.numbers_max, getattr(self, field), fraction)
-                except ValueError as e:
-                    fail(field, str(e))
         if self.tokens_per_batch:
             if self.task is not Task.TRANSLATION:
                 fail("tokens_per_batch", "token-count batching is for translation data sets only")
@@ -296,3 +274,32 @@ class DataConfig(ConfigBase):
             fail("label_names", "needs two or more distinct names")
         if self.pack and self.task is Task.CLASSIFICATION:
             fail("pack", "classification examples cannot be packed (one label per row)")
+
+
+# ---------------------------------------------------------------------- older config files
+# The fields an older tfm held flat in DataConfig -> their dotted name now (spec.field).
+FLAT_NAMES: dict[str, str] = {
+    "numbers_max": "numbers.max",
+    "numbers_valid_size": "numbers.valid_size",
+    "numbers_test_size": "numbers.test_size",
+    "numbers_split_seed": "numbers.split_seed",
+    "numbers_held_out_fraction": "numbers.held_out_fraction",
+    "numbers_sampling_temperature": "numbers.sampling_temperature",
+}
+
+
+def nest_flat_names(d: dict[str, Any]) -> dict[str, Any]:
+    """A "data" dict with the flat names of :data:`FLAT_NAMES` moved into their spec's dict
+    (``{"numbers_max": 9}`` -> ``{"numbers": {"max": 9}}``); a field given both ways is a
+    ValueError naming both."""
+    out = dict(d)
+    for old in [k for k in d if k in FLAT_NAMES]:
+        spec, field = FLAT_NAMES[old].split(".")
+        nested = out.get(spec, {})
+        nested = dict(nested.to_dict() if isinstance(nested, ConfigBase) else nested)
+        if field in nested:
+            raise ValueError(f"data.{old} and data.{spec}.{field} are both given: {old} is the older "
+                             f"name of {spec}.{field}; keep data.{spec}.{field} only")
+        nested[field] = out.pop(old)
+        out[spec] = nested
+    return out

@@ -33,15 +33,83 @@ bucket (:data:`BUCKETS`: 0-99, 100-999, 1,000-9,999, 10,000-99,999, 100,000-999,
   only 10 numbers have it.)
 * :func:`bucket_of` / :func:`bucket_labels` name the bucket of a number, for evaluation by
   magnitude (:func:`tfm.metrics.text_metrics_by_group`).
+
+:class:`NumbersSpec` holds the task's settings (``DataConfig.numbers``, ``--config.data.numbers.*``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from tfm.config import ConfigBase
+
 MAX_NUMBER = 999_999
+
+
+@dataclasses.dataclass(frozen=True)
+class NumbersSpec(ConfigBase):
+    """The numbers task's settings: ``DataConfig.numbers`` (read only with ``dataset="numbers"``).
+
+    Attributes:
+      max: the task covers the integers 0..max (at most 999,999).
+      valid_size: numbers held out for validation, stratified by magnitude bucket (0-99,
+        100-999, ..., 100,000-999,999): an equal share from every bucket, at most
+        ``held_out_fraction`` of any one (see :func:`split_numbers`).
+      test_size: numbers held out for test (disjoint from validation and training), stratified
+        the same way.
+      split_seed: seed of the fixed permutation that splits the numbers (deliberately separate
+        from ``DataConfig.shuffle_seed``, so the test set never moves).
+      held_out_fraction: the largest fraction of a magnitude bucket that validation (and,
+        separately, test) may take: 0.1 holds out 10 of the 100 numbers below 100 for each.
+      sampling_temperature: training samples the numbers of ``d`` digits (``n_d`` training
+        numbers; 1 and 2 digits are separate groups) in proportion to ``n_d ** (1 / T)``: 1 =
+        uniform over the numbers (then 90% of the examples have six digits and 0.01% are below
+        100); larger values flatten towards equal shares per digit count (see
+        :func:`training_numbers`).
+    """
+
+    max: int = MAX_NUMBER
+    valid_size: int = 2000
+    test_size: int = 2000
+    split_seed: int = 0
+    held_out_fraction: float = 0.1
+    sampling_temperature: float = 3.0
+
+    _NAME = "data.numbers"
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first offending field (``data.numbers.<field>``)."""
+
+        def fail(field: str, msg: str):
+            raise ValueError(f"data.numbers.{field}={getattr(self, field)!r}: {msg}")
+
+        def is_int(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        if not is_int(self.max) or not 0 < self.max <= MAX_NUMBER:
+            fail("max", f"must be in 1..{MAX_NUMBER} (the number words stop below a million)")
+        for field in ("valid_size", "test_size"):
+            if not is_int(getattr(self, field)) or getattr(self, field) <= 0:
+                fail(field, "must be a positive integer")
+        if not is_int(self.split_seed) or self.split_seed < 0:
+            fail("split_seed", "must be a non-negative integer")
+        if not is_number(self.held_out_fraction) or not 0 < self.held_out_fraction <= 0.5:
+            fail("held_out_fraction", "must be in (0, 0.5]")
+        temperature = self.sampling_temperature
+        if not is_number(temperature) or not 1 <= temperature < math.inf:
+            fail("sampling_temperature", "must be a finite number >= 1 (1 = uniform)")
+        for field in ("valid_size", "test_size"):
+            try:
+                held_out_sizes(self.max, getattr(self, field), self.held_out_fraction)
+            except ValueError as e:
+                fail(field, str(e))
 
 _EN_ONES = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "

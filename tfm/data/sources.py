@@ -150,15 +150,15 @@ def is_stream(cfg: DataConfig) -> bool:
 def load_examples(cfg: DataConfig, split: str) -> ExampleSource:
     """The examples of ``split`` for a non-stream data set (numbers, wmt14, lm1b, sst2)."""
     if cfg.dataset is Dataset.NUMBERS and split == "below_1000":
-        return NumbersSource(numbers_lib.below(1000, cfg.numbers_max))
+        return NumbersSource(numbers_lib.below(1000, cfg.numbers.max))
     _check_split(split)
     if cfg.dataset is Dataset.NUMBERS:
-        parts = numbers_lib.split_numbers(
-            cfg.numbers_max, cfg.numbers_valid_size, cfg.numbers_test_size, cfg.numbers_split_seed,
-            cfg.numbers_held_out_fraction)
-        if split == "train":  # every magnitude gets its share (see DataConfig)
+        spec = cfg.numbers
+        parts = numbers_lib.split_numbers(spec.max, spec.valid_size, spec.test_size, spec.split_seed,
+                                          spec.held_out_fraction)
+        if split == "train":  # every magnitude gets its share (see NumbersSpec)
             return NumbersSource(numbers_lib.training_numbers(
-                parts["train"], cfg.numbers_sampling_temperature, cfg.numbers_split_seed))
+                parts["train"], spec.sampling_temperature, spec.split_seed))
         return NumbersSource(parts[split])
     if cfg.dataset in STREAM_DATASETS:
         raise ValueError(f"dataset {cfg.dataset.value!r} is a text stream: use load_text()")

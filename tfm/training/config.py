@@ -26,7 +26,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from tfm.config import ConfigBase, ModelConfig
-from tfm.data.config import DataConfig, TokenizerKind
+from tfm.data.config import FLAT_NAMES, DataConfig, TokenizerKind
 
 
 class Strategy(str, enum.Enum):
@@ -283,31 +283,59 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
+# a config's sections and their dataclasses
+_SECTIONS: dict[str, type[ConfigBase]] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
 def default_config_dict() -> ml_collections.ConfigDict:
     """The defaults of all three dataclasses as one ConfigDict (what configs/default.py returns).
 
     Fields whose default is None (e.g. ``model.num_decoder_layers``) become typed placeholders,
-    so ``--config.model.num_decoder_layers=3`` still parses on the command line.
+    so ``--config.model.num_decoder_layers=3`` still parses on the command line; a spec (e.g.
+    ``data.numbers``) is a nested ConfigDict: ``--config.data.numbers.max=99999``.
     """
-    return ml_collections.ConfigDict({
-        "model": _dataclass_to_config_dict(ModelConfig),
-        "data": _dataclass_to_config_dict(DataConfig),
-        "train": _dataclass_to_config_dict(TrainConfig),
-    })
+    return ml_collections.ConfigDict(
+        {section: _dataclass_to_config_dict(cls) for section, cls in _SECTIONS.items()})
+
+
+def override_error(name: str) -> str | None:
+    """What is wrong with the command-line override ``name`` (``--config.data.numbers.max``),
+    in one line naming the valid names; None when it names a field."""
+    section, *path = name.split(".")[1:] or [""]  # "--config" dropped
+    if section not in _SECTIONS:
+        return f"{name}: unknown section {section!r}; the sections are {', '.join(_SECTIONS)}"
+    if section == "data" and len(path) == 1 and path[0] in FLAT_NAMES:
+        return f"{name}: renamed --config.data.{FLAT_NAMES[path[0]]}"
+    cls = _SECTIONS[section]
+    spec = cls._SPECS.get(path[0]) if path else None
+    if spec is not None:  # a data set's spec: --config.data.numbers.FIELD
+        if len(path) == 1:
+            return (f"{name}: {spec._name()} holds several settings; set them one by one, "
+                    f"{name}.FIELD=VALUE, FIELD one of: {', '.join(f.name for f in dataclasses.fields(spec))}")
+        cls, path = spec, path[1:]
+    fields = [f.name for f in dataclasses.fields(cls)]
+    if len(path) != 1 or path[0] not in fields:
+        return f"{name}: {cls._name()} has no field {'.'.join(path)!r}; its fields are: {', '.join(fields)}"
+    return None
 
 
 # ---------------------------------------------------------------------- helpers
-def _dataclass_to_config_dict(cls) -> ml_collections.ConfigDict:
+def _dataclass_to_config_dict(cls, instance: Any = None) -> ml_collections.ConfigDict:
+    """The fields of ``cls`` as a ConfigDict: its defaults, or the values of ``instance``."""
     hints = typing.get_type_hints(cls)
     out = {}
     for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
+        if instance is not None:
+            value = getattr(instance, f.name)
+        elif f.default is not dataclasses.MISSING:
             value = f.default
         elif f.default_factory is not dataclasses.MISSING:  # pragma: no cover - none today
             value = f.default_factory()
         else:
             raise ValueError(f"{cls.__name__}.{f.name} has no default")
-        if isinstance(value, enum.Enum):
+        if isinstance(value, ConfigBase):  # a spec: a nested ConfigDict
+            value = _dataclass_to_config_dict(type(value), value)
+        elif isinstance(value, enum.Enum):
             value = value.value
         elif value is None:
             value = config_dict.placeholder(_non_none_type(hints[f.name]))

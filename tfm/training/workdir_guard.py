@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -36,6 +37,7 @@ from typing import Any
 
 from tfm import files
 from tfm.config import ModelConfig
+from tfm.data.config import FLAT_NAMES
 from tfm.files import TfmError
 from tfm.training.config import EXECUTION_ONLY_MODEL_FIELDS, RunConfig
 from tfm.run_files.layout import (
@@ -73,12 +75,15 @@ def setting_differences(saved: Any, new: Any, sections: tuple[str, ...] = ("mode
 
 def _field_differences(section: str, saved: Any, new: Any, skip: Any) -> list[str]:
     """``"section.field: saved in the workdir, new now"`` for the differing fields of two
-    dataclasses, but those where ``skip(dotted_name, saved_value, new_value)``."""
+    dataclasses, but those where ``skip(dotted_name, saved_value, new_value)``; a nested spec
+    (``data.numbers``) field by field (``data.numbers.max``)."""
     out = []
     for f in dataclasses.fields(saved):
         name = f"{section}.{f.name}"
         x, y = getattr(saved, f.name), getattr(new, f.name)
-        if x != y and not skip(name, x, y):
+        if dataclasses.is_dataclass(x) and type(x) is type(y):
+            out.extend(_field_differences(name, x, y, skip))
+        elif x != y and not skip(name, x, y):
             out.append(f"{name}: {_plain(x)!r} in the workdir, {_plain(y)!r} now")
     return out
 
@@ -168,11 +173,11 @@ def prepare(workdir: str) -> None:
 INIT_FROM_KEY = "train.init_from"  # the imported model directory (its tokenizer), None: unset
 TOKENIZER_KEY = "tokenizer files sha256"  # in provenance.json, beside the data fields
 
-# The DataConfig fields that decide the tokenizer and the training text.
+# The DataConfig fields that decide the tokenizer and the training text (dotted: a spec's field).
 PROVENANCE_FIELDS = (
     "dataset", "text_file", "valid_fraction", "tokenizer", "vocab_size",
     "tokenizer_character_coverage", "tokenizer_max_examples", "tfds_data_dir",
-    "numbers_max", "numbers_valid_size", "numbers_test_size", "numbers_split_seed",
+    "numbers.max", "numbers.valid_size", "numbers.test_size", "numbers.split_seed",
 )
 
 
@@ -180,7 +185,7 @@ def provenance(data: Any, init_from: str = "") -> dict[str, Any]:
     """What the workdir's tokenizer and data come from: the deciding DataConfig fields, for a
     local text or classification file its absolute path, size and SHA-256, and
     ``train.init_from``'s absolute path."""
-    out = {f"data.{f}": _plain(getattr(data, f)) for f in PROVENANCE_FIELDS}
+    out = {f"data.{f}": _plain(functools.reduce(getattr, f.split("."), data)) for f in PROVENANCE_FIELDS}
     out[INIT_FROM_KEY] = os.path.abspath(os.path.expanduser(init_from)) if init_from else None
     for field in ("text_file", "classification_file", "classification_valid_file"):  # local data files
         if getattr(data, field, ""):
@@ -231,7 +236,7 @@ def check_provenance(data: Any, workdir: str, *, is_chief: bool = True,
     recorded = None
     if os.path.lexists(record_path):
         try:
-            recorded = files.read_json(record_path, limit=MAX_RECORD_BYTES)
+            recorded = _current_names(files.read_json(record_path, limit=MAX_RECORD_BYTES))
         except files.FileError as e:
             raise WorkdirMismatchError(f"{e}; refusing to trust the workdir's tokenizer. Use a new "
                                        "--workdir.") from None
@@ -271,6 +276,15 @@ def check_provenance(data: Any, workdir: str, *, is_chief: bool = True,
         log.warning("%s has no checkpoint, and its tokenizer was left by a run that never reached "
                     "one (%s); moved it to %s and building a new one", workdir, why, aside)
     return now
+
+
+def _current_names(record: Any) -> Any:
+    """A provenance record with the flat DataConfig names of an older tfm (``data.numbers_max``)
+    under their current names (``data.numbers.max``, :data:`tfm.data.config.FLAT_NAMES`)."""
+    if not isinstance(record, dict):
+        return record
+    renamed = {f"data.{old}": f"data.{new}" for old, new in FLAT_NAMES.items()}
+    return {renamed.get(key, key): value for key, value in record.items()}
 
 
 def tokenizer_fingerprint(workdir: str) -> str | None:
