@@ -1,7 +1,6 @@
 """Fault class 8 of issue 15 (library side): misuse gets a ValueError saying what is wrong, not an
 IndexError or ZeroDivisionError from deep inside; damaged files are named by path."""
 
-
 import jax
 import jax.numpy as jnp
 import pytest
