@@ -140,8 +140,9 @@ def test_an_older_workdirs_flat_names_match_the_same_data(tmp_path):
 
     workdir = older_workdir(tmp_path)
     config = RunConfig.from_config_dict(tiny_config())
-    saved = workdir_guard.check_workdir(config, str(workdir))
+    saved = workdir_guard.saved_run(str(workdir))
     assert saved == config and workdir_guard.setting_differences(saved, config) == []
+    workdir_guard.check_saved_model(saved, config, str(workdir))
     fingerprint = workdir_guard.tokenizer_fingerprint(str(workdir))
     record = workdir_guard.check_provenance(config.data, str(workdir))
     workdir_guard.check_and_record_tokenizer(str(workdir), record)
@@ -158,7 +159,8 @@ def test_an_older_workdir_on_other_numbers_is_refused_by_the_current_name(tmp_pa
 
     workdir = older_workdir(tmp_path, numbers_max=9999)
     config = RunConfig.from_config_dict(tiny_config())  # 0..999
-    saved = workdir_guard.check_workdir(config, str(workdir))
+    saved = workdir_guard.saved_run(str(workdir))
+    workdir_guard.check_saved_model(saved, config, str(workdir))  # the same model: accepted
     assert workdir_guard.setting_differences(saved, config) == [
         "data.numbers.max: 9999 in the workdir, 999 now"]
     with pytest.raises(WorkdirMismatchError, match=r"data\.numbers\.max: 9999 in the workdir, 999 now"):
