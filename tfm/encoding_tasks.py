@@ -32,7 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from tfm import arguments
-from tfm.arguments import ArgumentError
 from tfm.config import Arch, EncoderHead, ModelConfig
 from tfm.inference import Pretrained, WorkdirError, _resolve
 from tfm.models import build_model
@@ -82,7 +81,7 @@ def _encode(pre: Pretrained, inputs: Sequence[TextOrPair]) -> list[tuple[np.ndar
             if pairs else iter(())
         return [next(two) if isinstance(x, tuple) else next(one) for x in inputs]
     if pairs:
-        raise ArgumentError(f"the {tok.kind} tokenizer has no sentence-pair encoding (a BERT WordPiece tokenizer has)")
+        raise arguments.ArgumentError(f"the {tok.kind} tokenizer has no sentence-pair encoding (a BERT WordPiece tokenizer has)")
     out = []
     for ids in tok.encode_batch(list(inputs)):
         ids = np.concatenate([[tok.bos_id], ids[: cfg.max_len - 2], [tok.eos_id]]).astype(np.int32)
@@ -167,7 +166,7 @@ def fill_mask(model, texts: str | Sequence[str], *, top_k: int = 5, batch_size: 
     for text, (ids, _), logits in zip(inputs, encoded, _run(pre, "mlm_logits", encoded, batch_size)):
         where = np.flatnonzero(ids == tok.mask_id)
         if not len(where):
-            raise ArgumentError(f"no {tok.mask_token} in {text!r:.80}")
+            raise arguments.ArgumentError(f"no {tok.mask_token} in {text!r:.80}")
         per_mask = []
         for pos in where:
             z = logits[pos] - logits[pos].max()
@@ -189,7 +188,7 @@ def embed(model, texts: str | Sequence[str], *, pooling: str = "mean", batch_siz
     states: "mean" over the text's tokens ([CLS] and [SEP] included, as sentence-transformers'
     mean pooling), or "cls" (the first token's state, before any pooler)."""
     if pooling not in ("mean", "cls"):
-        raise ArgumentError(f"pooling={pooling!r}: expected 'mean' or 'cls'")
+        raise arguments.ArgumentError(f"pooling={pooling!r}: expected 'mean' or 'cls'")
     pre = _resolve_encoder(model)
     inputs, single = _as_list(texts)
     states = _run(pre, "encode", _encode(pre, inputs), batch_size)
